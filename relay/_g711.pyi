@@ -1,0 +1,72 @@
+"""G.711 codecs, resampling between 8, 16 and 24 kHz, and frame energy (Cython: relay/_g711.pyx).
+
+PCM is always signed 16-bit little-endian mono ("PCM16"). Every function takes any bytes-like
+object (bytes, bytearray, memoryview) of any length; the *_into variants write into a
+caller-owned writable buffer and return the number of bytes written (ValueError when it is too
+small), so the hot path allocates nothing.
+"""
+
+from typing import Union
+
+Buffer = Union[bytes, bytearray, memoryview]
+
+def ulaw_decode(data: Buffer) -> bytes:
+    """u-law bytes -> PCM16 (twice as many bytes), bit-exact ITU-T G.711."""
+
+def ulaw_encode(pcm: Buffer) -> bytes:
+    """PCM16 -> u-law (half as many bytes). ValueError on an odd length."""
+
+def alaw_decode(data: Buffer) -> bytes:
+    """A-law bytes -> PCM16, bit-exact ITU-T G.711."""
+
+def alaw_encode(pcm: Buffer) -> bytes:
+    """PCM16 -> A-law. ValueError on an odd length."""
+
+def ulaw_decode_into(data: Buffer, out: Union[bytearray, memoryview]) -> int: ...
+def ulaw_encode_into(pcm: Buffer, out: Union[bytearray, memoryview]) -> int: ...
+def alaw_decode_into(data: Buffer, out: Union[bytearray, memoryview]) -> int: ...
+def alaw_encode_into(pcm: Buffer, out: Union[bytearray, memoryview]) -> int: ...
+
+def ulaw_to_alaw(data: Buffer) -> bytes:
+    """Transcode u-law to A-law (via the exact PCM value)."""
+
+def alaw_to_ulaw(data: Buffer) -> bytes:
+    """Transcode A-law to u-law (via the exact PCM value)."""
+
+class Resampler:
+    """Streaming polyphase FIR resampler between 8000, 16000 and 24000 Hz.
+
+    Keeps its filter history between calls, so consecutive frames join without clicks.
+    Downsampling filters below the new Nyquist (>= 40 dB stop-band rejection); upsampling
+    removes the images. Any input length is accepted (even a single sample).
+    """
+
+    in_rate: int
+    out_rate: int
+
+    def __init__(self, in_rate: int, out_rate: int) -> None:
+        """ValueError unless both rates are in {8000, 16000, 24000}."""
+
+    def process(self, pcm: Buffer) -> bytes:
+        """Resample PCM16 at in_rate into PCM16 at out_rate."""
+
+    def process_into(self, pcm: Buffer, out: Union[bytearray, memoryview]) -> int:
+        """Like process(), writing into out; returns bytes written."""
+
+    def max_output_bytes(self, input_bytes: int) -> int:
+        """An upper bound on what process() returns for input_bytes of input."""
+
+    def reset(self) -> None:
+        """Forget the filter history (start of a new stream)."""
+
+def pcm_rms(pcm: Buffer) -> float:
+    """RMS of PCM16 samples (0.0 for empty input)."""
+
+def pcm_dbov(pcm: Buffer) -> float:
+    """Level in dBov (0 dBov = full-scale square wave); -127.0 for silence or empty input."""
+
+def ulaw_rms(data: Buffer) -> float:
+    """RMS of the PCM16 values the u-law bytes decode to, without allocating."""
+
+def ulaw_dbov(data: Buffer) -> float:
+    """Level in dBov of u-law audio; -127.0 for digital silence or empty input."""

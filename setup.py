@@ -1,0 +1,31 @@
+"""Build the Cython extensions of relay with optimisation on."""
+import os
+
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+
+COMPILE_ARGS = ["-O3", "-fno-strict-aliasing"]
+
+extensions = [
+    Extension("relay._g711", ["relay/_g711.pyx"], extra_compile_args=COMPILE_ARGS),
+    Extension("relay._rtp", ["relay/_rtp.pyx"], extra_compile_args=COMPILE_ARGS),
+]
+
+# RELAY_ONLY_EXT=_g711 builds one extension alone (handy while another one is being edited).
+only = os.environ.get("RELAY_ONLY_EXT")
+if only:
+    extensions = [ext for ext in extensions if ext.name.endswith(only)]
+
+setup(
+    ext_modules=cythonize(
+        extensions,
+        language_level=3,
+        compiler_directives={
+            "boundscheck": False,
+            "wraparound": False,
+            "cdivision": True,
+            "initializedcheck": False,
+            "embedsignature": True,
+        },
+    ),
+)
