@@ -1,0 +1,280 @@
+"""Settings: config/default.json, an optional site file, environment overrides, agent configs.
+
+Owns: loading and validating every setting once, at start, with errors that name the file, the
+key and what is wrong. Every setting has a working default in config/default.json; its type
+there is the type the setting must have. Nothing here opens a socket or reads a setting later.
+
+Environment variables keep the names users of the original Node.js design know (see ENV_VARS).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Optional
+
+PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG = PACKAGE_ROOT / "config" / "default.json"
+
+# environment variable -> dotted setting
+ENV_VARS: dict[str, str] = {
+    "ARI_URL": "ari.url",
+    "ARI_USERNAME": "ari.username",
+    "ARI_PASSWORD": "ari.password",
+    "ARI_APP_NAME": "ari.app",
+    "OPENAI_API_KEY": "openai.api_key",
+    "OPENAI_REALTIME_URL": "openai.realtime_url",
+    "OPENAI_BASE_URL": "openai.realtime_url",
+    "REALTIME_MODEL": "openai.model",
+    "OPENAI_REALTIME_MODEL": "openai.model",
+    "ACTIVE_AGENT_CONFIG_KEY": "agent.active",
+    "AGENT_CONFIGS_DIR": "agent.configs_dir",
+    "INITIAL_USER_PROMPT": "agent.initial_user_prompt",
+    "RTP_HOST": "rtp.bind_host",
+    "RTP_ADVERTISE_HOST": "rtp.advertise_host",
+    "RTP_PORT_MIN": "rtp.port_min",
+    "RTP_PORT_MAX": "rtp.port_max",
+    "MAX_CALL_DURATION_S": "call.max_duration_s",
+    "TRANSCRIPTS_DIR": "call.transcripts_dir",
+    "DTMF_INTER_DIGIT_TIMEOUT_MS": "dtmf.inter_digit_timeout_ms",
+    "DTMF_MAX_DIGITS": "dtmf.max_digits",
+    "DTMF_TERMINATOR": "dtmf.terminator",
+    "LOG_LEVEL": "log.level",
+}
+
+VOICES = ("alloy", "ash", "ballad", "coral", "echo", "sage", "shimmer", "verse", "marin", "cedar")
+AUDIO_FORMATS = ("audio/pcmu", "audio/pcma", "audio/pcm")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+AGENT_KEY = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+
+class ConfigError(ValueError):
+    """A setting is missing or wrong; the message names where and what."""
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    """One agent: what the model is told, how it sounds and listens, and what it may do."""
+
+    key: str
+    name: str
+    instructions: str
+    voice: str = "marin"
+    greeting_instructions: str = ""
+    greeting_sound: str = ""
+    audio_format: str = "audio/pcmu"
+    turn_detection: Optional[dict] = None
+    input_transcription: Optional[dict] = None
+    tools: tuple = ()
+    source: str = ""
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass
+class Settings:
+    """All settings: the merged tree and the agents, validated."""
+
+    tree: dict
+    agents: dict[str, AgentConfig]
+    sources: list[str]
+
+    def get(self, dotted: str) -> Any:
+        node: Any = self.tree
+        for part in dotted.split("."):
+            node = node[part]
+        return node
+
+    def agent(self, key: Optional[str] = None) -> AgentConfig:
+        """The agent named key, or the active one. KeyError names the known agents."""
+        key = key or self.get("agent.active")
+        try:
+            return self.agents[key]
+        except KeyError:
+            raise KeyError(f"no agent config {key!r} (known: {', '.join(sorted(self.agents))})")
+
+    def redacted(self) -> dict:
+        """The tree with every secret replaced, for logs and the dashboard."""
+        tree = copy.deepcopy(self.tree)
+        for dotted in ("ari.password", "openai.api_key"):
+            section, key = dotted.split(".")
+            if tree[section][key]:
+                tree[section][key] = "***"
+        return tree
+
+
+def _merge(base: dict, override: Mapping, source: str, path: str = "") -> None:
+    for key, value in override.items():
+        where = f"{path}{key}"
+        if key not in base:
+            raise ConfigError(f"{source}: unknown setting {where!r}")
+        if isinstance(base[key], dict):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{source}: {where!r} must be an object")
+            _merge(base[key], value, source, where + ".")
+        else:
+            base[key] = _coerce(value, base[key], source, where)
+
+
+def _coerce(value: Any, default: Any, source: str, where: str) -> Any:
+    """Convert value (from JSON or the environment) to the type of the default."""
+    expected = type(default)
+    if isinstance(value, str) and expected is not str:
+        text = value.strip()
+        try:
+            if expected is bool:
+                if text.lower() in ("1", "true", "yes", "on"):
+                    return True
+                if text.lower() in ("0", "false", "no", "off"):
+                    return False
+                raise ValueError(text)
+            return expected(text)
+        except ValueError:
+            raise ConfigError(f"{source}: {where!r} must be {expected.__name__}, got {value!r}")
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+        raise ConfigError(f"{source}: {where!r} must be {expected.__name__}, got {value!r}")
+    return value
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found")
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}")
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: must hold a JSON object")
+    return data
+
+
+def _check_tree(tree: dict) -> None:
+    def require(ok: bool, dotted: str, what: str) -> None:
+        if not ok:
+            raise ConfigError(f"setting {dotted!r} {what}")
+
+    require(tree["ari"]["url"].startswith(("http://", "https://")), "ari.url",
+            "must start with http:// or https://")
+    require(bool(tree["ari"]["app"]), "ari.app", "must not be empty")
+    require(tree["openai"]["realtime_url"].startswith(("ws://", "wss://")), "openai.realtime_url",
+            "must start with ws:// or wss://")
+    require(bool(tree["openai"]["model"]), "openai.model", "must not be empty")
+    rtp = tree["rtp"]
+    require(0 < rtp["port_min"] <= rtp["port_max"] < 65536, "rtp.port_min/port_max",
+            "must be a port range within 1..65535")
+    require(1 <= rtp["jitter_depth"] <= 50, "rtp.jitter_depth", "must be 1..50 packets")
+    require(1 <= rtp["append_frames"] <= 25, "rtp.append_frames", "must be 1..25 frames")
+    require(tree["call"]["max_duration_s"] > 0, "call.max_duration_s", "must be positive")
+    require(tree["dtmf"]["max_digits"] >= 1, "dtmf.max_digits", "must be at least 1")
+    require(tree["dtmf"]["terminator"] in ("", "#", "*"), "dtmf.terminator", "must be '', '#' or '*'")
+    require(tree["log"]["level"].upper() in LOG_LEVELS, "log.level",
+            f"must be one of {', '.join(LOG_LEVELS)}")
+    for section, key in (("ari", "request_timeout_s"), ("openai", "connect_timeout_s")):
+        require(tree[section][key] > 0, f"{section}.{key}", "must be positive")
+
+
+def load_agent(path: Path) -> AgentConfig:
+    """Read and validate one agent config file."""
+    data = _read_json(path)
+    key = path.stem
+
+    def fail(what: str) -> ConfigError:
+        return ConfigError(f"{path}: {what}")
+
+    known = {"name", "instructions", "voice", "greeting", "audio_format", "turn_detection",
+             "input_transcription", "tools", "description"}
+    unknown = set(data) - known
+    if unknown:
+        raise fail(f"unknown key(s) {', '.join(sorted(unknown))} (known: {', '.join(sorted(known))})")
+    instructions = data.get("instructions")
+    if not isinstance(instructions, str) or not instructions.strip():
+        raise fail("'instructions' must be a non-empty string")
+    voice = data.get("voice", "marin")
+    if voice not in VOICES:
+        raise fail(f"'voice' must be one of {', '.join(VOICES)}, got {voice!r}")
+    audio_format = data.get("audio_format", "audio/pcmu")
+    if audio_format not in AUDIO_FORMATS:
+        raise fail(f"'audio_format' must be one of {', '.join(AUDIO_FORMATS)}")
+    greeting = data.get("greeting") or {}
+    if not isinstance(greeting, dict) or set(greeting) - {"instructions", "sound"}:
+        raise fail("'greeting' must be an object with 'instructions' and/or 'sound'")
+    turn_detection = data.get("turn_detection")
+    if turn_detection is not None:
+        if not isinstance(turn_detection, dict) or turn_detection.get("type") not in (
+                "server_vad", "semantic_vad"):
+            raise fail("'turn_detection' must be null or an object with type server_vad|semantic_vad")
+    transcription = data.get("input_transcription")
+    if transcription is not None and not (isinstance(transcription, dict) and
+                                          isinstance(transcription.get("model"), str)):
+        raise fail("'input_transcription' must be null or an object with a 'model'")
+    tools = data.get("tools", [])
+    if not isinstance(tools, list):
+        raise fail("'tools' must be a list")
+    for index, tool in enumerate(tools):
+        if not isinstance(tool, dict) or not isinstance(tool.get("name"), str):
+            raise fail(f"tools[{index}] must be an object with a 'name'")
+    return AgentConfig(
+        key=key,
+        name=str(data.get("name") or key),
+        instructions=instructions,
+        voice=voice,
+        greeting_instructions=str(greeting.get("instructions", "")),
+        greeting_sound=str(greeting.get("sound", "")),
+        audio_format=audio_format,
+        turn_detection=turn_detection,
+        input_transcription=transcription,
+        tools=tuple(tools),
+        source=str(path),
+    )
+
+
+def load_settings(
+    config_file: Optional[str | Path] = None,
+    env: Optional[Mapping[str, str]] = None,
+    overrides: Optional[Mapping[str, Any]] = None,
+) -> Settings:
+    """Defaults, then config_file (or $RELAY_CONFIG), then the environment, then overrides
+    (a dict of dotted keys, for tests and the demo); then the agent configs. Validated."""
+    env = os.environ if env is None else env
+    tree = _read_json(DEFAULT_CONFIG)
+    sources = [str(DEFAULT_CONFIG)]
+    config_file = config_file or env.get("RELAY_CONFIG")
+    if config_file:
+        _merge(tree, _read_json(Path(config_file)), str(config_file))
+        sources.append(str(config_file))
+    for var, dotted in ENV_VARS.items():
+        if var in env:
+            _set_dotted(tree, dotted, env[var], f"environment variable {var}")
+    for dotted, value in (overrides or {}).items():
+        _set_dotted(tree, dotted, value, "override")
+    tree["log"]["level"] = tree["log"]["level"].upper()
+    _check_tree(tree)
+
+    configs_dir = Path(tree["agent"]["configs_dir"])
+    if not configs_dir.is_absolute():
+        configs_dir = PACKAGE_ROOT / configs_dir
+    if not configs_dir.is_dir():
+        raise ConfigError(f"setting 'agent.configs_dir': {configs_dir} is not a directory")
+    agents = {}
+    for path in sorted(configs_dir.glob("*.json")):
+        if not AGENT_KEY.match(path.stem):
+            raise ConfigError(f"{path}: agent file names may only use letters, digits, '.', '_', '-'")
+        agents[path.stem] = load_agent(path)
+    active = tree["agent"]["active"]
+    if active not in agents:
+        raise ConfigError(
+            f"setting 'agent.active' (ACTIVE_AGENT_CONFIG_KEY) is {active!r}, but {configs_dir} "
+            f"has no {active}.json (known: {', '.join(sorted(agents)) or 'none'})")
+    return Settings(tree=tree, agents=agents, sources=sources)
+
+
+def _set_dotted(tree: dict, dotted: str, value: Any, source: str) -> None:
+    section, key = dotted.split(".", 1)
+    if section not in tree or key not in tree[section]:
+        raise ConfigError(f"{source}: unknown setting {dotted!r}")
+    tree[section][key] = _coerce(value, tree[section][key], source, dotted)
