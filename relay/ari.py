@@ -1,0 +1,243 @@
+"""The Asterisk REST Interface: REST requests and the events WebSocket.
+
+Owns: talking to Asterisk. AriClient makes REST calls through one pooled requests session with
+a timeout on every request and turns errors into AriError with Asterisk's message. AriEvents
+keeps the application's events WebSocket connected, reconnecting with capped exponential
+backoff, and hands each event to a callback. Paths and parameters follow the Swagger
+description shipped with Asterisk 22 (reference/asterisk/ari-api-docs). No call logic here.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from typing import Any, Callable, Optional
+from urllib.parse import quote, urlencode, urlsplit, urlunsplit
+
+import gevent
+import gevent.event
+import requests
+from requests.adapters import HTTPAdapter
+
+from relay.wsclient import JsonWebSocket
+
+log = logging.getLogger(__name__)
+
+
+class AriError(Exception):
+    """An ARI request failed: HTTP status (0 when Asterisk could not be reached) and message."""
+
+    def __init__(self, status: int, message: str, method: str = "", path: str = "") -> None:
+        super().__init__(f"{method} {path}: {status} {message}".strip())
+        self.status = status
+        self.message = message
+
+
+def _base_url(url: str) -> str:
+    url = url.rstrip("/")
+    return url[: -len("/ari")] if url.endswith("/ari") else url
+
+
+class AriClient:
+    """REST calls to one Asterisk. Thread-safe enough for greenlets: one pooled session."""
+
+    def __init__(self, url: str, username: str, password: str, app: str,
+                 timeout: float = 5.0, pool_size: int = 64) -> None:
+        self.base = _base_url(url) + "/ari"
+        self.app = app
+        self.timeout = timeout
+        self._session = requests.Session()
+        self._session.auth = (username, password)
+        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size, max_retries=0)
+        self._session.mount("http://", adapter)
+        self._session.mount("https://", adapter)
+        self.requests_made = 0
+        self.errors = 0
+
+    def close(self) -> None:
+        self._session.close()
+
+    def request(self, method: str, path: str, params: Optional[dict] = None,
+                body: Optional[dict] = None) -> Any:
+        """One REST call; the decoded JSON body (None when empty). AriError otherwise."""
+        clean = {k: v for k, v in (params or {}).items() if v is not None}
+        self.requests_made += 1
+        try:
+            response = self._session.request(method, self.base + path, params=clean,
+                                             json=body, timeout=self.timeout)
+        except requests.RequestException as exc:
+            self.errors += 1
+            raise AriError(0, f"{type(exc).__name__}: {exc}", method, path) from None
+        if response.status_code >= 400:
+            self.errors += 1
+            try:
+                message = response.json().get("message", response.text)
+            except ValueError:
+                message = response.text[:200]
+            raise AriError(response.status_code, message, method, path)
+        if not response.content:
+            return None
+        try:
+            return response.json()
+        except ValueError:
+            raise AriError(response.status_code, "response is not JSON", method, path) from None
+
+    # channels
+    def answer(self, channel_id: str) -> None:
+        self.request("POST", f"/channels/{quote(channel_id)}/answer")
+
+    def hangup(self, channel_id: str, reason: str = "normal") -> None:
+        self.request("DELETE", f"/channels/{quote(channel_id)}", {"reason": reason})
+
+    def get_channel(self, channel_id: str) -> dict:
+        return self.request("GET", f"/channels/{quote(channel_id)}")
+
+    def list_channels(self) -> list[dict]:
+        return self.request("GET", "/channels") or []
+
+    def external_media(self, channel_id: str, external_host: str, fmt: str = "ulaw",
+                       data: str = "") -> dict:
+        return self.request("POST", "/channels/externalMedia", {
+            "app": self.app, "channelId": channel_id, "external_host": external_host,
+            "format": fmt, "encapsulation": "rtp", "transport": "udp", "direction": "both",
+            "data": data or None,
+        })
+
+    def set_variable(self, channel_id: str, name: str, value: str) -> None:
+        self.request("POST", f"/channels/{quote(channel_id)}/variable",
+                     {"variable": name, "value": value})
+
+    def continue_in_dialplan(self, channel_id: str, context: Optional[str] = None,
+                             extension: Optional[str] = None,
+                             priority: Optional[int] = None) -> None:
+        self.request("POST", f"/channels/{quote(channel_id)}/continue",
+                     {"context": context, "extension": extension, "priority": priority})
+
+    def redirect(self, channel_id: str, endpoint: str) -> None:
+        self.request("POST", f"/channels/{quote(channel_id)}/redirect", {"endpoint": endpoint})
+
+    def move(self, channel_id: str, app: str, app_args: str = "") -> None:
+        self.request("POST", f"/channels/{quote(channel_id)}/move",
+                     {"app": app, "appArgs": app_args or None})
+
+    def play(self, channel_id: str, media: str, playback_id: Optional[str] = None) -> dict:
+        return self.request("POST", f"/channels/{quote(channel_id)}/play",
+                            {"media": media, "playbackId": playback_id})
+
+    def send_dtmf(self, channel_id: str, dtmf: str) -> None:
+        self.request("POST", f"/channels/{quote(channel_id)}/dtmf", {"dtmf": dtmf})
+
+    # bridges
+    def create_bridge(self, bridge_id: str, bridge_type: str = "mixing", name: str = "") -> dict:
+        return self.request("POST", "/bridges",
+                            {"type": bridge_type, "bridgeId": bridge_id, "name": name or None})
+
+    def add_channel(self, bridge_id: str, channel_ids: list[str]) -> None:
+        self.request("POST", f"/bridges/{quote(bridge_id)}/addChannel",
+                     {"channel": ",".join(channel_ids)})
+
+    def destroy_bridge(self, bridge_id: str) -> None:
+        self.request("DELETE", f"/bridges/{quote(bridge_id)}")
+
+    def events_url(self, apps: str, api_key: str) -> str:
+        """ws(s)://HOST/ari/events?app=...&api_key=... for the events WebSocket."""
+        parts = urlsplit(self.base)
+        scheme = "wss" if parts.scheme == "https" else "ws"
+        query = urlencode({"app": apps, "api_key": api_key, "subscribeAll": "false"})
+        return urlunsplit((scheme, parts.netloc, parts.path + "/events", query, ""))
+
+
+class AriEvents:
+    """Keeps the events WebSocket of an application connected, forever, until stop().
+
+    on_event(event) for each event, on_connected() after each (re)connection (so the owner can
+    reconcile its calls with what Asterisk still has), on_disconnected(reason) when it drops.
+    """
+
+    def __init__(self, url: str, *, on_event: Callable[[dict], None],
+                 on_connected: Callable[[], None], on_disconnected: Callable[[str], None],
+                 initial_backoff: float = 0.25, max_backoff: float = 10.0,
+                 connect_timeout: float = 5.0) -> None:
+        self.url = url
+        self._on_event = on_event
+        self._on_connected = on_connected
+        self._on_disconnected = on_disconnected
+        self._initial_backoff = initial_backoff
+        self._max_backoff = max_backoff
+        self._connect_timeout = connect_timeout
+        self._greenlet: Optional[gevent.Greenlet] = None
+        self._socket: Optional[JsonWebSocket] = None
+        self._stopping = False
+        self.connected = False
+        self.connections = 0
+        self.bad_messages = 0
+
+    def start(self) -> None:
+        self._greenlet = gevent.spawn(self._run)
+
+    def stop(self) -> None:
+        self._stopping = True
+        if self._socket is not None:
+            self._socket.close()
+        if self._greenlet is not None:
+            self._greenlet.kill()
+        self.connected = False
+
+    def drop(self) -> None:
+        """Close the current connection (it will reconnect): for tests and operators."""
+        if self._socket is not None:
+            self._socket.close(1001, "dropped")
+
+    def _run(self) -> None:
+        backoff = self._initial_backoff
+        while not self._stopping:
+            done = gevent.event.Event()
+            reason_box: list[str] = []
+
+            def closed(code: int, reason: str) -> None:
+                reason_box.append(f"{code} {reason}")
+                done.set()
+
+            sock = JsonWebSocket(self.url, on_message=self._message, on_closed=closed,
+                                 on_bad_message=self._bad_message,
+                                 connect_timeout=self._connect_timeout, name="ari-events")
+            try:
+                sock.connect()
+            except Exception as exc:
+                log.warning("ARI events: cannot connect (%s); retrying in %.1f s", exc, backoff)
+                gevent.sleep(backoff * (0.8 + 0.4 * random.random()))
+                backoff = min(backoff * 2, self._max_backoff)
+                continue
+            self._socket = sock
+            self.connected = True
+            self.connections += 1
+            backoff = self._initial_backoff
+            log.info("ARI events connected (%s)", "reconnected" if self.connections > 1 else "first")
+            try:
+                self._on_connected()
+            except Exception:
+                log.exception("ARI events: on_connected failed")
+            done.wait()
+            self.connected = False
+            self._socket = None
+            if self._stopping:
+                return
+            log.warning("ARI events disconnected: %s", reason_box[0] if reason_box else "?")
+            try:
+                self._on_disconnected(reason_box[0] if reason_box else "")
+            except Exception:
+                log.exception("ARI events: on_disconnected failed")
+            gevent.sleep(backoff)
+
+    def _message(self, message: Any) -> None:
+        if isinstance(message, dict) and isinstance(message.get("type"), str):
+            self._on_event(message)
+        else:
+            self._bad_message(str(message)[:200], ValueError("not an ARI event object"))
+
+    def _bad_message(self, text: str, error: Exception) -> None:
+        self.bad_messages += 1
+        if self.bad_messages <= 3 or self.bad_messages % 1000 == 0:
+            log.warning("ARI events: ignoring malformed message #%d (%s): %.80s",
+                        self.bad_messages, error, text)
+

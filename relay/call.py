@@ -1,0 +1,348 @@
+"""The life of one call: setup through ARI, audio both ways, barge-in, DTMF, transcripts, cleanup.
+
+Owns, for one caller channel: the bridge and the externalMedia channel relay creates for it (it
+deletes both on every path: Asterisk does not), its route on the worker's RTP socket and its
+place in the pacer, its Realtime session, its DTMF collector and its transcript. Everything that
+can block (ARI requests, connecting) runs in the call's own greenlets, never in the pacer's or
+the socket reader's. A failure inside the call ends this call only.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from typing import TYPE_CHECKING, Any, Optional
+
+import gevent
+import gevent.event
+import ujson
+
+from relay import realtime_events as ev
+from relay.ari import AriError
+from relay.call_media import CallMedia
+from relay.config import AgentConfig
+from relay.dtmf import DtmfCollector
+from relay.realtime_session import RealtimeSession
+from relay.transcript import Transcript
+
+if TYPE_CHECKING:
+    from relay.worker import Worker
+
+log = logging.getLogger(__name__)
+
+MEDIA_ARG = "relay-media"           # the `data` of our externalMedia channels (their Stasis args)
+HOUSEKEEPING_S = 0.25
+
+
+class Call:
+    """One caller's conversation with the agent."""
+
+    def __init__(self, worker: "Worker", channel: dict, agent: AgentConfig) -> None:
+        self.worker = worker
+        self.settings = worker.settings
+        self.channel = channel
+        self.id: str = channel["id"]
+        self.agent = agent
+        caller = channel.get("caller") or {}
+        self.caller_number = str(caller.get("number", ""))
+        self.caller_name = str(caller.get("name", ""))
+        suffix = uuid.uuid4().hex[:12]
+        self.bridge_id = f"relay-br-{suffix}"
+        self.media_channel_id = f"relay-em-{suffix}"
+        self.state = "setup"
+        self.end_reason = ""
+        self.created_at = time.time()
+        self.started_mono = time.monotonic()
+        self.speaking = "nobody"
+        self.transcript = Transcript(self.id, on_entry=worker.publish_transcript)
+        dtmf = self.settings.tree["dtmf"]
+        self.dtmf = DtmfCollector(dtmf["inter_digit_timeout_ms"] / 1000.0, dtmf["max_digits"],
+                                  dtmf["terminator"])
+        rtp = self.settings.tree["rtp"]
+        self.media = CallMedia(
+            model_format=agent.audio_format, send_rtp=self._send_rtp,
+            send_to_model=self._send_audio_to_model, jitter_depth=rtp["jitter_depth"],
+            append_frames=rtp["append_frames"], playout_max_s=rtp["playout_max_s"],
+            on_played=self._played)
+        self.remote: Optional[tuple[str, int]] = None
+        self.session: Optional[RealtimeSession] = None
+        self._bridge_made = False
+        self._media_channel_made = False
+        self._caller_gone = False
+        self._ended = gevent.event.Event()
+        self._greenlets: set[gevent.Greenlet] = set()
+        self._next_housekeeping = 0.0
+        self._deadline = self.started_mono + self.settings.tree["call"]["max_duration_s"]
+        self._cancelled_responses: set[str] = set()
+        self._tool_calls: dict[str, list[tuple[str, str, str]]] = {}
+        self._turn_end_at: Optional[float] = None
+        self._speech_started_at: Optional[float] = None
+        self.turn_latencies_ms: list[float] = []
+        self.barge_ins = 0
+        self.truncations: list[tuple[str, int]] = []
+        self.model_errors: dict[str, int] = {}
+        self.transcript_path = ""
+
+    # life cycle
+    def spawn(self, fn, *args) -> gevent.Greenlet:
+        greenlet = gevent.spawn(self._guarded, fn, *args)
+        self._greenlets.add(greenlet)
+        greenlet.link(self._greenlets.discard)
+        return greenlet
+
+    def _guarded(self, fn, *args) -> None:
+        try:
+            fn(*args)
+        except gevent.GreenletExit:
+            raise
+        except Exception as exc:
+            log.exception("call %s: %s failed", self.id, getattr(fn, "__name__", fn))
+            self.end(f"internal error: {exc}")
+
+    def start(self) -> None:
+        self.spawn(self._setup)
+
+    def _setup(self) -> None:
+        tree = self.settings.tree
+        log.info("call %s: from %r, agent %s", self.id, self.caller_number, self.agent.key)
+        self.transcript.add("event", f"call from {self.caller_number or 'unknown'}",
+                            agent=self.agent.key)
+        model = self.spawn(self._open_session)
+        ari = self.worker.ari
+        ari.answer(self.id)
+        ari.create_bridge(self.bridge_id, "mixing", name=f"relay {self.id}")
+        self._bridge_made = True
+        media = self.worker.media
+        external_host = f"{tree['rtp']['advertise_host']}:{media.port}"
+        self.worker.own_channels.add(self.media_channel_id)
+        channel = ari.external_media(self.media_channel_id, external_host,
+                                     self.media.line_format, data=MEDIA_ARG)
+        self._media_channel_made = True
+        variables = (channel or {}).get("channelvars") or {}
+        try:
+            self.remote = (str(variables["UNICASTRTP_LOCAL_ADDRESS"]),
+                           int(variables["UNICASTRTP_LOCAL_PORT"]))
+        except (KeyError, ValueError):
+            raise RuntimeError(f"externalMedia gave no UNICASTRTP address: {variables}")
+        media.route(self.remote, self.media.on_rtp)
+        ari.add_channel(self.bridge_id, [self.id, self.media_channel_id])
+        if self.state != "setup":
+            return
+        model.join(timeout=tree["openai"]["connect_timeout_s"] + 1)
+        if self.session is None:
+            return   # _open_session has ended the call
+        self.media.start(time.monotonic())
+        self.worker.pacer.add(self)
+        self.state = "active"
+        self.worker.publish_call(self)
+
+    def _open_session(self) -> None:
+        openai = self.settings.tree["openai"]
+        session = RealtimeSession(
+            url=openai["realtime_url"], model=openai["model"], api_key=openai["api_key"],
+            session=ev.session_config(self.agent), handler=self,
+            connect_timeout=openai["connect_timeout_s"],
+            max_reconnects=openai["max_reconnects"], name=self.id)
+        try:
+            session.start()
+        except Exception as exc:
+            self.end(f"cannot reach the model: {exc}")
+            return
+        self.session = session
+
+    def end(self, reason: str, hangup: bool = True) -> None:
+        """End the call (idempotent): stop audio, close the model, delete what relay created."""
+        if self.state in ("ending", "ended"):
+            return
+        self.state = "ending"
+        self.end_reason = reason
+        log.info("call %s: ending (%s)", self.id, reason)
+        self.worker.pacer.remove(self)
+        self.media.enabled = False
+        if self.remote is not None:
+            self.worker.media.unroute(self.remote)
+        gevent.spawn(self._cleanup, hangup)
+
+    def _cleanup(self, hangup: bool) -> None:
+        ari = self.worker.ari
+        if self.session is not None:
+            self.session.close()
+        current = gevent.getcurrent()
+        for greenlet in list(self._greenlets):
+            if greenlet is not current:
+                greenlet.kill(block=False)
+        if self._media_channel_made:
+            self._quietly(ari.hangup, self.media_channel_id)
+        if self._bridge_made:
+            self._quietly(ari.destroy_bridge, self.bridge_id)
+        if hangup and not self._caller_gone:
+            if self.settings.tree["call"]["continue_in_dialplan"]:
+                self._quietly(ari.continue_in_dialplan, self.id)
+            else:
+                self._quietly(ari.hangup, self.id)
+        self.worker.own_channels.discard(self.media_channel_id)
+        self.transcript.add("event", f"call ended: {self.end_reason}")
+        try:
+            self.transcript_path = str(self.transcript.write(
+                self.worker.transcripts_dir))
+        except OSError as exc:
+            log.warning("call %s: cannot write the transcript: %s", self.id, exc)
+        self.state = "ended"
+        self.worker.call_ended(self)
+        self._ended.set()
+
+    def _quietly(self, fn, *args) -> None:
+        try:
+            fn(*args)
+        except AriError as exc:
+            if exc.status != 404:     # already gone is fine
+                log.warning("call %s: cleanup %s: %s", self.id, fn.__name__, exc)
+
+    def wait_ended(self, timeout: Optional[float] = None) -> bool:
+        return self._ended.wait(timeout)
+
+    # ARI events for this call
+    def on_caller_gone(self) -> None:
+        self._caller_gone = True
+        self.end("caller hung up", hangup=False)
+
+    def on_dtmf(self, digit: str) -> None:
+        result = self.dtmf.digit(digit, time.monotonic())
+        self.transcript.add("dtmf", digit)
+        if result is not None:
+            self._dtmf_result(result)
+
+    def _dtmf_result(self, digits: str) -> None:
+        self.transcript.add("dtmf_result", digits)
+        if self.session is not None:
+            self.session.add_user_text(f"The caller pressed the keys: {digits}")
+        self.spawn(self.worker.ari.set_variable, self.id, "DTMF_RESULT", digits)
+
+    # media
+    def tick(self, now: float) -> None:
+        """Pacer tick: media first; housekeeping four times a second."""
+        self.media.tick(now)
+        if now >= self._next_housekeeping:
+            self._next_housekeeping = now + HOUSEKEEPING_S
+            digits = self.dtmf.poll(now)
+            if digits is not None:
+                self._dtmf_result(digits)
+            if now >= self._deadline:
+                self.end("maximum call duration reached")
+
+    def _send_rtp(self, packet: bytes) -> None:
+        if self.remote is not None:
+            self.worker.media.sendto(packet, self.remote)
+
+    def _send_audio_to_model(self, audio: bytes) -> None:
+        if self.session is not None:
+            self.session.append_audio(audio)
+
+    def _played(self, frame: bytes) -> None:
+        if self._turn_end_at is not None:
+            self.turn_latencies_ms.append((time.monotonic() - self._turn_end_at) * 1000.0)
+            self._turn_end_at = None
+        self.speaking = "assistant"
+
+    # the model (RealtimeHandler)
+    def rt_ready(self, first: bool) -> None:
+        if not first:
+            self.transcript.add("event", "model session replaced")
+            return
+        prompt = self.settings.tree["agent"]["initial_user_prompt"]
+        if prompt and self.session is not None:
+            self.session.add_user_text(prompt)
+        elif self.agent.greeting_instructions and self.session is not None:
+            self.session.request_response(self.agent.greeting_instructions)
+
+    def rt_speech_started(self, item_id: str, audio_start_ms: int) -> None:
+        self.speaking = "caller"
+        self._speech_started_at = time.monotonic()
+        cut = self.media.flush_playout()
+        session = self.session
+        if session is not None and session.response_id is not None:
+            self._cancelled_responses.add(session.response_id)
+            turn_detection = self.agent.turn_detection or {}
+            if not turn_detection.get("interrupt_response", True):
+                session.cancel_response()
+        if cut is not None:
+            self.barge_ins += 1
+            heard = cut.heard_ms()
+            self.truncations.append((cut.item_id, heard))
+            if session is not None:
+                session.send(ev.truncate(cut.item_id, heard))
+            self.transcript.add("event", "caller interrupted the agent", item_id=cut.item_id,
+                                heard_ms=heard)
+
+    def rt_speech_stopped(self, item_id: str, audio_end_ms: int) -> None:
+        self.speaking = "nobody"
+        self._turn_end_at = time.monotonic()
+
+    def rt_user_transcript(self, item_id: str, text: str) -> None:
+        if text:
+            self.transcript.add("caller", text, item_id=item_id)
+
+    def rt_transcription_failed(self, item_id: str, message: str) -> None:
+        self.transcript.add("event", f"transcription failed: {message}", item_id=item_id)
+
+    def rt_audio(self, response_id: str, item_id: str, audio: bytes) -> None:
+        if response_id in self._cancelled_responses:
+            return
+        self.media.add_model_audio(item_id, audio)
+
+    def rt_audio_done(self, item_id: str) -> None:
+        self.media.playout.finish(item_id)
+
+    def rt_assistant_transcript(self, item_id: str, text: str) -> None:
+        progress = self.media.playout.items.get(item_id)
+        fields: dict[str, Any] = {"item_id": item_id}
+        if progress is not None and progress.dropped:
+            fields.update(interrupted=True, heard_ms=progress.heard_ms())
+        if text:
+            self.transcript.add("assistant", text, **fields)
+
+    def rt_function_call(self, response_id: str, call_id: str, name: str,
+                         arguments: str) -> None:
+        self.transcript.add("tool", name, call_id=call_id, arguments=arguments)
+        output = self.run_tool(name, arguments)
+        if self.session is not None:
+            self.session.send(ev.function_output(call_id, output))
+        self._tool_calls.setdefault(response_id, []).append((call_id, name, output))
+
+    def run_tool(self, name: str, arguments: str) -> str:
+        """The tool's output for the model (tools arrive with the tool executor)."""
+        return ujson.dumps({"error": f"tool {name!r} is not available"})
+
+    def rt_response_done(self, response: dict) -> None:
+        response_id = str(response.get("id", ""))
+        self._cancelled_responses.discard(response_id)
+        if self._tool_calls.pop(response_id, None) and self.session is not None:
+            self.session.request_response()
+        if self.speaking == "assistant" and not self.media.playout:
+            self.speaking = "nobody"
+
+    def rt_error(self, code: str, message: str) -> None:
+        self.model_errors[code] = self.model_errors.get(code, 0) + 1
+        self.worker.count_model_error(code)
+        if code != "session_expired":
+            self.transcript.add("event", f"model error {code}: {message}", level="warning")
+
+    def rt_failed(self, reason: str) -> None:
+        self.transcript.add("event", reason, level="error")
+        self.end(reason)
+
+    # views
+    def summary(self) -> dict:
+        return {
+            "id": self.id, "caller": self.caller_number, "caller_name": self.caller_name,
+            "agent": self.agent.key, "state": self.state, "speaking": self.speaking,
+            "started_at": self.created_at,
+            "duration_s": round(time.monotonic() - self.started_mono, 1),
+            "end_reason": self.end_reason, "barge_ins": self.barge_ins,
+            "turn_latency_ms": [round(x, 1) for x in self.turn_latencies_ms[-20:]],
+            "audio": self.media.stats(),
+            "model_errors": dict(self.model_errors),
+            "model_reconnects": self.session.reconnects if self.session else 0,
+        }
+

@@ -1,0 +1,34 @@
+"""The `relay` command line: one subcommand per job, each in the module that owns it.
+
+A command module has `add_arguments(parser)` and `run(args) -> int`. gevent's monkey patching
+happens here, first, before anything else imports a socket.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# name -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "serve": ("relay.serve", "run a relay worker against the configured Asterisk and model"),
+    "sim-pbx": ("relay.sim.pbx.cli", "run the simulated Asterisk (ARI + RTP + scripted callers)"),
+    "sim-model": ("relay.sim.model.cli", "run the simulated OpenAI Realtime model"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    from gevent import monkey
+
+    monkey.patch_all()
+    parser = argparse.ArgumentParser(prog="relay", description="AI voice agent media relay")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    modules = {}
+    for name, (module_name, help_text) in COMMANDS.items():
+        command_parser = sub.add_parser(name, help=help_text, description=help_text)
+        module = importlib.import_module(module_name)
+        module.add_arguments(command_parser)
+        modules[name] = module
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    return int(modules[args.command].run(args) or 0)

@@ -1,0 +1,200 @@
+"""One relay worker: the process-wide owner of ARI, the RTP socket, the pacer and the calls.
+
+Owns: routing ARI events to calls (recognising and skipping the externalMedia and snoop
+channels relay itself creates), starting a Call for each new caller, reconciling calls with
+Asterisk after the events socket reconnects, the worker's counters, a bounded event feed for
+observers (the dashboard), and a clean stop that ends every call properly.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import gevent
+
+from relay.ari import AriClient, AriError, AriEvents
+from relay.call import MEDIA_ARG, Call
+from relay.config import PACKAGE_ROOT, AgentConfig, Settings
+from relay.media import MediaSocket, Pacer
+
+log = logging.getLogger(__name__)
+
+CALLER_GONE_EVENTS = {"StasisEnd", "ChannelDestroyed", "ChannelHangupRequest"}
+OWN_CHANNEL_PREFIXES = ("UnicastRTP/", "Snoop/", "WebSocket/", "AudioSocket/")
+RECENT_EVENTS = 500
+
+
+class Worker:
+    """Carries many calls. start() connects; stop() ends every call and releases everything."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        tree = settings.tree
+        ari = tree["ari"]
+        self.ari = AriClient(ari["url"], ari["username"], ari["password"], ari["app"],
+                             timeout=ari["request_timeout_s"])
+        self.events = AriEvents(
+            self.ari.events_url(ari["app"], f"{ari['username']}:{ari['password']}"),
+            on_event=self.on_ari_event, on_connected=self._on_ari_connected,
+            on_disconnected=self._on_ari_disconnected,
+            initial_backoff=ari["reconnect_initial_s"], max_backoff=ari["reconnect_max_s"])
+        rtp = tree["rtp"]
+        self.media = MediaSocket(rtp["bind_host"], rtp["port_min"], rtp["port_max"])
+        self.pacer = Pacer()
+        transcripts = Path(tree["call"]["transcripts_dir"])
+        self.transcripts_dir = transcripts if transcripts.is_absolute() else (
+            PACKAGE_ROOT / transcripts)
+        self.calls: dict[str, Call] = {}
+        self.own_channels: set[str] = set()
+        self.accepting = True
+        self.recent: deque[dict] = deque(maxlen=RECENT_EVENTS)
+        self._observers: list[Callable[[dict], None]] = []
+        self.counters: dict[str, Any] = {
+            "calls_total": 0, "calls_failed": 0, "calls_ended": 0, "ari_events": 0,
+            "ari_reconnects": 0, "model_errors": {},
+        }
+        self.finished: deque[dict] = deque(maxlen=1000)   # summaries of ended calls
+
+    # life cycle
+    def start(self) -> None:
+        self.media.start()
+        self.pacer.start()
+        self.events.start()
+        log.info("worker: app %r, RTP on %s:%d, agent %r", self.settings.get("ari.app"),
+                 self.media.host, self.media.port, self.settings.get("agent.active"))
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop taking calls, end every call cleanly (within timeout), release everything."""
+        self.accepting = False
+        calls = list(self.calls.values())
+        for call in calls:
+            call.end("relay shutting down")
+        deadline = time.monotonic() + timeout
+        for call in calls:
+            call.wait_ended(max(0.0, deadline - time.monotonic()))
+        self.events.stop()
+        self.pacer.stop()
+        self.media.close()
+        self.ari.close()
+
+    @property
+    def ready(self) -> bool:
+        return self.events.connected and self.accepting
+
+    # observers (dashboard, metrics)
+    def subscribe(self, observer: Callable[[dict], None]) -> None:
+        self._observers.append(observer)
+
+    def unsubscribe(self, observer: Callable[[dict], None]) -> None:
+        if observer in self._observers:
+            self._observers.remove(observer)
+
+    def _publish(self, message: dict) -> None:
+        self.recent.append(message)
+        for observer in tuple(self._observers):
+            try:
+                observer(message)
+            except Exception:
+                log.exception("worker: an observer failed; removing it")
+                self.unsubscribe(observer)
+
+    def publish_transcript(self, entry: dict) -> None:
+        self._publish({"type": "transcript", "entry": entry})
+
+    def publish_call(self, call: Call) -> None:
+        self._publish({"type": "call", "call": call.summary()})
+
+    def count_model_error(self, code: str) -> None:
+        errors = self.counters["model_errors"]
+        errors[code] = errors.get(code, 0) + 1
+
+    # ARI
+    def on_ari_event(self, event: dict) -> None:
+        self.counters["ari_events"] += 1
+        kind = event.get("type")
+        if kind == "StasisStart":
+            self._stasis_start(event)
+            return
+        channel = event.get("channel") or {}
+        call = self.calls.get(channel.get("id", ""))
+        if call is None:
+            return
+        if kind in CALLER_GONE_EVENTS:
+            call.on_caller_gone()
+        elif kind == "ChannelDtmfReceived":
+            call.on_dtmf(str(event.get("digit", "")))
+
+    def _stasis_start(self, event: dict) -> None:
+        channel = event.get("channel") or {}
+        channel_id = channel.get("id")
+        args = [str(a) for a in event.get("args") or []]
+        if (not channel_id or channel_id in self.own_channels or MEDIA_ARG in args
+                or str(channel.get("name", "")).startswith(OWN_CHANNEL_PREFIXES)):
+            return
+        if channel_id in self.calls:
+            return
+        if not self.accepting:
+            gevent.spawn(self._refuse, channel_id)
+            return
+        try:
+            agent = self._agent_for(args)
+        except KeyError as exc:
+            log.warning("call %s: %s; using the active agent", channel_id, exc)
+            agent = self.settings.agent()
+        call = Call(self, channel, agent)
+        self.calls[channel_id] = call
+        self.counters["calls_total"] += 1
+        call.start()
+        self.publish_call(call)
+
+    def _agent_for(self, args: list[str]) -> AgentConfig:
+        """The agent chosen by the Stasis args (`agent=KEY` or a bare agent key)."""
+        for arg in args:
+            key = arg.split("=", 1)[1] if arg.startswith("agent=") else arg
+            if key in self.settings.agents:
+                return self.settings.agents[key]
+            if arg.startswith("agent="):
+                raise KeyError(f"unknown agent {key!r} in Stasis args")
+        return self.settings.agent()
+
+    def _refuse(self, channel_id: str) -> None:
+        try:
+            self.ari.hangup(channel_id, "congestion")
+        except AriError as exc:
+            log.warning("refusing call %s: %s", channel_id, exc)
+
+    def call_ended(self, call: Call) -> None:
+        self.calls.pop(call.id, None)
+        self.counters["calls_ended"] += 1
+        if call.end_reason.startswith(("internal error", "cannot reach", "model")):
+            self.counters["calls_failed"] += 1
+        summary = call.summary()
+        summary["transcript"] = call.transcript.turns()
+        self.finished.append(summary)
+        self.publish_call(call)
+
+    def _on_ari_connected(self) -> None:
+        if self.events.connections > 1:
+            self.counters["ari_reconnects"] += 1
+            gevent.spawn(self._reconcile)
+
+    def _on_ari_disconnected(self, reason: str) -> None:
+        log.warning("worker: ARI events lost (%s); calls keep their audio", reason)
+
+    def _reconcile(self) -> None:
+        """After a reconnect: end the calls whose caller Asterisk no longer has."""
+        try:
+            alive = {c.get("id") for c in self.ari.list_channels()}
+        except AriError as exc:
+            log.warning("worker: cannot reconcile calls: %s", exc)
+            return
+        for call in list(self.calls.values()):
+            if call.id not in alive:
+                call.on_caller_gone()
+
+    def find_call(self, call_id: str) -> Optional[Call]:
+        return self.calls.get(call_id)

@@ -1,0 +1,103 @@
+"""CallMedia: caller frames to the model (batched, silence-filled), model audio to paced RTP."""
+
+from relay._rtp import RtpPacket, build_rtp
+from relay.call_media import CallMedia
+
+
+class Wire:
+    def __init__(self):
+        self.rtp_out: list[RtpPacket] = []
+        self.to_model: list[bytes] = []
+
+    def media(self, **kwargs) -> CallMedia:
+        media = CallMedia(model_format=kwargs.pop("model_format", "audio/pcmu"),
+                          send_rtp=lambda p: self.rtp_out.append(RtpPacket.parse(p)),
+                          send_to_model=self.to_model.append, **kwargs)
+        media.start(0.0)
+        return media
+
+
+def caller_packet(seq: int, ts: int, payload: bytes = b"\x10" * 160, marker=False) -> bytes:
+    return build_rtp(0, marker, seq, ts, 0x1234, payload)
+
+
+def test_caller_frames_reach_the_model_in_batches_of_append_frames():
+    wire = Wire()
+    media = wire.media(append_frames=2)
+    for i in range(4):
+        media.on_rtp(caller_packet(100 + i, 160 * (i + 1), bytes([i]) * 160), 0.02 * i)
+    assert [len(a) for a in wire.to_model] == [320, 320]
+    assert b"".join(wire.to_model) == b"".join(bytes([i]) * 160 for i in range(4))
+
+
+def test_reordered_packets_reach_the_model_in_order():
+    wire = Wire()
+    media = wire.media(append_frames=1, jitter_depth=3)
+    order = [0, 2, 1, 3, 4]
+    for n, i in enumerate(order):
+        media.on_rtp(caller_packet(500 + i, 160 * (i + 1), bytes([i]) * 160), 0.02 * n)
+    assert b"".join(wire.to_model) == b"".join(bytes([i]) * 160 for i in range(5))
+
+
+def test_a_silent_caller_gets_silence_at_the_pace_of_the_clock():
+    wire = Wire()
+    media = wire.media(append_frames=2, jitter_depth=3)
+    now = 0.0
+    for _ in range(100):          # two seconds of ticks, no RTP at all
+        now += 0.02
+        media.tick(now)
+    sent = b"".join(wire.to_model)
+    assert set(sent) == {0xFF}
+    slack = (3 + 1) * 0.02
+    assert abs(len(sent) - (2.0 - slack) * 8000) <= 320
+
+
+def test_model_audio_goes_out_one_frame_per_tick_with_a_marker_per_talkspurt():
+    wire = Wire()
+    media = wire.media()
+    media.add_model_audio("item1", b"\x55" * 480)
+    media.playout.finish("item1")
+    for n in range(1, 11):
+        media.tick(n * 0.02)
+    first = list(wire.rtp_out)
+    assert len(first) == 3 and [p.marker for p in first] == [True, False, False]
+    assert [p.timestamp - first[0].timestamp for p in first] == [0, 160, 320]
+    assert [p.sequence - first[0].sequence for p in first] == [0, 1, 2]
+    media.add_model_audio("item2", b"\x66" * 160)
+    media.playout.finish("item2")
+    media.tick(0.22)
+    spurt = wire.rtp_out[3]
+    assert spurt.marker and spurt.sequence == first[-1].sequence + 1
+    # timestamps follow the clock across the quiet time: 11 ticks after the first packet
+    assert spurt.timestamp - first[0].timestamp == 10 * 160
+
+
+def test_flush_stops_the_audio_at_once():
+    wire = Wire()
+    media = wire.media()
+    media.add_model_audio("a", b"\x55" * 1600)
+    media.tick(0.02)
+    cut = media.flush_playout()
+    media.tick(0.04)
+    assert len(wire.rtp_out) == 1
+    assert cut.item_id == "a" and cut.heard_ms() == 20
+
+
+def test_malformed_rtp_is_counted_not_raised():
+    wire = Wire()
+    media = wire.media()
+    media.on_rtp(b"\x00garbage", 0.0)
+    media.on_rtp(b"", 0.0)
+    assert media.stats()["malformed"] == 2
+    assert wire.to_model == []
+
+
+def test_pcm24_mode_converts_both_ways():
+    wire = Wire()
+    media = wire.media(model_format="audio/pcm", append_frames=1)
+    media.on_rtp(caller_packet(1, 160), 0.0)
+    assert len(wire.to_model[0]) == 160 * 2 * 3      # 20 ms of 24 kHz PCM16
+    media.add_model_audio("a", b"\x00\x00" * 480)     # 20 ms at 24 kHz
+    media.playout.finish("a")
+    media.tick(0.02)
+    assert len(wire.rtp_out) == 1 and len(wire.rtp_out[0].payload) == 160
