@@ -24,6 +24,7 @@ from relay.call_media import CallMedia
 from relay.config import AgentConfig
 from relay.dtmf import DtmfCollector
 from relay.realtime_session import RealtimeSession
+from relay.sounds import load_sound
 from relay.transcript import Transcript
 
 if TYPE_CHECKING:
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+GREETING_ITEM = "relay-greeting"    # the playout item of a greeting sound relay streams itself
 MEDIA_ARG = "relay-media"           # the `data` of our externalMedia channels (their Stasis args)
 HOUSEKEEPING_S = 0.25
 
@@ -133,6 +135,10 @@ class Call:
         if self.session is None:
             return   # _open_session has ended the call
         self.media.start(time.monotonic())
+        if self.agent.greeting_sound:
+            sound = load_sound(self.agent.greeting_sound, self.media.line_format)
+            self.media.playout.add(GREETING_ITEM, sound)
+            self.media.playout.finish(GREETING_ITEM)
         self.worker.pacer.add(self)
         self.state = "active"
         self.worker.publish_call(self)
@@ -270,7 +276,7 @@ class Call:
             self.barge_ins += 1
             heard = cut.heard_ms()
             self.truncations.append((cut.item_id, heard))
-            if session is not None:
+            if session is not None and cut.item_id != GREETING_ITEM:
                 session.send(ev.truncate(cut.item_id, heard))
             self.transcript.add("event", "caller interrupted the agent", item_id=cut.item_id,
                                 heard_ms=heard)

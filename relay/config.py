@@ -203,6 +203,12 @@ def load_agent(path: Path) -> AgentConfig:
     greeting = data.get("greeting") or {}
     if not isinstance(greeting, dict) or set(greeting) - {"instructions", "sound"}:
         raise fail("'greeting' must be an object with 'instructions' and/or 'sound'")
+    sound = str(greeting.get("sound", ""))
+    if sound:
+        sound_path = Path(sound) if Path(sound).is_absolute() else path.parent / sound
+        if not sound_path.is_file():
+            raise fail(f"'greeting.sound' {sound!r}: no such file ({sound_path})")
+        sound = str(sound_path)
     turn_detection = data.get("turn_detection")
     if turn_detection is not None:
         if not isinstance(turn_detection, dict) or turn_detection.get("type") not in (
@@ -224,7 +230,7 @@ def load_agent(path: Path) -> AgentConfig:
         instructions=instructions,
         voice=voice,
         greeting_instructions=str(greeting.get("instructions", "")),
-        greeting_sound=str(greeting.get("sound", "")),
+        greeting_sound=sound,
         audio_format=audio_format,
         turn_detection=turn_detection,
         input_transcription=transcription,
