@@ -93,3 +93,90 @@ class RtpSender:
     def build_into(self, out: Union[bytearray, memoryview], payload: Buffer,
                    samples: int = -1) -> int:
         """build() into a caller-owned buffer; returns the packet length."""
+
+# JitterBuffer.push() statuses. Values below PUSH_DUPLICATE mean the packet was stored.
+PUSH_OK: int          # 0: stored in order (or as the first packet of the stream)
+PUSH_REORDERED: int   # 1: stored, arrived after a later one (fills a hole)
+PUSH_RESTARTED: int   # 2: stored as the first packet of a new stream (new SSRC or seq jump)
+PUSH_DUPLICATE: int   # 3: dropped, a copy of a packet already stored or popped
+PUSH_LATE: int        # 4: dropped, its place was already passed by pop()
+PUSH_MALFORMED: int   # 5: dropped, not a valid RTP packet
+PUSH_TOO_LARGE: int   # 6: dropped, payload longer than max_payload
+
+class JitterBuffer:
+    """Receive-side reordering of one RTP stream (sans-IO: datagrams in, payloads out).
+
+    A power-of-two ring of `capacity` preallocated slots of `max_payload` bytes, indexed by the
+    extended sequence number (serial-number arithmetic, RFC 3550 A.1), so memory is fixed at
+    about capacity * max_payload bytes whatever arrives. Timestamps are never used to order or
+    to detect loss: a timestamp jump (Asterisk after silence, with the marker) is not loss.
+
+    Typical loop: after each push(), `while (p := jb.pop()) is not None: ...`; when the stream
+    has gone quiet for a while, drain with pop(force=True) the same way. A new stream (first
+    packet, restart) is held until `depth` packets wait, so a packet that overtook the first
+    one does not make that one late; after that, an in-order packet comes out at once.
+
+    Stream changes: a new SSRC, or a sequence jump of `capacity` or more ahead (or of
+    max(capacity, 100) or more behind) of the newest packet, restarts the stream at that packet
+    (PUSH_RESTARTED, counted in `restarts`, and in `ssrc_changes` for a new SSRC); packets of
+    the old stream still waiting are dropped. When `capacity` packets wait unpopped, a newer
+    packet drops the oldest ones (never growing memory).
+
+    Counters (cumulative, exact):
+      every push() lands in exactly one of received, duplicate, late, malformed, too_large;
+      received == popped + dropped + waiting.
+      lost: sequence numbers pop() skipped without having received them (a packet that still
+      arrives afterwards is then also counted late).
+    """
+
+    capacity: int           # ring slots (a power of two)
+    depth: int              # later packets that must wait before pop() gives up on a hole
+    max_payload: int        # largest payload accepted, bytes
+    bytes_per_sample: int   # payload bytes per RTP timestamp unit (1 for G.711, 2 for L16)
+
+    received: int       # packets stored (PUSH_OK, PUSH_REORDERED, PUSH_RESTARTED)
+    popped: int         # payloads returned by pop()
+    lost: int
+    late: int
+    duplicate: int
+    reordered: int      # stored after a later packet (PUSH_REORDERED)
+    malformed: int
+    too_large: int
+    dropped: int        # stored packets discarded unpopped (stream restart, ring overflow)
+    restarts: int       # stream restarts, SSRC changes included
+    ssrc_changes: int
+
+    # The payload most recently returned by pop() (0 / False before the first one).
+    last_sequence: int
+    last_timestamp: int
+    last_marker: bool
+    last_gap_packets: int   # sequence numbers skipped right before it (lost or dropped)
+    last_gap_samples: int   # audio missing right before it, in RTP timestamp units: the
+                            # timestamp distance minus one frame, capped at last_gap_packets
+                            # frames; 0 when nothing was skipped. Fill this much silence.
+
+    def __init__(self, capacity: int = 32, depth: int = 3, max_payload: int = 1500,
+                 bytes_per_sample: int = 1) -> None:
+        """ValueError unless capacity is a power of two in 2..32768, 1 <= depth < capacity,
+        0 <= max_payload <= 65535 and bytes_per_sample >= 1."""
+
+    @property
+    def ssrc(self) -> int | None:
+        """SSRC of the current stream; None before the first packet."""
+
+    @property
+    def waiting(self) -> int:
+        """Packets stored and not popped yet."""
+
+    def push(self, data: Buffer) -> int:
+        """Take one raw datagram (parsed here); returns a PUSH_* status. Never raises for bad
+        bytes (only TypeError for something that is not bytes-like)."""
+
+    def pop(self, force: bool = False) -> bytes | None:
+        """The next in-order payload (possibly empty), or None when it is not there yet.
+
+        When the next packet is missing and at least `depth` later ones wait (or force is
+        true and any waits), gives up on it: counts it lost, returns the next one that is
+        there and sets last_gap_packets / last_gap_samples. force never waits: it returns
+        whatever waits, in order, and None only when nothing does.
+        """

@@ -18,6 +18,7 @@ from relay.playout import FRAME_BYTES, PlayoutQueue
 SAMPLE_RATE = 8000
 FRAME_S = 0.020
 MAX_FILL_S = 1.0          # at most this much silence is added in one go
+MAX_PAYLOAD = 320         # 40 ms of G.711: larger RTP payloads are refused (memory per call)
 
 # agent audio format -> (externalMedia format, RTP payload type, silence byte)
 LINE_FORMATS = {
@@ -41,7 +42,7 @@ class CallMedia:
         self._send_to_model = send_to_model
         self._on_played = on_played           # each frame sent to the caller (recordings)
         self._on_heard = on_heard             # each caller frame (recordings, fallback STT)
-        self.jitter = JitterBuffer(capacity=64, depth=jitter_depth)
+        self.jitter = JitterBuffer(capacity=32, depth=jitter_depth, max_payload=MAX_PAYLOAD)
         self.sender = RtpSender(payload_type=payload_type)
         self.playout = PlayoutQueue(max_bytes=int(playout_max_s * SAMPLE_RATE))
         self._append_bytes = append_frames * FRAME_BYTES
