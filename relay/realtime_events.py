@@ -65,7 +65,9 @@ def session_config(agent: AgentConfig, instructions: Optional[str] = None) -> di
 
 
 def session_update(session: dict) -> dict:
-    return {"type": "session.update", "event_id": _event_id(), "session": session}
+    """session.update with the fields to change (`session.type` is always required)."""
+    return {"type": "session.update", "event_id": _event_id(),
+            "session": {"type": "realtime", **session}}
 
 
 def input_audio_append(audio: bytes) -> dict:

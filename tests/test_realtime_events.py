@@ -1,0 +1,56 @@
+"""Every client event relay can send validates strictly against the openai package's models."""
+
+import json
+from pathlib import Path
+
+import pytest
+from realtime_schema import validate_client_event
+
+from relay import realtime_events as ev
+from relay.config import PACKAGE_ROOT, load_agent
+
+
+def agents():
+    return [load_agent(p) for p in sorted((PACKAGE_ROOT / "config" / "agentConfigs").glob("*.json"))]
+
+
+@pytest.mark.parametrize("agent", agents(), ids=lambda a: a.key)
+def test_session_update_of_every_bundled_agent_is_valid(agent):
+    validate_client_event(ev.session_update(ev.session_config(agent)))
+
+
+def test_session_update_with_tools_pcm_and_no_turn_detection(tmp_path: Path):
+    path = tmp_path / "tooly.json"
+    path.write_text(json.dumps({
+        "instructions": "x", "audio_format": "audio/pcm", "turn_detection": None,
+        "input_transcription": None,
+        "tools": [{"name": "lookup", "description": "Look up an order",
+                   "parameters": {"type": "object", "properties": {"id": {"type": "string"}},
+                                  "required": ["id"]}}]}))
+    session = ev.session_config(load_agent(path))
+    assert session["audio"]["input"]["format"] == {"type": "audio/pcm", "rate": 24000}
+    assert session["tools"][0]["name"] == "lookup"
+    validate_client_event(ev.session_update(session))
+
+
+@pytest.mark.parametrize("event", [
+    ev.input_audio_append(b"\xff" * 320),
+    ev.response_create(),
+    ev.response_create("Greet the caller."),
+    ev.response_cancel(),
+    ev.response_cancel("resp_123"),
+    ev.truncate("item_1", 1234),
+    ev.user_text("The caller pressed the keys: 12"),
+    ev.assistant_text("Hello, how can I help?"),
+    ev.function_output("call_1", '{"ok": true}'),
+    ev.session_update({"instructions": "Be brief."}),
+], ids=lambda e: e["type"])
+def test_each_client_event_is_valid(event):
+    validate_client_event(event)
+
+
+def test_the_validator_itself_refuses_an_unknown_field():
+    event = ev.session_update({"instructions": "x"})
+    event["session"]["input_audio_format"] = "g711_ulaw"
+    with pytest.raises(ValueError):
+        validate_client_event(event)
