@@ -59,6 +59,10 @@ class Resampler:
     def reset(self) -> None:
         """Forget the filter history (start of a new stream)."""
 
+    # Addition: the filter's group delay in output samples (0.0 for equal rates).
+    @property
+    def delay(self) -> float: ...
+
 def pcm_rms(pcm: Buffer) -> float:
     """RMS of PCM16 samples (0.0 for empty input)."""
 
@@ -70,3 +74,32 @@ def ulaw_rms(data: Buffer) -> float:
 
 def ulaw_dbov(data: Buffer) -> float:
     """Level in dBov of u-law audio; -127.0 for digital silence or empty input."""
+
+
+# --- Additions to the contract (everything above is unchanged) --------------------------------
+# - Resampler(r, r) with equal rates is accepted and copies the audio unchanged (delay 0).
+# - Resampler.delay, alaw_rms/alaw_dbov, SUPPORTED_RATES, design_filter, simd_level below.
+# - Rates may be any integer type (numpy ints too); bools and non-integers raise ValueError.
+# - Input and out buffers must not overlap. A non-contiguous or read-only out buffer raises
+#   TypeError or BufferError (as Python's own buffer protocol reports it).
+
+SUPPORTED_RATES: tuple[int, ...]  # (8000, 16000, 24000)
+
+def alaw_rms(data: Buffer) -> float:
+    """RMS of the PCM16 values the A-law bytes decode to, without allocating."""
+
+def alaw_dbov(data: Buffer) -> float:
+    """Level in dBov of A-law audio; -127.0 for empty input (A-law has no zero code)."""
+
+def design_filter(
+    in_rate: int, out_rate: int
+) -> tuple[int, int, int, list[int], tuple[int, int]]:
+    """The Resampler's filter for a rate pair, for analysis and tests:
+    (up, down, taps_per_phase, Q14 coefficients (`up` phases, oldest tap first),
+    (phase, tap) of the branch that is a pure delay or (-1, 0))."""
+
+def simd_level() -> str:
+    """Which kernels are in use: "avx2", "sse2" (x86-64 without AVX2) or "portable"."""
+
+def _set_simd_level(name: str) -> str:
+    """Tests only: use a lower kernel level ("portable", "sse2"); returns the previous one."""
