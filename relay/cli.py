@@ -22,13 +22,17 @@ def main(argv: list[str] | None = None) -> int:
     from gevent import monkey
 
     monkey.patch_all()
+    argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(prog="relay", description="AI voice agent media relay")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    modules = {}
-    for name, (module_name, help_text) in COMMANDS.items():
-        command_parser = sub.add_parser(name, help=help_text, description=help_text)
-        module = importlib.import_module(module_name)
-        module.add_arguments(command_parser)
-        modules[name] = module
-    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    return int(modules[args.command].run(args) or 0)
+    parsers = {name: sub.add_parser(name, help=help_text, description=help_text)
+               for name, (_, help_text) in COMMANDS.items()}
+    # Import only the chosen command's module: a command starts fast and alone.
+    chosen = next((a for a in argv if not a.startswith("-")), None)
+    module = None
+    if chosen in COMMANDS:
+        module = importlib.import_module(COMMANDS[chosen][0])
+        module.add_arguments(parsers[chosen])
+    args = parser.parse_args(argv)
+    assert module is not None
+    return int(module.run(args) or 0)
