@@ -82,6 +82,7 @@ class Call:
         self._speech_started_at: Optional[float] = None
         self.turn_latencies_ms: list[float] = []
         self.barge_ins = 0
+        self.barge_in_at: list[float] = []    # monotonic times audio was cut by the caller
         self.truncations: list[tuple[str, int]] = []
         self.model_errors: dict[str, int] = {}
         self.transcript_path = ""
@@ -274,10 +275,12 @@ class Call:
                 session.cancel_response()
         if cut is not None:
             self.barge_ins += 1
+            self.barge_in_at.append(self._speech_started_at)
             heard = cut.heard_ms()
             self.truncations.append((cut.item_id, heard))
             if session is not None and cut.item_id != GREETING_ITEM:
                 session.send(ev.truncate(cut.item_id, heard))
+            self.transcript.mark(cut.item_id, interrupted=True, heard_ms=heard)
             self.transcript.add("event", "caller interrupted the agent", item_id=cut.item_id,
                                 heard_ms=heard)
 

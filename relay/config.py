@@ -165,8 +165,10 @@ def _check_tree(tree: dict) -> None:
             "must start with ws:// or wss://")
     require(bool(tree["openai"]["model"]), "openai.model", "must not be empty")
     rtp = tree["rtp"]
-    require(0 < rtp["port_min"] <= rtp["port_max"] < 65536, "rtp.port_min/port_max",
-            "must be a port range within 1..65535")
+    require(0 <= rtp["port_min"] <= rtp["port_max"] < 65536, "rtp.port_min/port_max",
+            "must be a port range within 1..65535 (or 0 and 0: any free port)")
+    require(rtp["port_min"] > 0 or rtp["port_max"] == 0, "rtp.port_min/port_max",
+            "0 means any free port, and then both must be 0")
     require(1 <= rtp["jitter_depth"] <= 50, "rtp.jitter_depth", "must be 1..50 packets")
     require(1 <= rtp["append_frames"] <= 25, "rtp.append_frames", "must be 1..25 frames")
     require(tree["call"]["max_duration_s"] > 0, "call.max_duration_s", "must be positive")

@@ -117,7 +117,7 @@ class MediaSocket:
     def _bind(host: str, port_min: int, port_max: int) -> socket.socket:
         family = stdlib_socket.AF_INET6 if ":" in host else stdlib_socket.AF_INET
         last_error: Optional[OSError] = None
-        for port in range(port_min, port_max + 1):
+        for port in range(port_min, port_max + 1):      # 0..0: any free port
             sock = socket.socket(family, stdlib_socket.SOCK_DGRAM)
             try:
                 sock.setsockopt(stdlib_socket.SOL_SOCKET, stdlib_socket.SO_RCVBUF, 4 << 20)

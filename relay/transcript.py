@@ -39,6 +39,12 @@ class Transcript:
             self._on_entry(entry)
         return entry
 
+    def mark(self, item_id: str, **fields: Any) -> None:
+        """Add fields to the entries of an item already written (e.g. an interrupted reply)."""
+        for entry in self._entries:
+            if entry.get("item_id") == item_id:
+                entry.update(fields)
+
     def entries(self, kinds: Optional[set[str]] = None) -> list[dict]:
         return [e for e in self._entries if kinds is None or e["kind"] in kinds]
 
