@@ -1,0 +1,103 @@
+"""The simulator's own HTTP API under /sim: scenarios and inspection (same credentials as ARI).
+
+    GET    /sim/inspect                    live channels, bridges, recordings, apps, calls, RTP
+    POST   /sim/calls                      {"script": {...}, "count": 1, "rate": null,
+                                            "app": "voicebot", "delay_s": 0} -> {"call_ids": []}
+    GET    /sim/calls                      results of every call
+    GET    /sim/calls/{id}                 one call's result
+    DELETE /sim/calls/{id}                 the caller hangs up now
+    POST   /sim/calls/wait                 {"call_ids": [...] or absent for all, "timeout_s": 30}
+                                           -> {"done": bool, "calls": [...]} (waits, bounded)
+    POST   /sim/calls/{id}/wav             write the call's WAV now -> {"wav": [paths]}
+    POST   /sim/dialplans/{context}        {"script": {...}}: what Local/x@context ;2 halves run
+    POST   /sim/endpoints/{name}           {"script": {...}}: what originated PJSIP/name runs
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from relay.sim.pbx.ari import Params, Response, Router
+from relay.sim.pbx.model import AriError
+
+if TYPE_CHECKING:
+    from relay.sim.pbx.server import SimPbx
+
+MAX_WAIT_S = 600.0
+
+
+class ControlApi:
+    def __init__(self, sim: SimPbx) -> None:
+        self.sim = sim
+        r = self.router = Router()
+        r.add("GET", "/sim/inspect", self.inspect)
+        r.add("GET", "/sim/calls", self.list_calls)
+        r.add("POST", "/sim/calls", self.start_calls)
+        r.add("POST", "/sim/calls/wait", self.wait_calls)
+        r.add("GET", "/sim/calls/{callId}", self.get_call)
+        r.add("DELETE", "/sim/calls/{callId}", self.hangup_call)
+        r.add("POST", "/sim/calls/{callId}/wav", self.write_wav)
+        r.add("POST", "/sim/dialplans/{context}", self.dialplan)
+        r.add("POST", "/sim/endpoints/{name}", self.endpoint)
+
+    def handle(self, method: str, path: str, params: Params) -> Response:
+        try:
+            return self.router.dispatch(method, path, params)
+        except AriError as exc:
+            return exc.status, {"message": exc.message}
+        except ValueError as exc:
+            return 400, {"message": str(exc)}
+
+    def inspect(self, p: Params) -> Response:
+        return 200, self.sim.inspect()
+
+    def list_calls(self, p: Params) -> Response:
+        return 200, self.sim.calls()
+
+    def _script(self, p: Params) -> Any:
+        script = p.body.get("script")
+        if script is None:
+            raise AriError(400, "script is required (an object with steps)")
+        return script
+
+    def start_calls(self, p: Params) -> Response:
+        rate = p.raw("rate")
+        if rate is not None and (isinstance(rate, bool) or not isinstance(rate, (int, float))):
+            raise AriError(400, "rate must be a number of calls per second")
+        delay = p.raw("delay_s") or 0.0
+        if isinstance(delay, bool) or not isinstance(delay, (int, float)) or delay < 0:
+            raise AriError(400, "delay_s must be a non-negative number")
+        ids = self.sim.start_calls(self._script(p), count=p.int("count", 1, 1, 100_000),
+                                   app=p.str("app", default="voicebot"), rate=rate,
+                                   delay=float(delay))
+        return 200, {"call_ids": ids}
+
+    def wait_calls(self, p: Params) -> Response:
+        ids = p.body.get("call_ids")
+        if ids is not None and (not isinstance(ids, list) or
+                                not all(isinstance(i, str) for i in ids)):
+            raise AriError(400, "call_ids must be a list of call ids")
+        timeout = p.raw("timeout_s")
+        timeout = 30.0 if timeout is None else timeout
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout < 0:
+            raise AriError(400, "timeout_s must be a non-negative number")
+        done = self.sim.wait_ended(ids, timeout=min(float(timeout), MAX_WAIT_S))
+        return 200, {"done": done, "calls": self.sim.calls(ids)}
+
+    def get_call(self, p: Params, callId: str) -> Response:
+        return 200, self.sim.call(callId)
+
+    def hangup_call(self, p: Params, callId: str) -> Response:
+        self.sim.hangup_call(callId)
+        return 204, None
+
+    def write_wav(self, p: Params, callId: str) -> Response:
+        return 200, {"wav": [str(x) for x in self.sim.write_wavs(callId)]}
+
+    def dialplan(self, p: Params, context: str) -> Response:
+        self.sim.register_dialplan(context, self._script(p))
+        return 204, None
+
+    def endpoint(self, p: Params, name: str) -> Response:
+        self.sim.register_endpoint(name, self._script(p))
+        return 204, None

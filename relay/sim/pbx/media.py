@@ -1,0 +1,328 @@
+"""RTP for externalMedia channels: one UDP socket each, one pacing greenlet for all of them.
+
+Owns: the sockets (127.0.0.1, a free port each, the address announced in UNICASTRTP_LOCAL_*),
+sending what each externalMedia channel hears as paced RTP with Asterisk's quirks, and
+receiving what the relay sends back into an RtpCapture.
+
+Sending: one greenlet walks a 20-slot wheel of 1 ms ticks against absolute deadlines on the
+monotonic clock; every endpoint sits in one slot (phases spread), so each gets a frame every
+20 ms and the 1,000 streams of a load test do not all fire at once. Per frame the endpoint asks
+its plan (set by the model): in a two-party bridge (simple_bridge) it forwards the other party's
+frame only when there is one (no caller audio, no RTP; the first packet after silence has the
+marker and a timestamp advanced by the wall-clock gap; a short last frame goes out short); with
+three or more participants (softmix) it sends continuous mixed frames, silence included.
+Timestamps start at 160 and advance by the samples sent; the sequence by one; one random SSRC
+per endpoint.
+
+Receiving: no greenlet per socket. A libev io watcher per socket runs a callback in the hub that
+reads one datagram from the non-blocking socket, parses the header (Cython) and appends to the
+capture. Packets
+from an address other than external_host are accepted and counted, as Asterisk does.
+"""
+
+from __future__ import annotations
+
+import _socket
+import logging
+import random
+import time
+from collections.abc import Callable
+
+import gevent
+from gevent.event import Event
+
+from relay._g711 import ulaw_dbov
+from relay._rtp import RtpError, build_rtp, parse_rtp_header
+from relay.sim.pbx.capture import RtpCapture
+from relay.sim.pbx.sounds import FRAME_TICKS, Source, mix_ulaw
+
+log = logging.getLogger(__name__)
+
+VOICE_DBOV = -45.0        # a received frame louder than this counts as the agent speaking
+MAX_LAG_S = 0.2           # further behind than this, the pacer skips ahead instead of bursting
+
+
+class RtpEndpoint:
+    """One externalMedia channel's socket, send state, plan and capture."""
+
+    __slots__ = (
+        "activity",
+        "buf",
+        "call_id",
+        "capture",
+        "channel_id",
+        "closed",
+        "first_sent_at",
+        "last_sent_at",
+        "last_tick",
+        "local",
+        "markers_sent",
+        "mv",
+        "octets_sent",
+        "override",
+        "packets_sent",
+        "received",
+        "remote",
+        "send_errors",
+        "seq",
+        "short_sent",
+        "single",
+        "slot",
+        "sock",
+        "softmix",
+        "sources",
+        "ssrc",
+        "ts",
+        "watcher",
+    )
+
+    def __init__(self, channel_id: str, sock, remote: tuple[str, int], slot: int,
+                 capture: RtpCapture, rng: random.Random) -> None:
+        self.channel_id = channel_id
+        self.sock = sock
+        self.local = sock.getsockname()
+        self.remote = remote
+        self.ssrc = rng.getrandbits(32)
+        self.seq = rng.getrandbits(16)          # the sequence number of the last packet sent
+        self.ts = 0                             # timestamp of the last packet (first is 160)
+        self.last_tick = -1
+        self.slot = slot
+        self.single: Source | None = None
+        self.sources: tuple[Source, ...] = ()
+        self.softmix = False
+        self.override: Source | None = None
+        self.watcher = None
+        self.capture = capture
+        self.activity = None
+        self.call_id: str | None = None
+        self.packets_sent = 0
+        self.octets_sent = 0
+        self.send_errors = 0
+        self.markers_sent = 0
+        self.short_sent = 0
+        self.received = 0
+        self.first_sent_at: float | None = None
+        self.last_sent_at: float | None = None
+        self.buf = bytearray(2048)
+        self.mv = memoryview(self.buf)
+        self.closed = False
+
+    def send_frame(self, tick: int, now: float) -> None:
+        """This endpoint's 20 ms frame at `tick` (the pacer's hot path)."""
+        ov = self.override
+        if ov is not None:
+            payload = ov.frame(tick)
+        elif self.softmix:
+            frames = []
+            for src in self.sources:
+                if not src.muted:
+                    f = src.frame(tick)
+                    if f is not None:
+                        frames.append(f)
+            payload = mix_ulaw(frames)
+        else:
+            src = self.single
+            if src is None or src.muted:
+                return
+            payload = src.frame(tick)
+        if payload is None:
+            return
+        n = len(payload)
+        last = self.last_tick
+        marker = False
+        if last < 0 or tick - last <= FRAME_TICKS:
+            self.ts = (self.ts + n) & 0xFFFFFFFF
+        else:
+            self.ts = (self.ts + (tick - last) // FRAME_TICKS * 160) & 0xFFFFFFFF
+            marker = True
+            self.markers_sent += 1
+        self.seq = (self.seq + 1) & 0xFFFF
+        self.last_tick = tick
+        try:
+            self.sock.sendto(build_rtp(0, marker, self.seq, self.ts, self.ssrc, payload),
+                             self.remote)
+        except OSError:
+            self.send_errors += 1
+            return
+        self.packets_sent += 1
+        self.octets_sent += n
+        if n != 160:
+            self.short_sent += 1
+        if self.first_sent_at is None:
+            self.first_sent_at = now
+        self.last_sent_at = now
+
+    def on_readable(self) -> None:
+        """Read one datagram (runs in the hub: never blocks, never raises). One per call: the
+        watcher is level-triggered, so it fires again while more wait, and no read ends in a
+        costly EAGAIN."""
+        try:
+            n, addr = self.sock.recvfrom_into(self.buf)
+        except OSError:             # EAGAIN (another reader was first), or closed
+            return
+        now = time.monotonic()
+        self.received += 1
+        cap = self.capture
+        mv = self.mv
+        try:
+            pt, marker, seq, ts, ssrc, off, plen = parse_rtp_header(mv[:n])
+        except RtpError:
+            cap.malformed += 1
+            return
+        foreign = addr != self.remote
+        if foreign:
+            cap.foreign_count += 1
+            if len(cap.foreign_sources) < 64:
+                cap.foreign_sources.add(addr)
+        payload = mv[off:off + plen]
+        if len(cap.times) < cap.max_packets:      # RtpCapture.add(), inlined
+            cap.times.append(now)
+            cap.hdr.append(seq << 48 | plen << 32 | pt << 8 | marker << 1 | foreign)
+            cap.tss.append(ts << 32 | ssrc)
+            if cap.keep_audio:
+                cap.payload += payload
+        else:
+            cap.dropped += 1
+        act = self.activity
+        if act is not None and pt == 0:
+            act.update(now, ulaw_dbov(payload) > VOICE_DBOV)
+
+    def stats(self) -> dict:
+        return {
+            "channel_id": self.channel_id, "call_id": self.call_id,
+            "local": f"{self.local[0]}:{self.local[1]}",
+            "remote": f"{self.remote[0]}:{self.remote[1]}", "ssrc": self.ssrc,
+            "softmix": self.softmix, "tx_packets": self.packets_sent,
+            "tx_octets": self.octets_sent, "tx_markers": self.markers_sent,
+            "tx_short": self.short_sent, "tx_errors": self.send_errors,
+            "rx_datagrams": self.received, "rx_packets": len(self.capture),
+            "rx_foreign": self.capture.foreign_count, "rx_malformed": self.capture.malformed,
+        }
+
+
+class MediaEngine:
+    """All externalMedia endpoints and the pacer. Implements relay.sim.pbx.model.MediaHooks."""
+
+    def __init__(self, host: str = "127.0.0.1", *, keep_audio: bool = True,
+                 max_record_packets: int = 90_000, rng: random.Random | None = None,
+                 on_closed: Callable[[RtpEndpoint], None] | None = None) -> None:
+        self.host = host
+        self.keep_audio = keep_audio
+        self.max_record_packets = max_record_packets
+        self.rng = rng or random.Random()
+        self.on_closed = on_closed
+        self.t0 = time.monotonic()
+        self.endpoints: dict[str, RtpEndpoint] = {}
+        self._wheel: list[list[RtpEndpoint]] = [[] for _ in range(FRAME_TICKS)]
+        self._next_slot = 0
+        self._greenlet: gevent.Greenlet | None = None
+        self._has_work = Event()
+        self._running = False
+        self.ticks_skipped = 0
+        self.frames_run = 0
+
+    # ------------------------------------------------------------------ MediaHooks
+    def tick(self, now: float) -> int:
+        """The first pacer tick at or after `now`."""
+        t = (now - self.t0) * 1000.0
+        i = int(t)
+        return i if i == t else i + 1
+
+    def open_external(self, channel_id: str, host: str, port: int) -> tuple[str, int]:
+        sock = _socket.socket(_socket.AF_INET, _socket.SOCK_DGRAM)
+        try:
+            sock.setblocking(False)
+            sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_RCVBUF, 1 << 18)
+            sock.bind((self.host, 0))
+        except OSError:
+            sock.close()
+            raise
+        slot = self._next_slot
+        self._next_slot = (slot + 7) % FRAME_TICKS       # spread phases over the 20 ms
+        ep = RtpEndpoint(channel_id, sock, (host, port), slot,
+                         RtpCapture(self.max_record_packets, self.keep_audio), self.rng)
+        watcher = gevent.get_hub().loop.io(sock.fileno(), 1)
+        watcher.start(ep.on_readable)
+        ep.watcher = watcher
+        self.endpoints[channel_id] = ep
+        self._wheel[slot].append(ep)
+        self._has_work.set()
+        return ep.local[0], ep.local[1]
+
+    def close_external(self, channel_id: str) -> None:
+        ep = self.endpoints.pop(channel_id, None)
+        if ep is None or ep.closed:
+            return
+        ep.closed = True
+        self._wheel[ep.slot].remove(ep)
+        if ep.watcher is not None:
+            ep.watcher.stop()
+            ep.watcher.close()
+            ep.watcher = None
+        ep.sock.close()
+        if self.on_closed is not None:
+            self.on_closed(ep)
+
+    def set_plan(self, channel_id: str, sources: list[Source], softmix: bool) -> None:
+        ep = self.endpoints.get(channel_id)
+        if ep is None:
+            return
+        ep.sources = tuple(sources)
+        ep.softmix = softmix
+        ep.single = sources[0] if sources and not softmix else None
+
+    def set_override(self, channel_id: str, source: Source | None) -> None:
+        ep = self.endpoints.get(channel_id)
+        if ep is not None:
+            ep.override = source
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        if self._greenlet is None:
+            self._running = True
+            self._greenlet = gevent.spawn(self._pace)
+
+    def stop(self) -> None:
+        self._running = False
+        if self._greenlet is not None:
+            self._has_work.set()
+            self._greenlet.kill(block=True, timeout=2)
+            self._greenlet = None
+        for cid in list(self.endpoints):
+            self.close_external(cid)
+
+    def _pace(self) -> None:
+        """The pacing loop: every endpoint whose slot is due sends its frame."""
+        wheel = self._wheel
+        clock = time.monotonic
+        sleep = gevent.sleep
+        t0 = self.t0
+        tick = self.tick(clock())
+        while self._running:
+            if not self.endpoints:
+                self._has_work.clear()
+                self._has_work.wait(1.0)
+                tick = self.tick(clock())
+                continue
+            # The next tick whose slot has endpoints.
+            for _ in range(FRAME_TICKS):
+                if wheel[tick % FRAME_TICKS]:
+                    break
+                tick += 1
+            due = t0 + tick / 1000.0
+            now = clock()
+            if now < due:
+                sleep(due - now)
+                continue
+            if now - due > MAX_LAG_S:
+                skip = int((now - due) * 1000.0)
+                self.ticks_skipped += skip
+                tick += skip
+                continue
+            for ep in wheel[tick % FRAME_TICKS]:
+                ep.send_frame(tick, now)
+            self.frames_run += 1
+            tick += 1
+
+    def snapshot(self) -> list[dict]:
+        return [ep.stats() for ep in self.endpoints.values()]

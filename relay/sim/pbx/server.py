@@ -1,0 +1,385 @@
+"""SimPbx: the simulated Asterisk as one object you start and stop (tests, demo, benchmarks).
+
+Owns: the HTTP server (gevent.pywsgi + geventwebsocket) answering ARI under /ari, the events
+WebSocket at /ari/events and the simulator's API under /sim; the clock greenlet that runs the
+model's timers and the callers' scripts; delivering the model's events to the WebSockets; and
+the Python API for scenarios and inspection. Everything it opens (listening socket, RTP sockets,
+greenlets, WebSockets) is closed by stop().
+
+    with SimPbx(user="u", password="p", recordings_dir=tmp) as pbx:
+        ids = pbx.start_calls({"steps": [{"say": "hello"}]}, count=10, app="voicebot", rate=5)
+        results = pbx.wait_calls(ids, timeout=30)
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import socket
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Self
+from urllib.parse import parse_qs, quote
+
+import gevent
+from gevent.event import Event
+from gevent.pywsgi import WSGIServer
+from geventwebsocket.handler import WebSocketHandler
+
+from relay.sim.pbx.ari import ASTERISK_VERSION, AriApi, Params, check_auth
+from relay.sim.pbx.capture import RtpCapture
+from relay.sim.pbx.control import ControlApi
+from relay.sim.pbx.media import MediaEngine
+from relay.sim.pbx.model import AriError, Pbx
+from relay.sim.pbx.scenario import Call, Scenario
+from relay.sim.pbx.ws import EventConnection, dumps
+
+log = logging.getLogger(__name__)
+
+_REASONS = {200: "OK", 201: "Created", 204: "No Content", 400: "Bad Request",
+            401: "Unauthorized", 404: "Not Found", 405: "Method Not Allowed", 409: "Conflict",
+            412: "Precondition Failed", 422: "Unprocessable Entity",
+            500: "Internal Server Error", 501: "Not Implemented"}
+
+
+class _Handler(WebSocketHandler):
+    """Upgrades only valid /ari/events requests; everything else is plain WSGI."""
+
+    def handle(self) -> None:
+        try:    # small responses must not wait for the client's delayed ACK (Nagle)
+            self.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass
+        super().handle()
+
+    def log_request(self) -> None:      # no access log
+        pass
+
+
+class SimPbx:
+    """A simulated Asterisk 22: ARI REST + events WebSocket + externalMedia RTP + callers."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, user: str = "asterisk",
+                 password: str = "asterisk", recordings_dir: str | Path | None = None, *,
+                 asterisk_id: str = "02:fc:00:00:00:01", keep_audio: bool = True,
+                 event_history: int = 0, seed: int | None = None) -> None:
+        self.host = host
+        self.requested_port = port
+        self.user = user
+        self.password = password
+        self.recordings_dir = Path(recordings_dir) if recordings_dir else None
+        self.port: int = 0
+        rng = random.Random(seed)
+        self.media = MediaEngine(host, keep_audio=keep_audio, rng=rng,
+                                 on_closed=self._endpoint_closed)
+        self.model = Pbx(self.media, asterisk_id=asterisk_id, rng=rng, now=time.monotonic())
+        self.model.history_limit = event_history
+        self.scenario: Scenario | None = None
+        self.api = AriApi(self.model)
+        self.control = ControlApi(self)
+        self._server: WSGIServer | None = None
+        self._clock: gevent.Greenlet | None = None
+        self._wake = Event()
+        self._call_ended = Event()
+        self._connections: set[EventConnection] = set()
+        self._running = False
+
+    # ------------------------------------------------------------------ lifecycle
+    @property
+    def base_url(self) -> str:
+        """http://HOST:PORT/ari"""
+        return f"http://{self.host}:{self.port}/ari"
+
+    def events_url(self, app: str, subscribe_all: bool = False) -> str:
+        """ws://HOST:PORT/ari/events?app=APP&api_key=USER:PASS[&subscribeAll=true]"""
+        url = (f"ws://{self.host}:{self.port}/ari/events?app={quote(app, safe=',')}"
+               f"&api_key={quote(self.user)}:{quote(self.password)}")
+        return url + ("&subscribeAll=true" if subscribe_all else "")
+
+    @property
+    def auth(self) -> tuple[str, str]:
+        return self.user, self.password
+
+    def start(self) -> Self:
+        if self._running:
+            return self
+        if self.recordings_dir is None:
+            self.recordings_dir = Path(tempfile.mkdtemp(prefix="sim-pbx-"))
+        self.recordings_dir.mkdir(parents=True, exist_ok=True)
+        self.scenario = Scenario(self.model, self.recordings_dir, self.media.endpoints,
+                                 wake=self._wake.set, on_call_ended=self._on_call_ended)
+        server = WSGIServer((self.host, self.requested_port), self._wsgi,
+                            handler_class=_Handler, log=None, error_log=log)
+        server.pre_start_hook = self._pre_start_hook
+        server.start()
+        self._server = server
+        self.port = server.server_port
+        self._running = True
+        self.media.start()
+        self._clock = gevent.spawn(self._run_clock)
+        return self
+
+    def stop(self) -> None:
+        """Close everything: WebSockets, the HTTP server, RTP sockets (writing the WAVs)."""
+        if not self._running:
+            return
+        self._running = False
+        self._wake.set()
+        for conn in list(self._connections):
+            conn.close("server stopping")
+        if self._clock is not None:
+            self._clock.kill(block=True, timeout=2)
+            self._clock = None
+        if self._server is not None:
+            self._server.stop(timeout=0.5)
+            self._server = None
+        self.media.stop()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # ------------------------------------------------------------------ the clock
+    def _run_clock(self) -> None:
+        model, wake = self.model, self._wake
+        while self._running:
+            now = time.monotonic()
+            try:
+                model.advance(now)
+                self.scenario.advance(now)
+            except Exception:        # one bad step must not stop every call
+                log.exception("simulated PBX clock step failed")
+            self._flush()
+            deadlines = [d for d in (model.next_deadline(), self.scenario.next_deadline())
+                         if d is not None]
+            timeout = min(deadlines) - time.monotonic() if deadlines else 1.0
+            if timeout > 0:
+                wake.wait(min(timeout, 1.0))
+            wake.clear()
+
+    def _flush(self) -> None:
+        """Deliver the model's events to the WebSockets of the apps that hear them."""
+        outbox = self.model.outbox
+        if not outbox:
+            return
+        self.model.outbox = []
+        apps = self.model.apps
+        for names, event, conn in outbox:
+            if conn is not None:
+                for name in names:
+                    conn.replaced(name, event)
+                continue
+            for name in names:
+                app = apps.get(name)
+                if app is not None and app.connection is not None:
+                    app.connection.send_event(name, event)
+
+    def _op(self) -> None:
+        """Before a model operation from outside the clock: bring the model's time forward."""
+        self.model.now = time.monotonic()
+
+    def _after_op(self) -> None:
+        self._flush()
+        self._wake.set()
+
+    # ------------------------------------------------------------------ HTTP
+    def _pre_start_hook(self, handler: WebSocketHandler) -> bool:
+        """True: answer as plain HTTP (no WebSocket upgrade)."""
+        env = handler.environ
+        if env.get("PATH_INFO") != "/ari/events":
+            return True
+        return self._events_error(env) is not None
+
+    def _events_error(self, env: dict) -> tuple[int, str] | None:
+        if not check_auth(env, self.user, self.password):
+            return 401, "Authentication required"
+        query = parse_qs(env.get("QUERY_STRING", ""), keep_blank_values=True)
+        if not [a for v in query.get("app", []) for a in v.split(",") if a]:
+            return 400, "Missing param 'app'"
+        return None
+
+    def _respond(self, start_response, status: int, body: Any,
+                 extra: list | None = None) -> list[bytes]:
+        headers = [("Server", f"Asterisk/{ASTERISK_VERSION}")] + (extra or [])
+        if body is None or status == 204:
+            start_response(f"{status} {_REASONS.get(status, 'OK')}", headers)
+            return []
+        data = dumps(body).encode("utf-8")
+        headers += [("Content-Type", "application/json"), ("Content-Length", str(len(data)))]
+        start_response(f"{status} {_REASONS.get(status, 'OK')}", headers)
+        return [data]
+
+    def _wsgi(self, environ: dict, start_response) -> list[bytes]:
+        path = environ.get("PATH_INFO", "")
+        method = environ.get("REQUEST_METHOD", "GET")
+        if path == "/ari/events":
+            ws = environ.get("wsgi.websocket")
+            if ws is None:
+                err = self._events_error(environ) or (400, "WebSocket upgrade required")
+                return self._auth_respond(start_response, err)
+            self._serve_events(environ, ws)
+            return []
+        if not path.startswith(("/ari/", "/sim/")):
+            return self._respond(start_response, 404, {"message": "Resource not found"})
+        if not check_auth(environ, self.user, self.password):
+            return self._auth_respond(start_response, (401, "Authentication required"))
+        try:
+            params = Params.from_environ(environ)
+        except AriError as exc:
+            return self._respond(start_response, exc.status, {"message": exc.message})
+        self._op()
+        try:
+            if path.startswith("/ari/"):
+                status, body = self.api.handle(method, path[4:], params)
+            else:
+                status, body = self.control.handle(method, path, params)
+        except Exception as exc:     # a bug answers 500 for this request only
+            log.exception("simulated PBX failed on %s %s", method, path)
+            status, body = 500, {"message": f"Internal error: {exc}"}
+        self._after_op()
+        return self._respond(start_response, status, body)
+
+    def _auth_respond(self, start_response, err: tuple[int, str]) -> list[bytes]:
+        extra = [("WWW-Authenticate", 'Basic realm="Asterisk REST Interface"')] \
+            if err[0] == 401 else []
+        return self._respond(start_response, err[0], {"message": err[1]}, extra)
+
+    def _serve_events(self, environ: dict, ws) -> None:
+        query = parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True)
+        apps = [a for v in query.get("app", []) for a in v.split(",") if a]
+        sub_all = (query.get("subscribeAll", ["false"])[-1].lower() in ("true", "1", "yes"))
+        conn = EventConnection(ws, apps, subscribe_all=sub_all)
+        self._connections.add(conn)
+        self._op()
+        for app in conn.apps:
+            self.model.register_app(app, conn, sub_all)
+        self._after_op()
+        conn.serve(self._events_closed)
+
+    def _events_closed(self, conn: EventConnection) -> None:
+        self._connections.discard(conn)
+        self._op()
+        for app in conn.apps:
+            self.model.unregister_app(app, conn)
+        self._after_op()
+
+    # ------------------------------------------------------------------ scenarios (Python API)
+    def start_calls(self, script: Any, count: int = 1, app: str = "voicebot",
+                    rate: float | None = None, delay: float = 0.0) -> list[str]:
+        """Schedule `count` inbound calls running `script` (see relay.sim.pbx.caller) into
+        Stasis(app), `rate` calls per second (None: all now), starting after `delay` seconds."""
+        self._require_started()
+        ids = self.scenario.schedule(script, app, count=count, rate=rate,
+                                     now=time.monotonic(), delay=delay)
+        self._wake.set()
+        return ids
+
+    def start_call(self, script: Any, app: str = "voicebot") -> str:
+        return self.start_calls(script, 1, app)[0]
+
+    def wait_ended(self, call_ids: list[str] | None = None, timeout: float = 30.0) -> bool:
+        """Wait until every listed call (default: all) has ended; False on timeout."""
+        self._require_started()
+        deadline = time.monotonic() + timeout
+        while True:
+            calls = self.scenario.calls
+            ids = call_ids if call_ids is not None else list(calls)
+            if all(cid not in calls or calls[cid].ended for cid in ids):
+                return True
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            self._call_ended.clear()
+            self._call_ended.wait(min(left, 0.5))
+
+    def wait_calls(self, call_ids: list[str] | None = None, timeout: float = 30.0
+                   ) -> list[dict]:
+        """Wait for the calls to end and return their results; TimeoutError if they do not."""
+        if not self.wait_ended(call_ids, timeout):
+            active = [c["id"] for c in self.calls(call_ids) if c["state"] not in ("ended",
+                                                                                  "failed")]
+            raise TimeoutError(f"calls still active after {timeout} s: {active}")
+        return self.calls(call_ids)
+
+    def _on_call_ended(self, call: Call) -> None:
+        self._call_ended.set()
+
+    def call(self, call_id: str) -> dict:
+        """One call's result: state, script progress, DTMF/playbacks it heard, RTP, WAVs."""
+        self._require_started()
+        call = self.scenario.calls.get(call_id)
+        if call is None:
+            raise AriError(404, f"No such call {call_id}")
+        return call.result(self.media.endpoints)
+
+    def calls(self, call_ids: list[str] | None = None) -> list[dict]:
+        self._require_started()
+        calls = self.scenario.calls
+        ids = call_ids if call_ids is not None else list(calls)
+        return [calls[c].result(self.media.endpoints) for c in ids if c in calls]
+
+    def hangup_call(self, call_id: str) -> None:
+        """The caller hangs up now (events as for a SIP BYE: cause 16)."""
+        self._require_started()
+        if call_id not in self.scenario.calls:
+            raise AriError(404, f"No such call {call_id}")
+        self._op()
+        self.scenario.hangup(call_id)
+        self._after_op()
+
+    def register_dialplan(self, context: str, script: Any) -> None:
+        """The script the ;2 half of Local/EXTEN@context runs (see relay.sim.pbx.scenario)."""
+        self._require_started()
+        self.scenario.register_dialplan(context, script)
+
+    def register_endpoint(self, name: str, script: Any) -> None:
+        """The script an originated PJSIP/name channel runs once it answers."""
+        self._require_started()
+        self.scenario.register_endpoint(name, script)
+
+    def capture(self, call_id: str, channel_id: str | None = None) -> RtpCapture:
+        """The RTP the relay sent on the call's (first, or given) externalMedia channel."""
+        self._require_started()
+        call = self.scenario.calls[call_id]
+        if not call.captures:
+            raise KeyError(f"call {call_id} has no externalMedia channel")
+        return call.captures[channel_id or next(iter(call.captures))]
+
+    def write_wavs(self, call_id: str) -> list[Path]:
+        """Write the call's WAV files now (they are written anyway when the externalMedia
+        channel goes away, or at stop())."""
+        self._require_started()
+        call = self.scenario.calls[call_id]
+        return [self.scenario.write_wav(call, em) for em in list(call.captures)]
+
+    def _endpoint_closed(self, ep: Any) -> None:
+        if self.scenario is not None:
+            try:
+                self.scenario.endpoint_closed(ep)
+            except OSError:
+                log.exception("writing the WAV of %s failed", ep.channel_id)
+
+    def inspect(self) -> dict:
+        """Everything alive now, and every call with its script progress and RTP."""
+        self._require_started()
+        out = self.model.live_summary()
+        out["rtp"] = self.media.snapshot()
+        out["calls"] = self.calls()
+        out["pacer"] = {"ticks_skipped": self.media.ticks_skipped,
+                        "frames": self.media.frames_run}
+        out["recordings_dir"] = str(self.recordings_dir)
+        out["websockets"] = [{"apps": c.apps, "serving": sorted(c.serving), "sent": c.sent}
+                             for c in self._connections]
+        return out
+
+    @property
+    def events(self) -> list[dict]:
+        """The last `event_history` events produced (all apps), when enabled."""
+        return list(self.model.history)
+
+    def _require_started(self) -> None:
+        if self.scenario is None:
+            raise RuntimeError("SimPbx not started")
