@@ -42,7 +42,7 @@ class AriClient:
     """REST calls to one Asterisk. Thread-safe enough for greenlets: one pooled session."""
 
     def __init__(self, url: str, username: str, password: str, app: str,
-                 timeout: float = 5.0, pool_size: int = 64) -> None:
+                 timeout: float = 5.0, pool_size: int = 256) -> None:
         self.base = _base_url(url) + "/ari"
         self.app = app
         self.timeout = timeout

@@ -82,6 +82,7 @@ class Call:
         self._speech_started_at: Optional[float] = None
         self.turn_latencies_ms: list[float] = []
         self.barge_ins = 0
+        self.setup_ms: Optional[float] = None     # StasisStart to audio flowing
         self.barge_in_at: list[float] = []    # monotonic times audio was cut by the caller
         self.truncations: list[tuple[str, int]] = []
         self.model_errors: dict[str, int] = {}
@@ -142,6 +143,7 @@ class Call:
             self.media.playout.finish(GREETING_ITEM)
         self.worker.pacer.add(self)
         self.state = "active"
+        self.setup_ms = (time.monotonic() - self.started_mono) * 1000.0
         self.worker.publish_call(self)
 
     def _open_session(self) -> None:
@@ -349,6 +351,7 @@ class Call:
             "started_at": self.created_at,
             "duration_s": round(time.monotonic() - self.started_mono, 1),
             "end_reason": self.end_reason, "barge_ins": self.barge_ins,
+            "setup_ms": None if self.setup_ms is None else round(self.setup_ms, 1),
             "turn_latency_ms": [round(x, 1) for x in self.turn_latencies_ms[-20:]],
             "audio": self.media.stats(),
             "model_errors": dict(self.model_errors),
