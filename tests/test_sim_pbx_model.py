@@ -236,6 +236,24 @@ def test_script_waits_for_the_agent_to_finish():
     assert "timed_out" not in run.log[0]
 
 
+def test_script_waits_for_a_talkspurt_already_under_way_when_the_step_begins():
+    agent = AgentActivity()
+    run = run_script({"steps": [{"pause_ms": 500},
+                                {"after_agent": "ok", "silence_ms": 400, "timeout_ms": 5000}],
+                      "end": "wait"}, agent)
+    run.start(0.0)
+    agent.update(0.40, True)               # the agent starts talking during the pause
+    run.poll(0.5)                          # the wait begins while it talks
+    # The caller is woken by onsets only, so it must poll the talkspurt under way itself.
+    assert run.next_deadline() == pytest.approx(0.80)     # not the 5 s timeout
+    for t in (0.52, 0.54, 0.80):           # ... it goes on talking (no new onset)
+        agent.update(t, True)
+    assert verbs(run.poll(0.80)) == []
+    assert run.next_deadline() == pytest.approx(1.20)
+    assert verbs(run.poll(1.20)) == ["say"]
+    assert "timed_out" not in run.log[1]
+
+
 def test_script_wait_times_out_and_goes_on():
     run = run_script({"steps": [{"wait_agent_done": {"timeout_ms": 1000}}, {"say": "hello?"}]})
     run.start(0.0)

@@ -380,7 +380,9 @@ class CallerRun:
         elif kind == "wait_agent_done":
             deadline = min(deadline, timeout)
             last = self.agent.last_voice_at
-            if last is not None and last >= self.step_started:
+            # Also when the agent was already talking as the step began: only onsets wake a
+            # caller, so a talkspurt in progress must be polled until it ends.
+            if last is not None and last >= self.step_started - AGENT_HANGOVER_S:
                 deadline = min(deadline, last + step.silence_ms / 1000.0)
         elif kind == "wait_agent_start":
             deadline = min(deadline, timeout)
