@@ -250,7 +250,7 @@ def test_script_waits_for_a_talkspurt_already_under_way_when_the_step_begins():
         agent.update(t, True)
     assert verbs(run.poll(0.80)) == []
     assert run.next_deadline() == pytest.approx(1.20)
-    assert verbs(run.poll(1.20)) == ["say"]
+    assert verbs(run.poll(run.next_deadline())) == ["say"]
     assert "timed_out" not in run.log[1]
 
 
