@@ -21,7 +21,7 @@ import ujson
 from relay import realtime_events as ev
 from relay.ari import AriError
 from relay.call_media import CallMedia
-from relay.config import AgentConfig
+from relay.config import VOICES, AgentConfig
 from relay.dtmf import DtmfCollector
 from relay.realtime_session import RealtimeSession
 from relay.sounds import load_sound
@@ -341,6 +341,63 @@ class Call:
 
     def rt_failed(self, reason: str) -> None:
         self.transcript.add("event", reason, level="error")
+        self.end(reason)
+
+    # operator changes (dashboard / API)
+    def apply_config(self, changes: dict) -> dict:
+        """Change the live call's instructions, voice, turn detection or tools: validated, then
+        sent to the model as one session.update. Returns the session fields sent; ValueError
+        (with the reason) when a change is not allowed."""
+        allowed = {"instructions", "voice", "turn_detection", "tools"}
+        unknown = set(changes) - allowed
+        if unknown:
+            raise ValueError(f"unknown field(s): {', '.join(sorted(unknown))}; "
+                             f"allowed: {', '.join(sorted(allowed))}")
+        session = self.session
+        if session is None or self.state != "active":
+            raise ValueError(f"the call is {self.state}, not active")
+        update: dict[str, Any] = {}
+        if "instructions" in changes:
+            if not isinstance(changes["instructions"], str):
+                raise ValueError("instructions must be a string")
+            update["instructions"] = changes["instructions"]
+        if "voice" in changes:
+            if changes["voice"] not in VOICES:
+                raise ValueError(f"voice must be one of {', '.join(VOICES)}")
+            if session.model_has_spoken and changes["voice"] != self.current_voice():
+                raise ValueError("the voice cannot change once the model has spoken in this "
+                                 "session (the Realtime API refuses it)")
+            update.setdefault("audio", {}).setdefault("output", {})["voice"] = changes["voice"]
+        if "turn_detection" in changes:
+            turn_detection = changes["turn_detection"]
+            if turn_detection is not None and (not isinstance(turn_detection, dict) or
+                                               turn_detection.get("type") not in (
+                                                   "server_vad", "semantic_vad")):
+                raise ValueError("turn_detection must be null or an object with type "
+                                 "server_vad or semantic_vad")
+            update.setdefault("audio", {}).setdefault("input", {})["turn_detection"] = \
+                turn_detection
+        if "tools" in changes:
+            names = changes["tools"]
+            declared = {tool["name"]: tool for tool in self.agent.tools}
+            if not isinstance(names, list) or any(n not in declared for n in names):
+                raise ValueError(f"tools must be a list of this agent's tools: "
+                                 f"{', '.join(declared) or 'none'}")
+            update["tools"] = ev.function_tools_named(self.agent, names)
+        if not update:
+            raise ValueError("nothing to change")
+        session.update_session(update)
+        self.transcript.add("event", "operator changed " + ", ".join(sorted(changes)),
+                            changes=changes)
+        return update
+
+    def current_voice(self) -> str:
+        session = self.session
+        if session is None:
+            return self.agent.voice
+        return session.session.get("audio", {}).get("output", {}).get("voice", self.agent.voice)
+
+    def hangup(self, reason: str = "hung up by the operator") -> None:
         self.end(reason)
 
     # views

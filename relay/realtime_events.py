@@ -40,6 +40,12 @@ def function_tools(agent: AgentConfig) -> list[dict]:
     return tools
 
 
+def function_tools_named(agent: AgentConfig, names: list[str]) -> list[dict]:
+    """The function schemas of the named tools of an agent, in the order given."""
+    by_name = {tool["name"]: tool for tool in function_tools(agent)}
+    return [by_name[name] for name in names]
+
+
 def session_config(agent: AgentConfig, instructions: Optional[str] = None) -> dict:
     """The full `session` object for session.update, from an agent config."""
     audio_input: dict[str, Any] = {

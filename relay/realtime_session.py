@@ -64,6 +64,7 @@ class RealtimeSession:
         self._socket: Optional[JsonWebSocket] = None
         self._closing = False
         self._reconnecting = False
+        self._awaiting_ready = False
         self.response_id: Optional[str] = None      # the response in flight
         self._create_sent = False                   # response.create sent, not yet created
         self._wanted: Optional[dict] = None          # a response.create waiting for response.done
@@ -99,6 +100,7 @@ class RealtimeSession:
         self._socket = sock
         self.connections += 1
         self.response_id, self._create_sent = None, False
+        self._awaiting_ready = True
         sock.send(ev.session_update(self.session))
         if not first:
             for role, text in self.history:
@@ -159,6 +161,9 @@ class RealtimeSession:
             self._on_bad_message(str(event)[:200], exc)
 
     def _session_updated(self, event: dict) -> None:
+        if not self._awaiting_ready:
+            return      # the answer to a later update (an operator's change)
+        self._awaiting_ready = False
         first = self.connections == 1 and not self._reconnecting
         self._reconnecting = False
         self._handler.rt_ready(first)

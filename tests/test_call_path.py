@@ -211,3 +211,26 @@ def test_rtp_from_a_stranger_and_garbage_are_dropped(stack):
     s.wait_calls([call_id], 30)
     summary = s.finished(call_id)
     assert ("caller", HELLO) in summary["transcript"]
+
+
+def test_an_operator_changes_instructions_and_voice_on_a_live_call(stack):
+    s = stack(model_script=SCRIPT)
+    call_id = s.call({"steps": [{"pause_ms": 1500}, {"say": HELLO},
+                                {"wait_agent_done": {"silence_ms": 600, "timeout_ms": 15000}}]})
+    relay_call = s.relay_call(call_id)
+    wait_for(lambda: relay_call.state == "active", 10, "the call to be set up")
+    sent = relay_call.apply_config({"instructions": "Be very brief.", "voice": "cedar"})
+    assert sent == {"instructions": "Be very brief.", "audio": {"output": {"voice": "cedar"}}}
+    session = s.model.sessions[0]
+    wait_for(lambda: session.config.get("instructions") == "Be very brief.", 5, "the update")
+    assert session.config["audio"]["output"]["voice"] == "cedar"
+    assert not session.errors_sent
+    with pytest.raises(ValueError, match="unknown field"):
+        relay_call.apply_config({"temperature": 0.2})
+    with pytest.raises(ValueError, match="voice must be one of"):
+        relay_call.apply_config({"voice": "robot"})
+    wait_for(lambda: relay_call.session.model_has_spoken, 15, "the model to speak")
+    with pytest.raises(ValueError, match="cannot change once the model has spoken"):
+        relay_call.apply_config({"voice": "alloy"})
+    s.wait_calls([call_id], 30)
+    assert "model session replaced" not in [e["text"] for e in relay_call.transcript.entries()]
