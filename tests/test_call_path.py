@@ -234,3 +234,32 @@ def test_an_operator_changes_instructions_and_voice_on_a_live_call(stack):
         relay_call.apply_config({"voice": "alloy"})
     s.wait_calls([call_id], 30)
     assert "model session replaced" not in [e["text"] for e in relay_call.transcript.entries()]
+
+
+def test_a_wrong_api_key_ends_the_call_cleanly_and_says_why(stack):
+    s = stack(model_script=SCRIPT, settings={"openai.api_key": "sk-wrong"})
+    call_id = s.call({"steps": [{"pause_ms": 5000}]})
+    relay_call = s.relay_call(call_id)
+    [result] = s.wait_calls([call_id], 20)
+    assert "invalid API key" in relay_call.end_reason or "invalid_api_key" in relay_call.end_reason
+    assert result["end_reason"] != "script hangup"     # relay hung up, the caller did not
+    assert s.worker.counters["calls_failed"] == 1
+
+
+def test_the_maximum_call_duration_ends_the_call(stack):
+    s = stack(model_script=SCRIPT, settings={"call.max_duration_s": 1.5})
+    call_id = s.call({"steps": [{"pause_ms": 10000}]})
+    relay_call = s.relay_call(call_id)
+    s.wait_calls([call_id], 20)
+    assert relay_call.end_reason == "maximum call duration reached"
+
+
+def test_continue_in_dialplan_instead_of_hanging_up(stack):
+    s = stack(model_script=SCRIPT, settings={"call.max_duration_s": 1.0,
+                                             "call.continue_in_dialplan": True})
+    call_id = s.call({"steps": [{"pause_ms": 3000}]})
+    relay_call = s.relay_call(call_id)
+    wait_for(lambda: relay_call.state == "ended", 10, "relay to end its part")
+    wait_for(lambda: s.pbx.call(call_id)["continued"], 5, "the caller to continue")
+    s.pbx.hangup_call(call_id)
+    s.wait_calls([call_id], 10)
