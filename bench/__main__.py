@@ -30,7 +30,8 @@ def main(argv: list[str]) -> int:
     for name in _modules(argv):
         module = importlib.import_module(f"bench.{name}")
         rows.extend(module.run())
-    header = f"{'benchmark':34} {'ns/frame':>10} {'MB/s':>9}  {'reference':24} {'ref ns':>10} {'speedup':>8}  target"
+    header = (f"{'benchmark':34} {'ns/frame':>10} {'MB/s':>9}  {'reference':24} {'ref ns':>10} "
+              f"{'speedup':>8}  target")
     print(header)
     print("-" * len(header))
     failed = 0

@@ -43,7 +43,8 @@ def _call_audio(seconds: float) -> list[bytes]:
 
 
 def _append_texts(frames: list[bytes]) -> list[str]:
-    return [ujson.dumps({"type": "input_audio_buffer.append", "audio": base64.b64encode(f).decode()},
+    return [ujson.dumps({"type": "input_audio_buffer.append",
+                         "audio": base64.b64encode(f).decode()},
                         escape_forward_slashes=False) for f in frames]  # as relay sends them
 
 

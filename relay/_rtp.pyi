@@ -42,7 +42,8 @@ class RtpPacket:
         extension: Optional[Buffer] = None,
         padding: int = 0,
     ) -> None:
-        """ValueError on out-of-range fields (pt > 127, > 15 CSRCs, extension not a multiple of 4...)."""
+        """ValueError on out-of-range fields (pt > 127, > 15 CSRCs, an extension that is not a
+        multiple of 4 bytes...)."""
 
     @classmethod
     def parse(cls, data: Buffer) -> "RtpPacket":

@@ -194,7 +194,7 @@ class AriEvents:
             done = gevent.event.Event()
             reason_box: list[str] = []
 
-            def closed(code: int, reason: str) -> None:
+            def closed(code: int, reason: str, done=done, reason_box=reason_box) -> None:
                 reason_box.append(f"{code} {reason}")
                 done.set()
 
@@ -212,7 +212,8 @@ class AriEvents:
             self.connected = True
             self.connections += 1
             backoff = self._initial_backoff
-            log.info("ARI events connected (%s)", "reconnected" if self.connections > 1 else "first")
+            log.info("ARI events connected (%s)",
+                     "reconnected" if self.connections > 1 else "first")
             try:
                 self._on_connected()
             except Exception:

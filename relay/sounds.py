@@ -12,8 +12,7 @@ import struct
 from functools import lru_cache
 from pathlib import Path
 
-from relay._g711 import (Resampler, alaw_decode, alaw_encode, ulaw_decode,
-                         ulaw_encode)
+from relay._g711 import Resampler, alaw_decode, alaw_encode, ulaw_decode, ulaw_encode
 
 WAVE_PCM, WAVE_ALAW, WAVE_ULAW = 1, 6, 7
 

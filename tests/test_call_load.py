@@ -18,7 +18,7 @@ def stack(tmp_path):
 
 def test_200_calls_in_sequence_leave_nothing_behind(stack):
     script = {"steps": [{"pause_ms": 60}, {"hangup": True}]}
-    for n in range(200):
+    for _ in range(200):
         call_id = stack.call(script)
         [result] = stack.wait_calls([call_id], 10)
         assert result["state"] == "ended", result

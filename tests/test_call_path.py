@@ -77,7 +77,8 @@ def test_the_assistant_speaks_first(stack):
     call_id = s.call({"steps": [{"wait_agent_done": {"silence_ms": 600, "timeout_ms": 15000}}]})
     [result] = s.wait_calls([call_id], 30)
     summary = s.finished(call_id)
-    assert summary["transcript"] == [("assistant", "Hello, this is Acme. How can I help you today?")]
+    greeting = "Hello, this is Acme. How can I help you today?"
+    assert summary["transcript"] == [("assistant", greeting)]
     capture_packets = result["externals"]
     assert result["agent"]["voiced_packets"] > 50 and capture_packets
 

@@ -11,7 +11,8 @@ from relay.config import PACKAGE_ROOT, load_agent
 
 
 def agents():
-    return [load_agent(p) for p in sorted((PACKAGE_ROOT / "config" / "agentConfigs").glob("*.json"))]
+    folder = PACKAGE_ROOT / "config" / "agentConfigs"
+    return [load_agent(p) for p in sorted(folder.glob("*.json"))]
 
 
 @pytest.mark.parametrize("agent", agents(), ids=lambda a: a.key)

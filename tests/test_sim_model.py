@@ -21,8 +21,8 @@ import pytest
 import requests
 import ujson
 import websocket
-
 from realtime_schema import validate_client_event, validate_server_event
+
 from relay import _g711
 from relay.sim import speech
 from relay.sim.model import Fault, SimModel

@@ -14,8 +14,8 @@ import pytest
 import ujson
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from realtime_schema import UnknownFieldError, validate_client_event, validate_server_event
+
 from relay import _g711
 from relay.sim import speech
 from relay.sim.model import validation

@@ -9,8 +9,8 @@ externalMedia channel goes away. Sans-IO apart from writing WAV files: no socket
 
 Local channels originated through ARI (`Local/EXTEN@CONTEXT`) run the script registered for
 CONTEXT (or EXTEN@CONTEXT) on their ;2 half; built in: `playtone` (Wait 1, Playback hello-world,
-PlayTones 440, Wait 120, as in event-trace.json), `dtmfcaller` (Wait 2, SendDTMF 123#), `silent`; any other
-context is silent until hung up. Originated PJSIP/NAME channels run the script registered for
+PlayTones 440, Wait 120, as in event-trace.json), `dtmfcaller` (Wait 2, SendDTMF 123#),
+`silent`; any other context is silent until hung up. Originated PJSIP/NAME channels run the script registered for
 NAME (silent by default).
 """
 
@@ -72,8 +72,9 @@ class Call:
 
     def result(self, live_endpoints: dict | None = None) -> dict:
         ch = self.channel
-        rel = (lambda t: None if t is None or self.started_at is None
-               else round(t - self.started_at, 4))
+        def rel(t: float | None) -> float | None:
+            return None if t is None or self.started_at is None else round(t - self.started_at, 4)
+
         externals = {}
         for cid, info in self.externals.items():
             item = dict(info)
