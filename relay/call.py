@@ -70,6 +70,7 @@ class Call:
         self.remote: Optional[tuple[str, int]] = None
         self.session: Optional[RealtimeSession] = None
         self._bridge_made = False
+        self._setup_greenlet: Optional[gevent.Greenlet] = None
         self._media_channel_made = False
         self._caller_gone = False
         self._ended = gevent.event.Event()
@@ -101,11 +102,22 @@ class Call:
         except gevent.GreenletExit:
             raise
         except Exception as exc:
-            log.exception("call %s: %s failed", self.id, getattr(fn, "__name__", fn))
+            name = getattr(fn, "__name__", fn)
+            if self.state in ("ending", "ended"):
+                # e.g. the caller hung up while the bridge was being made: not an error
+                log.info("call %s: %s stopped by the end of the call: %s", self.id, name, exc)
+                return
+            if fn == self._setup and isinstance(exc, AriError) and exc.status in (404, 409, 422):
+                # Asterisk no longer has the caller (its hangup events may still be on the way)
+                log.info("call %s: the caller left during setup (%s)", self.id, exc)
+                self._caller_gone = True
+                self.end("caller hung up during setup", hangup=False)
+                return
+            log.exception("call %s: %s failed", self.id, name)
             self.end(f"internal error: {exc}")
 
     def start(self) -> None:
-        self.spawn(self._setup)
+        self._setup_greenlet = self.spawn(self._setup)
 
     def _setup(self) -> None:
         tree = self.settings.tree
@@ -115,14 +127,21 @@ class Call:
         model = self.spawn(self._open_session)
         ari = self.worker.ari
         ari.answer(self.id)
-        ari.create_bridge(self.bridge_id, "mixing", name=f"relay {self.id}")
+        if self.state != "setup":
+            return
+        # The ids are ours, so cleanup can delete what may exist before the answer arrives.
         self._bridge_made = True
+        ari.create_bridge(self.bridge_id, "mixing", name=f"relay {self.id}")
+        if self.state != "setup":
+            return
         media = self.worker.media
         external_host = f"{tree['rtp']['advertise_host']}:{media.port}"
         self.worker.own_channels.add(self.media_channel_id)
+        self._media_channel_made = True
         channel = ari.external_media(self.media_channel_id, external_host,
                                      self.media.line_format, data=MEDIA_ARG)
-        self._media_channel_made = True
+        if self.state != "setup":
+            return
         variables = (channel or {}).get("channelvars") or {}
         try:
             self.remote = (str(variables["UNICASTRTP_LOCAL_ADDRESS"]),
@@ -134,8 +153,8 @@ class Call:
         if self.state != "setup":
             return
         model.join(timeout=tree["openai"]["connect_timeout_s"] + 1)
-        if self.session is None:
-            return   # _open_session has ended the call
+        if self.state != "setup" or self.session is None or not self.session.connected:
+            return   # ended meanwhile, or _open_session has ended the call
         self.media.start(time.monotonic())
         if self.agent.greeting_sound:
             sound = load_sound(self.agent.greeting_sound, self.media.line_format)
@@ -153,12 +172,11 @@ class Call:
             session=ev.session_config(self.agent), handler=self,
             connect_timeout=openai["connect_timeout_s"],
             max_reconnects=openai["max_reconnects"], name=self.id)
+        self.session = session      # set first, so that cleanup closes it whatever happens
         try:
             session.start()
         except Exception as exc:
             self.end(f"cannot reach the model: {exc}")
-            return
-        self.session = session
 
     def end(self, reason: str, hangup: bool = True) -> None:
         """End the call (idempotent): stop audio, close the model, delete what relay created."""
@@ -175,6 +193,11 @@ class Call:
 
     def _cleanup(self, hangup: bool) -> None:
         ari = self.worker.ari
+        # Let an ARI request of the setup finish (each has a timeout): killing it mid-request
+        # could leave a bridge or channel created after its DELETE.
+        setup = self._setup_greenlet
+        if setup is not None and setup is not gevent.getcurrent():
+            setup.join(timeout=2 * self.settings.tree["ari"]["request_timeout_s"])
         if self.session is not None:
             self.session.close()
         current = gevent.getcurrent()

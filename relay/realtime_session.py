@@ -97,6 +97,9 @@ class RealtimeSession:
             on_bad_message=self._on_bad_message, connect_timeout=self._connect_timeout,
             name=f"realtime:{self.name}")
         sock.connect()
+        if self._closing:           # the call ended while this socket was being opened
+            sock.close(1000, "call ended")
+            return
         self._socket = sock
         self.connections += 1
         self.response_id, self._create_sent = None, False

@@ -45,3 +45,13 @@ def test_100_calls_at_once_each_hold_a_conversation(stack):
     assert len(complete) == 100, [s["transcript"] for s in summaries if s not in complete][:3]
     assert sum(s["audio"]["lost"] for s in summaries) == 0
     stack.assert_no_leftovers()
+
+
+def test_callers_hanging_up_during_setup_leave_nothing_behind(stack):
+    # Hang-ups land at every point of relay's setup: before the answer, during the bridge or
+    # externalMedia requests, while the model session opens.
+    ids = [stack.call({"steps": [{"pause_ms": n * 4}, {"hangup": True}]}) for n in range(30)]
+    results = stack.wait_calls(ids, 30)
+    assert all(r["state"] == "ended" for r in results)
+    assert stack.worker.counters["calls_failed"] == 0
+    stack.assert_no_leftovers()
