@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any, Optional
 
 import gevent
 import gevent.event
-import ujson
 
 from relay import realtime_events as ev
 from relay.ari import AriError
@@ -24,7 +23,10 @@ from relay.call_media import CallMedia
 from relay.config import VOICES, AgentConfig
 from relay.dtmf import DtmfCollector
 from relay.realtime_session import RealtimeSession
+from relay.recording import CallRecorder
 from relay.sounds import load_sound
+from relay.stt import CallFallback
+from relay.tools.runner import CallTools
 from relay.transcript import Transcript
 
 if TYPE_CHECKING:
@@ -35,6 +37,8 @@ log = logging.getLogger(__name__)
 GREETING_ITEM = "relay-greeting"    # the playout item of a greeting sound relay streams itself
 MEDIA_ARG = "relay-media"           # the `data` of our externalMedia channels (their Stasis args)
 HOUSEKEEPING_S = 0.25
+PLAYOUT_POLL_S = 0.02        # end_after_playout: how often it looks at the playout queue
+AFTER_PLAYOUT_S = 0.2        # ... and how long after the last frame it waits (far-end buffers)
 
 
 class Call:
@@ -78,16 +82,27 @@ class Call:
         self._next_housekeeping = 0.0
         self._deadline = self.started_mono + self.settings.tree["call"]["max_duration_s"]
         self._cancelled_responses: set[str] = set()
-        self._tool_calls: dict[str, list[tuple[str, str, str]]] = {}
+        self.tools = CallTools(self)
+        self.handoff: Optional[tuple] = None   # (ARI call, args) replacing the final hangup
         self._turn_end_at: Optional[float] = None
         self._speech_started_at: Optional[float] = None
         self.turn_latencies_ms: list[float] = []
         self.barge_ins = 0
         self.setup_ms: Optional[float] = None     # StasisStart to audio flowing
         self.barge_in_at: list[float] = []    # monotonic times audio was cut by the caller
+        self.barge_in_reactions_ms: list[float] = []   # speech_started -> last frame sent
+        self._barge_in_from: Optional[float] = None    # a reaction being measured
         self.truncations: list[tuple[str, int]] = []
         self.model_errors: dict[str, int] = {}
         self.transcript_path = ""
+        self.recording_path = ""
+        self.recorder: Optional[CallRecorder] = self._make_recorder()
+        service = getattr(worker, "stt", None)
+        self.stt: Optional[CallFallback] = None if service is None else CallFallback(
+            service, call_id=self.id, line_format=self.media.line_format,
+            transcript=self.transcript, spawn=self.spawn)
+        if self.recorder is not None or self.stt is not None:
+            self.media.on_input = self._tap_input
 
     # life cycle
     def spawn(self, fn, *args) -> gevent.Greenlet:
@@ -147,7 +162,7 @@ class Call:
             self.remote = (str(variables["UNICASTRTP_LOCAL_ADDRESS"]),
                            int(variables["UNICASTRTP_LOCAL_PORT"]))
         except (KeyError, ValueError):
-            raise RuntimeError(f"externalMedia gave no UNICASTRTP address: {variables}")
+            raise RuntimeError(f"externalMedia gave no UNICASTRTP address: {variables}") from None
         media.route(self.remote, self.media.on_rtp)
         ari.add_channel(self.bridge_id, [self.id, self.media_channel_id])
         if self.state != "setup":
@@ -209,11 +224,14 @@ class Call:
         if self._bridge_made:
             self._quietly(ari.destroy_bridge, self.bridge_id)
         if hangup and not self._caller_gone:
-            if self.settings.tree["call"]["continue_in_dialplan"]:
+            if self.handoff is not None:
+                self._hand_off(*self.handoff)
+            elif self.settings.tree["call"]["continue_in_dialplan"]:
                 self._quietly(ari.continue_in_dialplan, self.id)
             else:
                 self._quietly(ari.hangup, self.id)
         self.worker.own_channels.discard(self.media_channel_id)
+        self._finish_recording()
         self.transcript.add("event", f"call ended: {self.end_reason}")
         try:
             self.transcript_path = str(self.transcript.write(
@@ -230,6 +248,43 @@ class Call:
         except AriError as exc:
             if exc.status != 404:     # already gone is fine
                 log.warning("call %s: cleanup %s: %s", self.id, fn.__name__, exc)
+
+    def end_after_playout(self, reason: str, response_id: str = "",
+                          handoff: Optional[tuple] = None) -> None:
+        """End the call once the caller has heard what the model is saying: after the response
+        `response_id` is done and the playout queue has drained (bounded by the longest
+        playout), then `handoff` — an ARI call and its arguments, such as continue or
+        redirect — instead of the usual hangup (end_call, transfer_call)."""
+        self.transcript.add("event", f"ending after the agent's last words: {reason}")
+        self.spawn(self._end_after_playout, reason, response_id, handoff)
+
+    def _end_after_playout(self, reason: str, response_id: str,
+                           handoff: Optional[tuple]) -> None:
+        deadline = time.monotonic() + self.settings.tree["rtp"]["playout_max_s"] + 10.0
+        while self.state in ("setup", "active") and time.monotonic() < deadline:
+            session = self.session
+            responding = bool(response_id) and session is not None and \
+                session.response_id == response_id
+            if not responding and not self.media.playout:
+                gevent.sleep(AFTER_PLAYOUT_S)
+                break
+            gevent.sleep(PLAYOUT_POLL_S)
+        if self.state in ("ending", "ended"):
+            return
+        self.handoff = handoff
+        self.end(reason)
+
+    def _hand_off(self, fn, *args) -> None:
+        """The transfer (or end) a tool asked for; hang up if Asterisk refuses it."""
+        try:
+            fn(*args)
+        except AriError as exc:
+            if exc.status == 404:
+                return
+            log.warning("call %s: %s refused (%s); hanging up", self.id, fn.__name__, exc)
+            self.transcript.add("event", f"{fn.__name__} failed: {exc}; hanging up",
+                                level="warning")
+            self._quietly(self.worker.ari.hangup, self.id)
 
     def wait_ended(self, timeout: Optional[float] = None) -> bool:
         return self._ended.wait(timeout)
@@ -255,6 +310,10 @@ class Call:
     def tick(self, now: float) -> None:
         """Pacer tick: media first; housekeeping four times a second."""
         self.media.tick(now)
+        if self.speaking == "assistant" and not self.media.playout:
+            self.speaking = "nobody"
+        if self._barge_in_from is not None and self.media.last_frame_out_at != now:
+            self._barge_in_measured()
         if now >= self._next_housekeeping:
             self._next_housekeeping = now + HOUSEKEEPING_S
             digits = self.dtmf.poll(now)
@@ -271,11 +330,55 @@ class Call:
         if self.session is not None:
             self.session.append_audio(audio)
 
+    def _barge_in_measured(self) -> None:
+        """The first tick that sent nothing after a barge-in: the reaction is the time from
+        speech_started to the last frame sent (0 when none was sent after it)."""
+        reaction_s = max(0.0, self.media.last_frame_out_at - self._barge_in_from)
+        self._barge_in_from = None
+        self.barge_in_reactions_ms.append(reaction_s * 1000.0)
+        self.worker.observe("barge_in_reaction_seconds", reaction_s)
+
     def _played(self, frame: bytes) -> None:
         if self._turn_end_at is not None:
             self.turn_latencies_ms.append((time.monotonic() - self._turn_end_at) * 1000.0)
+            self.worker.observe("turn_latency_seconds", self.turn_latencies_ms[-1] / 1000.0)
             self._turn_end_at = None
         self.speaking = "assistant"
+        if self.recorder is not None:
+            self.recorder.assistant(self.media.ticks - 1, frame)
+
+    # recording and fallback transcription
+    def _make_recorder(self) -> Optional[CallRecorder]:
+        """A recorder when the agent says "record": true, or the call.record setting does (an
+        agent's "record": false overrides the setting)."""
+        record = getattr(self.agent, "record", None)
+        if record is None:
+            record = self.settings.tree["call"]["record"]
+        if not record:
+            return None
+        directory = getattr(self.worker, "recordings_dir", None) or self.worker.transcripts_dir
+        return CallRecorder(directory, self.id, self.media.line_format, self.created_at)
+
+    def _tap_input(self, audio: bytes) -> None:
+        """Each chunk of caller audio handed to the model (line codec, silence included)."""
+        if self.recorder is not None:
+            self.recorder.caller(audio)
+        if self.stt is not None:
+            session = self.session
+            self.stt.on_input(audio, session.connections if session is not None else 0)
+
+    def _finish_recording(self) -> None:
+        recorder = self.recorder
+        if recorder is None:
+            return
+        try:
+            path = recorder.close()
+        except Exception:       # never stops the cleanup
+            log.exception("call %s: cannot finish the recording", self.id)
+            return
+        if path is not None:
+            self.recording_path = str(path)
+            self.transcript.add("event", "recording saved", recording=path.name)
 
     # the model (RealtimeHandler)
     def rt_ready(self, first: bool) -> None:
@@ -291,6 +394,8 @@ class Call:
     def rt_speech_started(self, item_id: str, audio_start_ms: int) -> None:
         self.speaking = "caller"
         self._speech_started_at = time.monotonic()
+        if self.stt is not None:
+            self.stt.speech_started(item_id, audio_start_ms)
         cut = self.media.flush_playout()
         session = self.session
         if session is not None and session.response_id is not None:
@@ -301,6 +406,7 @@ class Call:
         if cut is not None:
             self.barge_ins += 1
             self.barge_in_at.append(self._speech_started_at)
+            self._barge_in_from = self._speech_started_at
             heard = cut.heard_ms()
             self.truncations.append((cut.item_id, heard))
             if session is not None and cut.item_id != GREETING_ITEM:
@@ -312,13 +418,23 @@ class Call:
     def rt_speech_stopped(self, item_id: str, audio_end_ms: int) -> None:
         self.speaking = "nobody"
         self._turn_end_at = time.monotonic()
+        if self.stt is not None:
+            self.stt.speech_stopped(item_id, audio_end_ms)
+
+    def rt_committed(self, item_id: str) -> None:
+        if self.stt is not None:
+            self.stt.committed(item_id)
 
     def rt_user_transcript(self, item_id: str, text: str) -> None:
+        if self.stt is not None and not self.stt.model_transcript(item_id, text):
+            return      # the fallback's text of this turn is already in (see relay/stt)
         if text:
             self.transcript.add("caller", text, item_id=item_id)
 
     def rt_transcription_failed(self, item_id: str, message: str) -> None:
         self.transcript.add("event", f"transcription failed: {message}", item_id=item_id)
+        if self.stt is not None:
+            self.stt.model_failed(item_id)
 
     def rt_audio(self, response_id: str, item_id: str, audio: bytes) -> None:
         if response_id in self._cancelled_responses:
@@ -338,21 +454,14 @@ class Call:
 
     def rt_function_call(self, response_id: str, call_id: str, name: str,
                          arguments: str) -> None:
-        self.transcript.add("tool", name, call_id=call_id, arguments=arguments)
-        output = self.run_tool(name, arguments)
-        if self.session is not None:
-            self.session.send(ev.function_output(call_id, output))
-        self._tool_calls.setdefault(response_id, []).append((call_id, name, output))
-
-    def run_tool(self, name: str, arguments: str) -> str:
-        """The tool's output for the model (tools arrive with the tool executor)."""
-        return ujson.dumps({"error": f"tool {name!r} is not available"})
+        """Run the tool in its own greenlet (relay.tools.runner): its output goes to the model,
+        then, once the response is done and all its outputs were sent, one response.create."""
+        self.tools.on_function_call(response_id, call_id, name, arguments)
 
     def rt_response_done(self, response: dict) -> None:
         response_id = str(response.get("id", ""))
         self._cancelled_responses.discard(response_id)
-        if self._tool_calls.pop(response_id, None) and self.session is not None:
-            self.session.request_response()
+        self.tools.on_response_done(response_id, str(response.get("status", "")))
         if self.speaking == "assistant" and not self.media.playout:
             self.speaking = "nobody"
 

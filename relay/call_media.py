@@ -9,6 +9,7 @@ the model's format when they differ; and the call's audio statistics. No ARI, no
 
 from __future__ import annotations
 
+import struct
 from typing import Callable, Optional
 
 from relay._g711 import Resampler, alaw_decode, alaw_encode, ulaw_decode, ulaw_encode
@@ -19,6 +20,7 @@ SAMPLE_RATE = 8000
 FRAME_S = 0.020
 MAX_FILL_S = 1.0          # at most this much silence is added in one go
 MAX_PAYLOAD = 320         # 40 ms of G.711: larger RTP payloads are refused (memory per call)
+_RTP_TIMESTAMP = struct.Struct("!I")      # at offset 4 of an RTP header
 
 # agent audio format -> (externalMedia format, RTP payload type, silence byte)
 LINE_FORMATS = {
@@ -42,6 +44,9 @@ class CallMedia:
         self._send_to_model = send_to_model
         self._on_played = on_played           # each frame sent to the caller (recordings)
         self._on_heard = on_heard             # each caller frame (recordings, fallback STT)
+        # each chunk of caller audio handed to the model, in the line codec, silence fill
+        # included (recording, fallback transcription); set by the call only when needed
+        self.on_input: Optional[Callable[[bytes], None]] = None
         self.jitter = JitterBuffer(capacity=32, depth=jitter_depth, max_payload=MAX_PAYLOAD)
         self.sender = RtpSender(payload_type=payload_type)
         self.playout = PlayoutQueue(max_bytes=int(playout_max_s * SAMPLE_RATE))
@@ -64,6 +69,13 @@ class CallMedia:
         self.silence_filled_bytes = 0
         self.last_frame_out_at = 0.0
         self.tick_lateness_max = 0.0
+        self.jitter_samples = 0.0             # RFC 3550 interarrival jitter of caller packets
+        self._transit: Optional[float] = None
+
+    @property
+    def ticks(self) -> int:
+        """Pacer ticks so far: the frame sent by the current tick has index ticks - 1."""
+        return self._ticks
 
     def start(self, now: float) -> None:
         self.started_at = now
@@ -74,7 +86,18 @@ class CallMedia:
         if not self.enabled or self.jitter.push(data) >= PUSH_DUPLICATE:
             return
         self._last_rtp_at = now
+        self._measure_jitter(data, now)
         self._drain(force=False)
+
+    def _measure_jitter(self, data: bytes, now: float) -> None:
+        """RFC 3550 section 6.4.1: J += (|D| - J) / 16, in samples (a stream restart's
+        timestamp jump of a second or more is not jitter)."""
+        transit = now * SAMPLE_RATE - _RTP_TIMESTAMP.unpack_from(data, 4)[0]
+        if self._transit is not None:
+            d = abs(transit - self._transit)
+            if d < SAMPLE_RATE:
+                self.jitter_samples += (d - self.jitter_samples) / 16.0
+        self._transit = transit
 
     def _drain(self, force: bool) -> None:
         jitter, pending = self.jitter, self._pending
@@ -101,6 +124,8 @@ class CallMedia:
         audio = bytes(self._pending)
         self._pending.clear()
         self._input_bytes += len(audio)
+        if self.on_input is not None:
+            self.on_input(audio)
         if self._pcm:
             decoded = ulaw_decode(audio)
             audio = self._up.process(decoded)  # type: ignore[union-attr]
@@ -165,6 +190,7 @@ class CallMedia:
             "silence_filled_ms": self.silence_filled_bytes // 8,
             "playout_overflow_bytes": self.playout.overflow_bytes,
             "queued_ms": self.playout.queued_bytes // 8,
+            "jitter_ms": round(self.jitter_samples / (SAMPLE_RATE / 1000), 2),
         }
 
 

@@ -10,12 +10,16 @@ Environment variables keep the names users of the original Node.js design know (
 from __future__ import annotations
 
 import copy
+import ipaddress
 import json
 import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Optional
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from relay.tools.spec import ToolConfigError, parse_tools
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = PACKAGE_ROOT / "config" / "default.json"
@@ -44,11 +48,37 @@ ENV_VARS: dict[str, str] = {
     "DTMF_MAX_DIGITS": "dtmf.max_digits",
     "DTMF_TERMINATOR": "dtmf.terminator",
     "LOG_LEVEL": "log.level",
+    "RECORD_CALLS": "call.record",
+    "RECORDINGS_DIR": "call.recordings_dir",
+    "RETENTION_DAYS": "call.retention_days",
+    "ASYNC_STT_ENABLED": "stt.asyncSttEnabled",
+    "ASYNC_STT_PROVIDER": "stt.asyncSttProvider",
+    "ASYNC_STT_MODEL": "stt.model",
+    "ASYNC_STT_LANGUAGE": "stt.language",
+    "ASYNC_STT_PROMPT": "stt.prompt",
+    "ASYNC_STT_API_KEY": "stt.api_key",
+    "ASYNC_STT_TIMEOUT_S": "stt.timeout_s",
+    "ASYNC_STT_FALLBACK_AFTER_S": "stt.fallback_after_s",
+    "ASYNC_STT_MAX_CONCURRENT": "stt.max_concurrent",
+    "ASYNC_STT_OPENAI_BASE_URL": "stt.openai_base_url",
+    "ASYNC_STT_GOOGLE_BASE_URL": "stt.google_base_url",
+    "GOOGLE_STT_API_KEY": "stt.google_api_key",
+    "GOOGLE_STT_BEARER_TOKEN": "stt.google_bearer_token",
+    "GOOGLE_STT_KEY_IN": "stt.google_key_in",
+    "WEB_HOST": "web.host",
+    "WEB_PORT": "web.port",
+    "WEB_TOKEN": "web.token",
+    "DASHBOARD_TOKEN": "web.token",
 }
 
 VOICES = ("alloy", "ash", "ballad", "coral", "echo", "sage", "shimmer", "verse", "marin", "cedar")
 AUDIO_FORMATS = ("audio/pcmu", "audio/pcma", "audio/pcm")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+STT_PROVIDERS = ("openai", "google")
+SECRETS = ("ari.password", "openai.api_key", "stt.api_key", "stt.google_api_key",
+           "stt.google_bearer_token")
+SECRETS += ("web.token",)
+MIN_WEB_TOKEN = 8
 AGENT_KEY = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 
@@ -72,6 +102,9 @@ class AgentConfig:
     tools: tuple = ()
     source: str = ""
     extra: dict = field(default_factory=dict)
+    record: Optional[bool] = None   # record this agent's calls; None: the call.record setting
+    timezone: str = "UTC"           # IANA name: the agent's local time (get_current_time)
+    tool_specs: tuple = field(default=(), repr=False, compare=False)   # relay.tools.spec.ToolSpec
 
 
 @dataclass
@@ -94,12 +127,13 @@ class Settings:
         try:
             return self.agents[key]
         except KeyError:
-            raise KeyError(f"no agent config {key!r} (known: {', '.join(sorted(self.agents))})")
+            known = ", ".join(sorted(self.agents))
+            raise KeyError(f"no agent config {key!r} (known: {known})") from None
 
     def redacted(self) -> dict:
         """The tree with every secret replaced, for logs and the dashboard."""
         tree = copy.deepcopy(self.tree)
-        for dotted in ("ari.password", "openai.api_key"):
+        for dotted in SECRETS:
             section, key = dotted.split(".")
             if tree[section][key]:
                 tree[section][key] = "***"
@@ -133,7 +167,8 @@ def _coerce(value: Any, default: Any, source: str, where: str) -> Any:
                 raise ValueError(text)
             return expected(text)
         except ValueError:
-            raise ConfigError(f"{source}: {where!r} must be {expected.__name__}, got {value!r}")
+            raise ConfigError(
+                f"{source}: {where!r} must be {expected.__name__}, got {value!r}") from None
     if expected is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
@@ -145,9 +180,10 @@ def _read_json(path: Path) -> dict:
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:
-        raise ConfigError(f"{path}: file not found")
+        raise ConfigError(f"{path}: file not found") from None
     except json.JSONDecodeError as exc:
-        raise ConfigError(f"{path}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}")
+        raise ConfigError(f"{path}: invalid JSON at line {exc.lineno} column {exc.colno}: "
+                          f"{exc.msg}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: must hold a JSON object")
     return data
@@ -173,15 +209,87 @@ def _check_tree(tree: dict) -> None:
     require(1 <= rtp["append_frames"] <= 25, "rtp.append_frames", "must be 1..25 frames")
     require(tree["call"]["max_duration_s"] > 0, "call.max_duration_s", "must be positive")
     require(tree["dtmf"]["max_digits"] >= 1, "dtmf.max_digits", "must be at least 1")
-    require(tree["dtmf"]["terminator"] in ("", "#", "*"), "dtmf.terminator", "must be '', '#' or '*'")
+    require(tree["dtmf"]["terminator"] in ("", "#", "*"), "dtmf.terminator",
+            "must be '', '#' or '*'")
     require(tree["log"]["level"].upper() in LOG_LEVELS, "log.level",
             f"must be one of {', '.join(LOG_LEVELS)}")
     for section, key in (("ari", "request_timeout_s"), ("openai", "connect_timeout_s")):
         require(tree[section][key] > 0, f"{section}.{key}", "must be positive")
+    _check_recording_and_stt(tree, require)
+    _check_web(tree, require)
+    _check_tools(tree, require)
 
 
-def load_agent(path: Path) -> AgentConfig:
-    """Read and validate one agent config file."""
+def _check_tools(tree: dict, require) -> None:
+    """How tools run: the per-call limit, the default timeout, the webhook pool."""
+    tools = tree["tools"]
+    require(1 <= tools["max_concurrent_per_call"] <= 64, "tools.max_concurrent_per_call",
+            "must be 1..64")
+    require(0 < tools["default_timeout_s"] <= 600, "tools.default_timeout_s",
+            "must be within 0..600 seconds")
+    require(1 <= tools["webhook_pool_size"] <= 1000, "tools.webhook_pool_size", "must be 1..1000")
+
+
+def is_loopback(host: str) -> bool:
+    """True for localhost and loopback addresses (127.0.0.0/8, ::1)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_web(tree: dict, require) -> None:
+    """The dashboard's server: a token is required unless it listens on loopback only."""
+    web = tree["web"]
+    require(0 <= web["port"] < 65536, "web.port", "must be 0..65535 (0: any free port)")
+    require(not web["token"] or len(web["token"]) >= MIN_WEB_TOKEN, "web.token",
+            f"(WEB_TOKEN / DASHBOARD_TOKEN) must be at least {MIN_WEB_TOKEN} characters")
+    require(not web["enabled"] or bool(web["token"]) or is_loopback(web["host"]), "web.token",
+            f"(WEB_TOKEN / DASHBOARD_TOKEN) is required: the dashboard listens on "
+            f"{web['host'] or 'every interface'!r}, not on loopback only; set a token, or "
+            "WEB_HOST=127.0.0.1")
+    require(1024 <= web["max_body_bytes"] <= 16 << 20, "web.max_body_bytes",
+            "must be 1024..16777216")
+    require(1 <= web["ws_queue_max"] <= 100000, "web.ws_queue_max", "must be 1..100000")
+    require(1 <= web["ws_max_clients"] <= 10000, "web.ws_max_clients", "must be 1..10000")
+    require(0.1 <= web["stats_interval_s"] <= 60, "web.stats_interval_s",
+            "must be 0.1..60 seconds")
+
+
+def _check_recording_and_stt(tree: dict, require) -> None:
+    """call.record* / retention and the fallback transcriber (the `stt` section)."""
+    require(tree["call"]["retention_days"] >= 0, "call.retention_days",
+            "must be 0 (keep forever) or a number of days")
+    stt = tree["stt"]
+    require(stt["asyncSttProvider"] in STT_PROVIDERS, "stt.asyncSttProvider",
+            f"must be one of {', '.join(STT_PROVIDERS)}, got {stt['asyncSttProvider']!r}")
+    require(stt["google_key_in"] in ("header", "query"), "stt.google_key_in",
+            "must be 'header' (X-Goog-Api-Key) or 'query' (?key=)")
+    for key in ("openai_base_url", "google_base_url"):
+        require(stt[key].startswith(("http://", "https://")), f"stt.{key}",
+                "must start with http:// or https://")
+    require(stt["timeout_s"] > 0, "stt.timeout_s", "must be positive")
+    require(stt["fallback_after_s"] >= 0, "stt.fallback_after_s",
+            "must be 0 (only on failure) or positive")
+    require(0 < stt["max_turn_s"] <= 120, "stt.max_turn_s", "must be within 0..120 seconds")
+    require(1 <= stt["max_pending_turns"] <= 64, "stt.max_pending_turns", "must be 1..64")
+    require(1 <= stt["max_concurrent"] <= 1000, "stt.max_concurrent", "must be 1..1000")
+    if stt["asyncSttEnabled"]:
+        if stt["asyncSttProvider"] == "openai":
+            require(bool(stt["api_key"] or tree["openai"]["api_key"]), "stt.api_key",
+                    "(or openai.api_key, OPENAI_API_KEY) is needed by the openai fallback "
+                    "transcriber")
+        else:
+            require(bool(stt["google_api_key"] or stt["google_bearer_token"]),
+                    "stt.google_api_key", "(GOOGLE_STT_API_KEY) or stt.google_bearer_token "
+                    "(GOOGLE_STT_BEARER_TOKEN) is needed by the google fallback transcriber")
+
+
+def load_agent(path: Path, environ: Optional[Mapping[str, str]] = None) -> AgentConfig:
+    """Read and validate one agent config file. Webhook header values (`${VAR}`) are taken
+    from environ (default: the process environment)."""
     data = _read_json(path)
     key = path.stem
 
@@ -189,10 +297,11 @@ def load_agent(path: Path) -> AgentConfig:
         return ConfigError(f"{path}: {what}")
 
     known = {"name", "instructions", "voice", "greeting", "audio_format", "turn_detection",
-             "input_transcription", "tools", "description"}
+             "input_transcription", "tools", "description", "record", "timezone"}
     unknown = set(data) - known
     if unknown:
-        raise fail(f"unknown key(s) {', '.join(sorted(unknown))} (known: {', '.join(sorted(known))})")
+        raise fail(f"unknown key(s) {', '.join(sorted(unknown))} "
+                   f"(known: {', '.join(sorted(known))})")
     instructions = data.get("instructions")
     if not isinstance(instructions, str) or not instructions.strip():
         raise fail("'instructions' must be a non-empty string")
@@ -215,17 +324,26 @@ def load_agent(path: Path) -> AgentConfig:
     if turn_detection is not None:
         if not isinstance(turn_detection, dict) or turn_detection.get("type") not in (
                 "server_vad", "semantic_vad"):
-            raise fail("'turn_detection' must be null or an object with type server_vad|semantic_vad")
+            raise fail("'turn_detection' must be null or an object with type "
+                       "server_vad|semantic_vad")
     transcription = data.get("input_transcription")
     if transcription is not None and not (isinstance(transcription, dict) and
                                           isinstance(transcription.get("model"), str)):
         raise fail("'input_transcription' must be null or an object with a 'model'")
-    tools = data.get("tools", [])
-    if not isinstance(tools, list):
-        raise fail("'tools' must be a list")
-    for index, tool in enumerate(tools):
-        if not isinstance(tool, dict) or not isinstance(tool.get("name"), str):
-            raise fail(f"tools[{index}] must be an object with a 'name'")
+    timezone = data.get("timezone", "UTC")
+    try:
+        if not isinstance(timezone, str) or not timezone:
+            raise ValueError
+        if timezone not in ("UTC", "Etc/UTC"):      # these need no time zone database
+            ZoneInfo(timezone)
+    except (ValueError, OSError, ZoneInfoNotFoundError):
+        raise fail(f"'timezone' must be an IANA time zone name such as Europe/Paris, got "
+                   f"{timezone!r}") from None
+    try:
+        tools, tool_specs = parse_tools(data.get("tools", []), path.parent,
+                                        os.environ if environ is None else environ)
+    except ToolConfigError as exc:
+        raise fail(str(exc)) from None
     return AgentConfig(
         key=key,
         name=str(data.get("name") or key),
@@ -238,7 +356,17 @@ def load_agent(path: Path) -> AgentConfig:
         input_transcription=transcription,
         tools=tuple(tools),
         source=str(path),
+        record=_record_flag(data.get("record"), path),
+        timezone=timezone,
+        tool_specs=tool_specs,
     )
+
+
+def _record_flag(value: Any, path: Path) -> Optional[bool]:
+    """An agent's "record": true/false overrides the call.record setting; absent: None."""
+    if value is not None and not isinstance(value, bool):
+        raise ConfigError(f"{path}: 'record' must be true or false, got {value!r}")
+    return value
 
 
 def load_settings(
@@ -271,7 +399,8 @@ def load_settings(
     agents = {}
     for path in sorted(configs_dir.glob("*.json")):
         if not AGENT_KEY.match(path.stem):
-            raise ConfigError(f"{path}: agent file names may only use letters, digits, '.', '_', '-'")
+            raise ConfigError(
+                f"{path}: agent file names may only use letters, digits, '.', '_', '-'")
         agents[path.stem] = load_agent(path)
     active = tree["agent"]["active"]
     if active not in agents:

@@ -18,6 +18,8 @@ import gevent
 import gevent.event
 from gevent import socket
 
+from relay.metrics import PACER_LATENESS_BUCKETS_S, Histogram
+
 log = logging.getLogger(__name__)
 
 FRAME_S = 0.020
@@ -44,6 +46,7 @@ class Pacer:
         self._count = 0
         self._wake = gevent.event.Event()
         self.late_ticks = 0          # ticks run more than one slot after their deadline
+        self.lateness = Histogram(PACER_LATENESS_BUCKETS_S)   # each slot run: now - deadline
         self.tick_errors = 0
 
     def __len__(self) -> int:
@@ -90,6 +93,7 @@ class Pacer:
                 continue
             if now - due > SLOT_S:
                 self.late_ticks += 1
+            self.lateness.observe(now - due)
             streams = self._slots[self._next_slot % SLOTS]
             self._next_slot += 1
             for stream in tuple(streams):

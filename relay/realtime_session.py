@@ -36,6 +36,7 @@ class RealtimeHandler(Protocol):
     def rt_ready(self, first: bool) -> None: ...
     def rt_speech_started(self, item_id: str, audio_start_ms: int) -> None: ...
     def rt_speech_stopped(self, item_id: str, audio_end_ms: int) -> None: ...
+    def rt_committed(self, item_id: str) -> None: ...
     def rt_user_transcript(self, item_id: str, text: str) -> None: ...
     def rt_transcription_failed(self, item_id: str, message: str) -> None: ...
     def rt_audio(self, response_id: str, item_id: str, audio: bytes) -> None: ...
@@ -172,10 +173,14 @@ class RealtimeSession:
         self._handler.rt_ready(first)
 
     def _speech_started(self, event: dict) -> None:
-        self._handler.rt_speech_started(event.get("item_id", ""), int(event.get("audio_start_ms", 0)))
+        self._handler.rt_speech_started(event.get("item_id", ""),
+                                        int(event.get("audio_start_ms", 0)))
 
     def _speech_stopped(self, event: dict) -> None:
         self._handler.rt_speech_stopped(event.get("item_id", ""), int(event.get("audio_end_ms", 0)))
+
+    def _committed(self, event: dict) -> None:
+        self._handler.rt_committed(event.get("item_id", ""))
 
     def _transcription_completed(self, event: dict) -> None:
         text = event.get("transcript") or ""
@@ -216,7 +221,10 @@ class RealtimeSession:
         self._handler.rt_response_done(response)
         if self._wanted is not None:
             wanted, self._wanted = self._wanted, None
-            self._create_sent = self.send(wanted)
+            # Asked for while that response ran: one new response answers all of it, so a
+            # create the handler just sent (tool outputs) makes this one unnecessary.
+            if not self._create_sent:
+                self._create_sent = self.send(wanted)
 
     def _error(self, event: dict) -> None:
         error = event.get("error") or {}
@@ -289,6 +297,7 @@ _DISPATCH = {
     "session.updated": RealtimeSession._session_updated,
     "input_audio_buffer.speech_started": RealtimeSession._speech_started,
     "input_audio_buffer.speech_stopped": RealtimeSession._speech_stopped,
+    "input_audio_buffer.committed": RealtimeSession._committed,
     "conversation.item.input_audio_transcription.completed":
         RealtimeSession._transcription_completed,
     "conversation.item.input_audio_transcription.failed": RealtimeSession._transcription_failed,

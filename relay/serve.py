@@ -1,7 +1,8 @@
 """`relay serve`: run one worker against the configured Asterisk and model until signalled.
 
-Owns: logging set-up, loading settings (errors printed plainly, exit code 2), and the clean
-stop on SIGINT/SIGTERM that ends every call properly.
+Owns: logging set-up, loading settings (errors printed plainly, exit code 2), starting the
+worker's dashboard/API server with it (a busy address is a start-up error too), and the clean
+stop on SIGINT/SIGTERM that ends every call properly, then stops the dashboard.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import gevent
 import gevent.event
 
 from relay.config import ConfigError, load_settings
+from relay.web import WebServer
 from relay.worker import Worker
 
 
@@ -40,6 +42,16 @@ def run(args: argparse.Namespace) -> int:
     if not settings.get("openai.api_key"):
         logging.getLogger("relay").warning("OPENAI_API_KEY is empty: the model will refuse calls")
     worker = Worker(settings)
+    web = WebServer(worker) if settings.get("web.enabled") else None
+    if web is not None:
+        try:
+            web.start()
+        except OSError as exc:
+            print(f"relay: cannot serve the dashboard on {settings.get('web.host')}:"
+                  f"{settings.get('web.port')} (web.host/web.port, WEB_HOST/WEB_PORT): {exc}",
+                  file=sys.stderr)
+            worker.stop(0)
+            return 2
     stop = gevent.event.Event()
     gevent.signal_handler(signal.SIGTERM, stop.set)
     gevent.signal_handler(signal.SIGINT, stop.set)
@@ -47,4 +59,6 @@ def run(args: argparse.Namespace) -> int:
     stop.wait()
     logging.getLogger("relay").info("stopping: ending %d call(s)", len(worker.calls))
     worker.stop(args.stop_timeout)
+    if web is not None:
+        web.stop()
     return 0

@@ -20,6 +20,10 @@ from relay.ari import AriClient, AriError, AriEvents
 from relay.call import MEDIA_ARG, Call
 from relay.config import PACKAGE_ROOT, AgentConfig, Settings
 from relay.media import MediaSocket, Pacer
+from relay.metrics import AUDIO_TOTALS, BARGE_IN_BUCKETS_S, TURN_LATENCY_BUCKETS_S, Histogram
+from relay.retention import Retention
+from relay.stt import FallbackTranscriber
+from relay.tools.webhook import WebhookClient
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +41,7 @@ class Worker:
         ari = tree["ari"]
         self.ari = AriClient(ari["url"], ari["username"], ari["password"], ari["app"],
                              timeout=ari["request_timeout_s"])
+        self.webhooks = WebhookClient(pool_size=tree["tools"]["webhook_pool_size"])  # tools
         self.events = AriEvents(
             self.ari.events_url(ari["app"], f"{ari['username']}:{ari['password']}"),
             on_event=self.on_ari_event, on_connected=self._on_ari_connected,
@@ -56,14 +61,24 @@ class Worker:
         self.counters: dict[str, Any] = {
             "calls_total": 0, "calls_failed": 0, "calls_ended": 0, "ari_events": 0,
             "ari_reconnects": 0, "model_errors": {},
+            "tool_calls": {},                   # {result: n}: count_tool_call()
+            "fallback_transcriptions": {},      # {provider: {result: n}}: the transcriber's
         }
         self.finished: deque[dict] = deque(maxlen=1000)   # summaries of ended calls
+        # /metrics: histograms the calls observe into, and the audio figures of ended calls
+        self.histograms: dict[str, Histogram] = {
+            "turn_latency_seconds": Histogram(TURN_LATENCY_BUCKETS_S),
+            "barge_in_reaction_seconds": Histogram(BARGE_IN_BUCKETS_S),
+        }
+        self.audio_totals: dict[str, int] = dict.fromkeys(AUDIO_TOTALS, 0)
+        self._setup_recording_and_stt(tree)
 
     # life cycle
     def start(self) -> None:
         self.media.start()
         self.pacer.start()
         self.events.start()
+        self.retention.start()
         log.info("worker: app %r, RTP on %s:%d, agent %r", self.settings.get("ari.app"),
                  self.media.host, self.media.port, self.settings.get("agent.active"))
 
@@ -80,6 +95,25 @@ class Worker:
         self.pacer.stop()
         self.media.close()
         self.ari.close()
+        self.webhooks.close()
+        self.retention.stop()
+        if self.stt is not None:
+            self.stt.close()
+
+    def _setup_recording_and_stt(self, tree: dict) -> None:
+        """Where recordings go, their (and the transcripts') retention, and the fallback
+        transcriber with its counters (per provider: ok, failed, skipped)."""
+        recordings = Path(tree["call"]["recordings_dir"] or tree["call"]["transcripts_dir"])
+        self.recordings_dir = recordings if recordings.is_absolute() else (
+            PACKAGE_ROOT / recordings)
+        self.retention = Retention({self.transcripts_dir, self.recordings_dir},
+                                   tree["call"]["retention_days"])
+        stt = tree["stt"]
+        self.stt: Optional[FallbackTranscriber] = None
+        if stt["asyncSttEnabled"]:
+            self.stt = FallbackTranscriber(stt, openai_api_key=tree["openai"]["api_key"])
+            log.info("worker: fallback transcription by %s", self.stt.describe())
+        self.counters["fallback_transcriptions"] = self.stt.counters if self.stt else {}
 
     @property
     def ready(self) -> bool:
@@ -111,6 +145,15 @@ class Worker:
     def count_model_error(self, code: str) -> None:
         errors = self.counters["model_errors"]
         errors[code] = errors.get(code, 0) + 1
+
+    def count_tool_call(self, result: str) -> None:
+        """One tool call finished with result (e.g. ok, error code): relay_tool_calls_total."""
+        results = self.counters["tool_calls"]
+        results[result] = results.get(result, 0) + 1
+
+    def observe(self, histogram: str, seconds: float) -> None:
+        """Add an observation to one of self.histograms (turn latency, barge-in reaction)."""
+        self.histograms[histogram].observe(seconds)
 
     # ARI
     def on_ari_event(self, event: dict) -> None:
@@ -173,6 +216,8 @@ class Worker:
         if call.end_reason.startswith(("internal error", "cannot reach", "model")):
             self.counters["calls_failed"] += 1
         summary = call.summary()
+        for key in AUDIO_TOTALS:
+            self.audio_totals[key] += int(summary["audio"].get(key, 0))
         summary["transcript"] = call.transcript.turns()
         self.finished.append(summary)
         self.publish_call(call)

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 import gevent
-from greenlet import greenlet as raw_greenlet
 
 from relay.config import load_settings
 from relay.sim.model import SimModel
@@ -25,9 +24,15 @@ APP = "relay-test"
 AGENTS_DIR = Path(__file__).resolve().parent / "agents"
 
 
-def live_greenlets() -> int:
+def greenlets_alive() -> list:
+    """Spawned greenlets still alive (gevent's own hub and resolver-thread greenlets, which
+    come and go by themselves, are not counted)."""
     gc.collect()
-    return sum(1 for o in gc.get_objects() if isinstance(o, raw_greenlet) and not o.dead)
+    return [o for o in gc.get_objects() if isinstance(o, gevent.Greenlet) and not o.dead]
+
+
+def live_greenlets() -> int:
+    return len(greenlets_alive())
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
@@ -40,6 +45,19 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "c
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         gevent.sleep(0.01)
+
+
+class _RememberingDict(dict):
+    """The worker's call table, remembering every call ever added (tests look calls up after
+    they ended)."""
+
+    def __init__(self, seen: dict) -> None:
+        super().__init__()
+        self._seen = seen
+
+    def __setitem__(self, key, value) -> None:
+        self._seen[key] = value
+        super().__setitem__(key, value)
 
 
 class Stack:
@@ -65,6 +83,8 @@ class Stack:
         overrides.update(settings or {})
         self.settings = load_settings(env={}, overrides=overrides)
         self.worker = Worker(self.settings)
+        self.seen_calls: dict = {}
+        self.worker.calls = _RememberingDict(self.seen_calls)
         self.worker.start()
         wait_for(lambda: self.worker.ready, 5, "relay's ARI events connection")
 
@@ -79,7 +99,7 @@ class Stack:
     def relay_call(self, pbx_call_id: str, timeout: float = 10.0):
         """relay's Call for a PBX call (the caller channel id is the PBX call's channel)."""
         def find():
-            for call in self.worker.calls.values():
+            for call in list(self.seen_calls.values()):
                 if call.id == pbx_call_id or call.id in self._channels_of(pbx_call_id):
                     return call
             return None
@@ -113,5 +133,9 @@ class Stack:
             self.model.stop()
             self.pbx.stop()
         if check:
-            wait_for(lambda: live_greenlets() <= self.baseline_greenlets, 5,
-                     f"greenlets to end (baseline {self.baseline_greenlets})")
+            try:
+                wait_for(lambda: live_greenlets() <= self.baseline_greenlets, 5,
+                         f"greenlets to end (baseline {self.baseline_greenlets})")
+            except AssertionError as error:
+                left = [(getattr(g, "_run", g), g.args) for g in greenlets_alive()]
+                raise AssertionError(f"{error}; alive: {left}") from None

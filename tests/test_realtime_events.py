@@ -27,10 +27,15 @@ def test_session_update_with_tools_pcm_and_no_turn_detection(tmp_path: Path):
         "input_transcription": None,
         "tools": [{"name": "lookup", "description": "Look up an order",
                    "parameters": {"type": "object", "properties": {"id": {"type": "string"}},
-                                  "required": ["id"]}}]}))
+                                  "required": ["id"]},
+                   "webhook": {"url": "http://127.0.0.1:9/lookup"}},
+                  {"name": "transfer_call",
+                   "config": {"targets": {"sales": {"endpoint": "PJSIP/sales"}}}}]}))
     session = ev.session_config(load_agent(path))
     assert session["audio"]["input"]["format"] == {"type": "audio/pcm", "rate": 24000}
-    assert session["tools"][0]["name"] == "lookup"
+    assert [t["name"] for t in session["tools"]] == ["lookup", "transfer_call"]
+    # relay's own fields (webhook, builtin, config) never reach the model
+    assert set(session["tools"][1]) == {"type", "name", "description", "parameters"}
     validate_client_event(ev.session_update(session))
 
 

@@ -28,7 +28,7 @@ def test_serve_carries_a_call_and_stops_cleanly_on_sigterm(tmp_path):
                OPENAI_API_KEY="sk-serve", OPENAI_REALTIME_URL=model.url,
                REALTIME_MODEL="gpt-realtime", AGENT_CONFIGS_DIR=str(AGENTS_DIR),
                RTP_PORT_MIN="0", RTP_PORT_MAX="0", TRANSCRIPTS_DIR=str(tmp_path / "t"),
-               LOG_LEVEL="INFO", PYTHONUNBUFFERED="1")
+               WEB_PORT="0", LOG_LEVEL="INFO", PYTHONUNBUFFERED="1")
     log_path = tmp_path / "serve.log"
     with log_path.open("w") as log:
         process = subprocess.Popen([sys.executable, "-m", "relay", "serve", "--stop-timeout", "5"],
@@ -41,7 +41,12 @@ def test_serve_carries_a_call_and_stops_cleanly_on_sigterm(tmp_path):
                                app="served")
         pbx.wait_calls([first], 30)
         second = pbx.start_call({"steps": [{"pause_ms": 30000}]}, app="served")
-        wait_for(lambda: pbx.inspect()["bridges"], 10, "the second call to be bridged")
+
+        def second_call_bridged() -> bool:
+            channel_id = pbx.call(second)["channel_id"]
+            return any(c["id"] == channel_id and c["bridge"]
+                       for c in pbx.inspect()["channels"])
+        wait_for(second_call_bridged, 10, "the second call to be bridged")
         process.send_signal(signal.SIGTERM)
         assert process.wait(20) == 0
         [result] = pbx.wait_calls([second], 10)

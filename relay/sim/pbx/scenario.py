@@ -10,8 +10,8 @@ externalMedia channel goes away. Sans-IO apart from writing WAV files: no socket
 Local channels originated through ARI (`Local/EXTEN@CONTEXT`) run the script registered for
 CONTEXT (or EXTEN@CONTEXT) on their ;2 half; built in: `playtone` (Wait 1, Playback hello-world,
 PlayTones 440, Wait 120, as in event-trace.json), `dtmfcaller` (Wait 2, SendDTMF 123#),
-`silent`; any other context is silent until hung up. Originated PJSIP/NAME channels run the script registered for
-NAME (silent by default).
+`silent`; any other context is silent until hung up. Originated PJSIP/NAME channels run the
+script registered for NAME (silent by default).
 """
 
 from __future__ import annotations

@@ -1,0 +1,214 @@
+"""Metrics: the histogram relay observes into, and the Prometheus text exposition of a worker.
+
+Owns: `Histogram` (fixed bucket bounds; `observe()` is one bisect and three additions, cheap
+enough for the pacer's once-a-millisecond loop), the bucket bounds relay uses, and `render()`,
+which turns a worker's counters, histograms and socket/pacer figures into the Prometheus text
+format 0.0.4 (`# HELP` / `# TYPE` lines, escaped label values, cumulative `le` buckets). It only
+reads what it renders; no I/O, no imports of the rest of relay (so media.py can use it).
+"""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_left
+from typing import Any, Iterable, Mapping, Optional, Sequence
+
+# Upper bounds, in seconds (Prometheus base units).
+TURN_LATENCY_BUCKETS_S = (0.1, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
+BARGE_IN_BUCKETS_S = (0.0, 0.005, 0.01, 0.02, 0.04, 0.06, 0.1, 0.2, 0.5, 1.0)
+PACER_LATENESS_BUCKETS_S = (0.0001, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1)
+
+# the per-call audio figures a worker adds up as calls end (CallMedia.stats() keys)
+AUDIO_TOTALS = ("rtp_in", "rtp_out", "lost", "late", "duplicate", "malformed")
+
+
+class Histogram:
+    """Counts of observations per bucket (value <= bound), plus their sum and count."""
+
+    __slots__ = ("bounds", "counts", "sum", "count")
+
+    def __init__(self, bounds: Sequence[float]) -> None:
+        self.bounds = tuple(sorted(float(b) for b in bounds))
+        self.counts = [0] * (len(self.bounds) + 1)      # the last one is +Inf
+        self.sum = 0.0
+        self.count = 0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.sum += value
+        self.count += 1
+
+    def cumulative(self) -> list[tuple[float, int]]:
+        """(upper bound, observations <= it), ending with (+inf, count)."""
+        total, out = 0, []
+        for bound, n in zip(self.bounds + (math.inf,), self.counts):
+            total += n
+            out.append((bound, total))
+        return out
+
+    def quantile(self, q: float) -> Optional[float]:
+        """The upper bound of the bucket holding quantile q (None when empty; inf past the
+        last bound): a coarse figure for the dashboard."""
+        if not self.count:
+            return None
+        rank = q * self.count
+        for bound, total in self.cumulative():
+            if total >= rank:
+                return bound
+        return math.inf
+
+    def snapshot(self) -> dict:
+        """A JSON-able summary: count, mean and coarse p50/p99 (seconds)."""
+        def finite(x: Optional[float]) -> Optional[float]:
+            return None if x is None or math.isinf(x) else x
+        return {"count": self.count, "mean": self.sum / self.count if self.count else None,
+                "p50": finite(self.quantile(0.5)), "p99": finite(self.quantile(0.99))}
+
+
+def _value(value: float) -> str:
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, int):
+        return str(value)
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    if math.isnan(value):
+        return "NaN"
+    return repr(float(value))
+
+
+def _escape(text: str) -> str:
+    return str(text).replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _labels(labels: Mapping[str, Any]) -> str:
+    if not labels:
+        return ""
+    return "{" + ",".join(f'{k}="{_escape(v)}"' for k, v in labels.items()) + "}"
+
+
+class Exposition:
+    """Builds the text of one scrape, metric family by metric family."""
+
+    def __init__(self, prefix: str = "relay_") -> None:
+        self.prefix = prefix
+        self.lines: list[str] = []
+
+    def family(self, name: str, kind: str, help_text: str,
+               samples: Iterable[tuple[Mapping[str, Any], float]]) -> None:
+        """One counter or gauge family; counters get the `_total` suffix."""
+        full = self.prefix + name + ("_total" if kind == "counter" else "")
+        self.lines.append(f"# HELP {full} {_escape(help_text)}")
+        self.lines.append(f"# TYPE {full} {kind}")
+        for labels, value in samples:
+            self.lines.append(f"{full}{_labels(labels)} {_value(value)}")
+
+    def counter(self, name: str, help_text: str, value: float) -> None:
+        self.family(name, "counter", help_text, [({}, value)])
+
+    def gauge(self, name: str, help_text: str, value: float) -> None:
+        self.family(name, "gauge", help_text, [({}, value)])
+
+    def labelled_counter(self, name: str, help_text: str, label: str,
+                         values: Mapping[str, Any], outer_label: str = "") -> None:
+        """A counter per key of values ({key: n}); a nested {outer: {key: n}} gets the outer
+        key as outer_label too."""
+        samples: list[tuple[Mapping[str, Any], float]] = []
+        for key, value in sorted(values.items()):
+            if isinstance(value, Mapping):
+                samples += [({outer_label or "group": key, label: inner}, n)
+                            for inner, n in sorted(value.items())]
+            else:
+                samples.append(({label: key}, value))
+        self.family(name, "counter", help_text, samples)
+
+    def histogram(self, name: str, help_text: str, histogram: Histogram) -> None:
+        full = self.prefix + name
+        self.lines.append(f"# HELP {full} {_escape(help_text)}")
+        self.lines.append(f"# TYPE {full} histogram")
+        for bound, total in histogram.cumulative():
+            self.lines.append(f'{full}_bucket{{le="{_value(bound)}"}} {total}')
+        self.lines.append(f"{full}_sum {_value(histogram.sum)}")
+        self.lines.append(f"{full}_count {histogram.count}")
+
+    def text(self) -> str:
+        return "\n".join(self.lines) + "\n"
+
+
+def render(worker: Any, web: Optional[Mapping[str, int]] = None) -> str:
+    """The worker's metrics in the Prometheus text format (web: the dashboard's own figures)."""
+    out = Exposition()
+    counters = worker.counters
+    calls = list(worker.calls.values())
+    out.gauge("calls_active", "Calls this worker carries now.", len(calls))
+    out.counter("calls", "Calls started by this worker.", counters["calls_total"])
+    out.counter("calls_ended", "Calls ended, for any reason.", counters["calls_ended"])
+    out.counter("calls_failed", "Calls ended by a failure (model, setup, internal error).",
+                counters["calls_failed"])
+    out.gauge("ari_connected", "1 while the ARI events WebSocket is connected.",
+              bool(worker.events.connected))
+    out.gauge("accepting_calls", "1 while the worker takes new calls.", bool(worker.accepting))
+    out.counter("ari_events", "ARI events received.", counters["ari_events"])
+    out.counter("ari_reconnects", "Reconnections of the ARI events WebSocket.",
+                counters["ari_reconnects"])
+
+    histograms = getattr(worker, "histograms", {})
+    if "turn_latency_seconds" in histograms:
+        out.histogram("turn_latency_seconds", "From the caller's end of speech to the first "
+                      "frame of the agent's reply sent as RTP.",
+                      histograms["turn_latency_seconds"])
+    if "barge_in_reaction_seconds" in histograms:
+        out.histogram("barge_in_reaction_seconds", "From speech_started (the caller "
+                      "interrupting) to the last RTP frame of the agent sent after it.",
+                      histograms["barge_in_reaction_seconds"])
+
+    totals = dict(getattr(worker, "audio_totals", {}))
+    for call in calls:                       # the live calls' share so far
+        stats = call.media.stats()
+        for key in AUDIO_TOTALS:
+            totals[key] = totals.get(key, 0) + int(stats.get(key, 0))
+    out.counter("rtp_received_packets", "RTP packets from callers accepted by the jitter "
+                "buffers.", totals.get("rtp_in", 0))
+    out.counter("rtp_sent_packets", "RTP packets sent to callers.", totals.get("rtp_out", 0))
+    out.counter("rtp_lost_packets", "Caller RTP packets never received (sequence gaps).",
+                totals.get("lost", 0))
+    out.counter("rtp_late_packets", "Caller RTP packets that arrived after their playout.",
+                totals.get("late", 0))
+    out.counter("rtp_duplicate_packets", "Duplicate caller RTP packets.",
+                totals.get("duplicate", 0))
+    out.counter("rtp_malformed_packets", "Malformed caller RTP packets.",
+                totals.get("malformed", 0))
+    media = worker.media
+    out.counter("rtp_datagrams", "Datagrams received on the worker's RTP socket.",
+                media.received)
+    out.counter("rtp_stranger_datagrams", "Datagrams from addresses no call owns (dropped).",
+                media.from_strangers)
+    out.counter("rtp_send_errors", "RTP datagrams the socket failed to send.",
+                media.send_errors)
+
+    pacer = worker.pacer
+    out.gauge("pacer_streams", "Calls registered in the pacer.", len(pacer))
+    out.counter("pacer_late_ticks", "Pacer slots run more than 1 ms after their deadline.",
+                pacer.late_ticks)
+    out.counter("pacer_tick_errors", "Stream ticks that raised (the stream was removed).",
+                pacer.tick_errors)
+    lateness = getattr(pacer, "lateness", None)
+    if lateness is not None:
+        out.histogram("pacer_lateness_seconds", "Lateness of each pacer slot (1 ms) against "
+                      "its absolute deadline: the pacing error of outgoing RTP.", lateness)
+
+    out.labelled_counter("model_errors", "Error events from the Realtime model, by code.",
+                         "code", counters.get("model_errors", {}))
+    out.labelled_counter("tool_calls", "Tool calls run for the model, by result.", "result",
+                         counters.get("tool_calls", {}), outer_label="tool")
+    out.labelled_counter("fallback_transcriptions", "Turns sent to the fallback "
+                         "transcriber, by provider and result.", "result",
+                         counters.get("fallback_transcriptions", {}), outer_label="provider")
+    if web is not None:
+        out.gauge("dashboard_clients", "Dashboard WebSocket clients connected.",
+                  web.get("clients", 0))
+        out.counter("dashboard_clients_dropped", "Dashboard clients dropped for not keeping "
+                    "up with the events.", web.get("dropped", 0))
+        out.counter("dashboard_messages", "Messages queued for dashboard clients.",
+                    web.get("messages", 0))
+    return out.text()

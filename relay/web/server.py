@@ -1,0 +1,187 @@
+"""The worker's web server: one gevent WSGI server for the dashboard, the API and /ws.
+
+Owns: the listening socket (web.host:web.port, 127.0.0.1:8080 by default) and its handler
+greenlets (a bounded pool), the refusal to start without a token anywhere but on loopback, the
+order in which a request is judged (open: /healthz, the login page and its style; then the
+token; then same-origin for changes; then the route), the page's login (the `/login` form, or
+`/?token=` once: it sets the session cookie and redirects to a clean URL), redaction of every
+JSON/text body, and a clean stop (clients closed, handlers ended). Calls are never touched from
+here except through the API's documented Call methods.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Optional
+from urllib.parse import parse_qsl
+
+from gevent.pool import Pool
+from gevent.pywsgi import WSGIServer
+
+from relay.config import SECRETS, is_loopback
+from relay.web import pages
+from relay.web.api import Api, allow
+from relay.web.auth import Auth
+from relay.web.handler import DashboardHandler
+from relay.web.http import HttpError, Request, Response, error_response
+from relay.web.redact import Redactor
+from relay.web.ws import EventHub
+
+if TYPE_CHECKING:
+    from relay.worker import Worker
+
+log = logging.getLogger(__name__)
+
+MAX_CONNECTIONS = 256
+PAGE_PATHS = ("/", "/index.html")
+LOGIN_ASSETS = ("/static/style.css", "/static/favicon.svg")   # the login page needs them
+
+
+class WebServer:
+    """`WebServer(worker).start()`; `.url`, `.port`; `.stop()`. Settings from the worker's
+    `web` section; host and port may be overridden (tests bind port 0)."""
+
+    def __init__(self, worker: "Worker", host: Optional[str] = None,
+                 port: Optional[int] = None) -> None:
+        web = worker.settings.tree["web"]
+        self.worker = worker
+        self.host = web["host"] if host is None else host
+        self._requested_port = web["port"] if port is None else port
+        token = web["token"]
+        if not token and not is_loopback(self.host):
+            raise ValueError(f"the dashboard would listen on {self.host or 'every interface'!r}"
+                             " without an access token: set web.token (WEB_TOKEN or "
+                             "DASHBOARD_TOKEN), or listen on 127.0.0.1")
+        self.auth = Auth(token)
+        self.redactor = Redactor(str(worker.settings.get(dotted)) for dotted in SECRETS)
+        self.max_body_bytes = web["max_body_bytes"]
+        self.hub = EventHub(worker, queue_max=web["ws_queue_max"],
+                            stats_interval_s=web["stats_interval_s"],
+                            max_clients=web["ws_max_clients"], scrub=self.redactor.scrub)
+        self.api = Api(worker, web_stats=self.hub.stats)
+        self._server: Optional[WSGIServer] = None
+        self.port: Optional[int] = None
+
+    # life cycle
+    def start(self) -> "WebServer":
+        """Bind and serve (OSError when the address is taken)."""
+        if self._server is not None:
+            return self
+        server = WSGIServer((self.host, self._requested_port), self._app,
+                            handler_class=DashboardHandler, spawn=Pool(MAX_CONNECTIONS),
+                            log=None, error_log=logging.getLogger("relay.web.http"))
+        server.websocket_gate = self._websocket_gate     # read by DashboardHandler
+        server.logger = logging.getLogger("relay.web.ws")   # for geventwebsocket
+        server.start()
+        self._server = server
+        self.port = server.server_port
+        self.hub.start()
+        log.info("dashboard on %s (%s)", self.url,
+                 "access token required" if self.auth.required else "loopback, no token")
+        return self
+
+    def stop(self, timeout: float = 2.0) -> None:
+        server, self._server = self._server, None
+        if server is None:
+            return
+        self.hub.stop(timeout)
+        server.stop(timeout=timeout)
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}/"
+
+    # requests
+    def _websocket_gate(self, environ: dict) -> bool:
+        """May this request be upgraded to the event WebSocket? (Otherwise the application
+        answers it as plain HTTP, with the reason.)"""
+        request = Request(environ, self.max_body_bytes)
+        return (request.path == "/ws" and self.auth.authorised(request)
+                and self.auth.same_origin(request) and not self.hub.full)
+
+    def _app(self, environ: dict, start_response) -> list[bytes]:
+        ws = environ.get("wsgi.websocket")
+        if ws is not None:          # upgraded: the gate has let it through
+            self.hub.serve(ws, str(environ.get("REMOTE_ADDR", "")))
+            return []
+        request = Request(environ, self.max_body_bytes)
+        try:
+            response = self._respond(request)
+        except HttpError as exc:
+            response = error_response(exc)
+        except Exception:
+            log.exception("dashboard: %s %s failed", request.method, request.path)
+            response = error_response(HttpError(500, "internal error (see relay's log)"))
+        if not response.content_type.startswith(("image/", "text/css", "text/javascript")):
+            response.body = self.redactor.scrub_bytes(response.body)
+        start_response(response.status_line, response.all_headers())
+        return [b""] if request.method == "HEAD" else [response.body]
+
+    def _respond(self, request: Request) -> Response:
+        path = request.path
+        if path == "/healthz":
+            response = self.api.handle(request)
+            assert response is not None
+            return response
+        if path == "/login":
+            return self._login(request)
+        if path in LOGIN_ASSETS:
+            allow(request, "GET", "HEAD")
+            return pages.static_file(path[len("/static/"):])
+        if not self.auth.authorised(request):
+            return self._unauthorised(request)
+        if request.method not in ("GET", "HEAD") and not self.auth.same_origin(request):
+            raise HttpError(403, "cross-origin request refused")
+        if path == "/ws":
+            allow(request, "GET")
+            if not self.auth.same_origin(request):
+                raise HttpError(403, "cross-origin WebSocket refused")
+            if self.hub.full:
+                raise HttpError(503, "too many dashboard clients")
+            raise HttpError(426, "a WebSocket upgrade is required here",
+                            [("Upgrade", "websocket")])
+        if path in PAGE_PATHS:
+            allow(request, "GET", "HEAD")
+            if "token" in request.query:        # already logged in: drop it from the URL
+                return self._redirect("/")
+            return pages.index_page()
+        if path.startswith("/static/"):
+            allow(request, "GET", "HEAD")
+            return pages.static_file(path[len("/static/"):])
+        response = self.api.handle(request)
+        if response is None:
+            raise HttpError(404, f"nothing at {path}")
+        return response
+
+    def _unauthorised(self, request: Request) -> Response:
+        if request.path in PAGE_PATHS and request.method in ("GET", "HEAD"):
+            token = request.query.get("token")
+            if token is None:
+                return self._redirect("/login")
+            if self.auth.token_matches(token):
+                return self._redirect("/", login=True)
+            return pages.login_page("That token is not right.", status=401)
+        raise HttpError(401, "an access token is required: send 'Authorization: Bearer "
+                        "<token>', or log in at /login",
+                        [("WWW-Authenticate", 'Bearer realm="relay"')])
+
+    def _login(self, request: Request) -> Response:
+        if not self.auth.required:
+            allow(request, "GET", "HEAD", "POST")
+            return self._redirect("/")
+        if request.method in ("GET", "HEAD"):
+            return pages.login_page()
+        allow(request, "GET", "HEAD", "POST")
+        if not self.auth.same_origin(request):
+            raise HttpError(403, "cross-origin request refused")
+        form = dict(parse_qsl(request.body().decode("utf-8", "replace")))
+        if self.auth.token_matches(form.get("token", "")):
+            return self._redirect("/", login=True)
+        return pages.login_page("That token is not right.", status=401)
+
+    def _redirect(self, location: str, login: bool = False) -> Response:
+        headers = [("Location", location)]
+        if login:
+            headers.append(("Set-Cookie", self.auth.session_cookie()))
+        return Response(303, b"", "text/plain; charset=utf-8", headers)
