@@ -41,7 +41,7 @@ bench: build
 	$(PY) -m bench
 
 demo: build
-	$(PY) -m relay demo
+	$(PY) -m relay demo $(DEMO_ARGS)
 
 lint: $(STAMP)
 	$(PY) -m pip install --quiet ruff

@@ -71,6 +71,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default=str(PACKAGE_ROOT / "var" / "demo"),
                         help="where recordings and transcripts go (default var/demo)")
     parser.add_argument("--log-level", default="WARNING")
+    parser.add_argument("--web-port", type=int, default=8080,
+                        help="the dashboard's port on 127.0.0.1 (0: any free port)")
+    parser.add_argument("--linger", type=float, default=0.0,
+                        help="seconds to keep everything running after the calls, to look at "
+                             "the dashboard")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -93,10 +98,12 @@ def run(args: argparse.Namespace) -> int:
     })
     worker = Worker(settings)
     worker.start()
+    web = _start_dashboard(worker, args.web_port)
     try:
         _wait(lambda: worker.ready, 10)
         print(f"  PBX  {pbx.base_url}\n  model {model.url}\n  relay RTP on "
-              f"{worker.media.host}:{worker.media.port}, agent {settings.get('agent.active')!r}\n")
+              f"{worker.media.host}:{worker.media.port}, agent {settings.get('agent.active')!r}")
+        print(f"  dashboard {web.url if web else '(port busy: not started)'}\n")
         ids = []
         for label, script in CALLS:
             ids.append((label, pbx.start_call(script, app=APP)))
@@ -111,12 +118,27 @@ def run(args: argparse.Namespace) -> int:
               f"{len(live['bridges'])} bridges")
         print(f"recordings (what each caller heard): {out / 'recordings'}")
         print(f"transcripts: {out / 'transcripts'}")
+        if args.linger > 0 and web is not None:
+            print(f"the dashboard stays up for {args.linger:g} s: {web.url}")
+            time.sleep(args.linger)
     finally:
+        if web is not None:
+            web.stop()
         worker.stop(5)
         model.stop()
         pbx.stop()
     print("stopped cleanly")
     return 0
+
+
+def _start_dashboard(worker: Worker, port: int):
+    """The dashboard on 127.0.0.1, to watch the calls live; None when the port is taken."""
+    from relay.web import WebServer
+
+    try:
+        return WebServer(worker, host="127.0.0.1", port=port).start()
+    except OSError:
+        return None
 
 
 def _prepare_speech() -> None:
