@@ -18,3 +18,21 @@ def reference_dir() -> Path:
     if not REFERENCE.is_dir():
         pytest.skip(f"reference material not found at {REFERENCE}")
     return REFERENCE
+
+
+@pytest.fixture
+def stack(tmp_path):
+    """A factory of tests/stack.Stack (simulated PBX + simulated model + relay), each one
+    stopped, with its leak checks, when the test ends."""
+    from stack import Stack
+
+    stacks = []
+
+    def make(**kwargs):
+        s = Stack(tmp_path, **kwargs)
+        stacks.append(s)
+        return s
+
+    yield make
+    for s in stacks:
+        s.stop()

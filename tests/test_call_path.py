@@ -4,7 +4,7 @@ real sockets on 127.0.0.1 (ARI REST + events WebSocket, RTP/UDP, the Realtime We
 from __future__ import annotations
 
 import pytest
-from stack import Stack, wait_for
+from stack import wait_for
 
 HELLO = "Hello, I would like to check the status of my order."
 NUMBER = "It is order number four two seven."
@@ -19,20 +19,6 @@ SCRIPT = {
         {"keywords": ["goodbye"], "say": "You are welcome. Goodbye!"},
     ],
 }
-
-
-@pytest.fixture
-def stack(tmp_path):
-    stacks = []
-
-    def make(**kwargs) -> Stack:
-        s = Stack(tmp_path, **kwargs)
-        stacks.append(s)
-        return s
-
-    yield make
-    for s in stacks:
-        s.stop()
 
 
 def test_a_conversation_of_several_turns(stack):

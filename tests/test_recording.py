@@ -12,7 +12,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from stack import AGENTS_DIR, Stack, wait_for
+from stack import AGENTS_DIR, wait_for
 
 from relay._g711 import alaw_decode, ulaw_decode
 from relay.call import Call
@@ -159,20 +159,6 @@ LONG_REPLY = ("Our opening hours are eight to six on weekdays and nine to one on
 STOP = "Sorry, stop please. Goodbye."
 SCRIPT = {"phrasebook": [STOP], "greeting": LONG_REPLY,
           "rules": [{"keywords": ["goodbye"], "say": "You are welcome. Goodbye!"}]}
-
-
-@pytest.fixture
-def stack(tmp_path):
-    stacks = []
-
-    def make(**kwargs) -> Stack:
-        s = Stack(tmp_path, **kwargs)
-        stacks.append(s)
-        return s
-
-    yield make
-    for s in stacks:
-        s.stop()
 
 
 def test_the_recording_is_what_the_caller_said_and_heard_including_a_barge_in(stack, tmp_path):

@@ -8,7 +8,7 @@ import logging
 import struct
 
 import pytest
-from stack import Stack, wait_for
+from stack import wait_for
 from test_transcriber_http import FakeStt, form
 
 from relay._g711 import ulaw_dbov, ulaw_decode
@@ -38,20 +38,6 @@ def provider():
     server = FakeStt(recognise)
     yield server
     server.stop()
-
-
-@pytest.fixture
-def stack(tmp_path):
-    stacks = []
-
-    def make(**kwargs) -> Stack:
-        s = Stack(tmp_path, **kwargs)
-        stacks.append(s)
-        return s
-
-    yield make
-    for s in stacks:
-        s.stop()
 
 
 def stt_settings(server: FakeStt, **extra) -> dict:
