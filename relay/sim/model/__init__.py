@@ -16,7 +16,7 @@ Modules, one job each:
   faults         fault injection descriptions
   server         SimModel: the gevent server, its sessions, script and faults
   connection     one WebSocket's reader and pump greenlets around its session
-  wshandler      geventwebsocket fixes (close codes, cheap framing, serialised sends)
+  wshandler      its WebSocket class on relay.wsserver (large messages for audio)
   control        the HTTP JSON control endpoint
   cli            `relay sim-model`
 
