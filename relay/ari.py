@@ -17,8 +17,8 @@ from urllib.parse import quote, urlencode, urlsplit, urlunsplit
 import gevent
 import gevent.event
 import requests
-from requests.adapters import HTTPAdapter
 
+from relay.http import pooled_session
 from relay.wsclient import JsonWebSocket
 
 log = logging.getLogger(__name__)
@@ -46,11 +46,8 @@ class AriClient:
         self.base = _base_url(url) + "/ari"
         self.app = app
         self.timeout = timeout
-        self._session = requests.Session()
+        self._session = pooled_session(pool_size)
         self._session.auth = (username, password)
-        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size, max_retries=0)
-        self._session.mount("http://", adapter)
-        self._session.mount("https://", adapter)
         self.requests_made = 0
         self.errors = 0
 

@@ -16,8 +16,8 @@ from typing import Any, Callable, Optional
 import gevent
 import gevent.lock
 import requests
-from requests.adapters import HTTPAdapter
 
+from relay.http import pooled_session
 from relay.stt.providers import PROVIDERS, ProviderConfig, SttError, redact
 
 log = logging.getLogger(__name__)
@@ -57,10 +57,7 @@ class FallbackTranscriber:
         self.max_waiting = 4 * self.max_concurrent
         self._own_http = http is None
         if http is None:
-            http = requests.Session()
-            adapter = HTTPAdapter(pool_connections=2, pool_maxsize=self.max_concurrent)
-            http.mount("https://", adapter)
-            http.mount("http://", adapter)
+            http = pooled_session(self.max_concurrent, hosts=2)
         self.http = http
         self._slots = gevent.lock.BoundedSemaphore(self.max_concurrent)
         self.in_flight = 0

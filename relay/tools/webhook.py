@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import requests
 import ujson
-from requests.adapters import HTTPAdapter
 
+from relay.http import pooled_session
 from relay.tools.errors import CONNECTION_ERROR, HTTP_ERROR, TIMEOUT, ToolError
 from relay.tools.spec import WebhookSpec
 
@@ -27,11 +27,8 @@ class WebhookClient:
 
     def __init__(self, pool_size: int = 64, max_body: int = MAX_BODY) -> None:
         self.max_body = max_body
-        self._session = requests.Session()
+        self._session = pooled_session(pool_size, hosts=16)
         self._session.headers["User-Agent"] = USER_AGENT
-        adapter = HTTPAdapter(pool_connections=16, pool_maxsize=pool_size, max_retries=0)
-        self._session.mount("http://", adapter)
-        self._session.mount("https://", adapter)
         self.requests_made = 0
         self.errors = 0
 
