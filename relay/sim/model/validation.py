@@ -21,6 +21,8 @@ import ujson
 from openai.types.realtime import RealtimeClientEvent
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
+from relay.tools.schema import json_type
+
 MAX_APPEND_AUDIO_CHARS = (15 * 1024 * 1024 * 4) // 3 + 4  # 15 MiB of audio, base64-encoded
 _APPEND_KEYS = frozenset(("type", "event_id", "audio"))
 VOICES = ("alloy", "ash", "ballad", "coral", "echo", "sage", "shimmer", "verse", "marin", "cedar")
@@ -189,22 +191,15 @@ def _clean_loc(loc: tuple, raw: Any, missing: bool) -> str:
     return path
 
 
+# A value's JSON type, as the real service's error messages name it.
+_DESCRIBED = {"null": "null", "boolean": "a boolean", "integer": "an integer",
+              "number": "a decimal", "string": "a string", "array": "an array",
+              "object": "an object"}
+
+
 def _describe(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int):
-        return "an integer"
-    if isinstance(value, float):
-        return "a decimal"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "an array"
-    if isinstance(value, dict):
-        return "an object"
-    return type(value).__name__
+    kind = json_type(value)
+    return _DESCRIBED.get(kind, kind)
 
 
 _EXPECTED = {"string_type": "a string", "int_type": "an integer", "float_type": "a decimal",
