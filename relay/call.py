@@ -70,7 +70,8 @@ class Call:
             model_format=agent.audio_format, send_rtp=self._send_rtp,
             send_to_model=self._send_audio_to_model, jitter_depth=rtp["jitter_depth"],
             append_frames=rtp["append_frames"], playout_max_s=rtp["playout_max_s"],
-            on_played=self._played)
+            on_played=self._played,
+            on_model_audio_latency=self._observe_model_audio_latency)
         self.remote: Optional[tuple[str, int]] = None
         self.session: Optional[RealtimeSession] = None
         self._bridge_made = False
@@ -186,7 +187,8 @@ class Call:
             url=openai["realtime_url"], model=openai["model"], api_key=openai["api_key"],
             session=ev.session_config(self.agent), handler=self,
             connect_timeout=openai["connect_timeout_s"],
-            max_reconnects=openai["max_reconnects"], name=self.id)
+            max_reconnects=openai["max_reconnects"], name=self.id,
+            on_append_sent=self._observe_caller_audio_latency)
         self.session = session      # set first, so that cleanup closes it whatever happens
         try:
             session.start()
@@ -326,9 +328,15 @@ class Call:
         if self.remote is not None:
             self.worker.media.sendto(packet, self.remote)
 
-    def _send_audio_to_model(self, audio: bytes) -> None:
+    def _send_audio_to_model(self, audio: bytes, stamp: Optional[float] = None) -> None:
         if self.session is not None:
-            self.session.append_audio(audio)
+            self.session.append_audio(audio, stamp)
+
+    def _observe_caller_audio_latency(self, seconds: float) -> None:
+        self.worker.observe("caller_audio_latency_seconds", seconds)
+
+    def _observe_model_audio_latency(self, seconds: float) -> None:
+        self.worker.observe("model_audio_latency_seconds", seconds)
 
     def _barge_in_measured(self) -> None:
         """The first tick that sent nothing after a barge-in: the reaction is the time from
@@ -439,7 +447,8 @@ class Call:
     def rt_audio(self, response_id: str, item_id: str, audio: bytes) -> None:
         if response_id in self._cancelled_responses:
             return
-        self.media.add_model_audio(item_id, audio)
+        arrived = self.session.last_event_at if self.session is not None else None
+        self.media.add_model_audio(item_id, audio, arrived)
 
     def rt_audio_done(self, item_id: str) -> None:
         self.media.playout.finish(item_id)

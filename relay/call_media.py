@@ -34,16 +34,19 @@ class CallMedia:
     """Audio of one call. on_rtp() is fed by the worker's socket, tick() by the pacer."""
 
     def __init__(self, *, model_format: str, send_rtp: Callable[[bytes], None],
-                 send_to_model: Callable[[bytes], None], jitter_depth: int = 3,
+                 send_to_model: Callable[[bytes, Optional[float]], None], jitter_depth: int = 3,
                  append_frames: int = 2, playout_max_s: float = 120.0,
                  on_played: Optional[Callable[[bytes], None]] = None,
-                 on_heard: Optional[Callable[[bytes], None]] = None) -> None:
+                 on_heard: Optional[Callable[[bytes], None]] = None,
+                 on_model_audio_latency: Optional[Callable[[float], None]] = None) -> None:
         self.line_format, payload_type, self._silence_byte = LINE_FORMATS[model_format]
         self.model_format = model_format
         self._send_rtp = send_rtp
         self._send_to_model = send_to_model
         self._on_played = on_played           # each frame sent to the caller (recordings)
         self._on_heard = on_heard             # each caller frame (recordings, fallback STT)
+        # seconds from a model delta's arrival (into an idle playout) to its first RTP frame
+        self._on_model_audio_latency = on_model_audio_latency
         # each chunk of caller audio handed to the model, in the line codec, silence fill
         # included (recording, fallback transcription); set by the call only when needed
         self.on_input: Optional[Callable[[bytes], None]] = None
@@ -52,6 +55,8 @@ class CallMedia:
         self.playout = PlayoutQueue(max_bytes=int(playout_max_s * SAMPLE_RATE))
         self._append_bytes = append_frames * FRAME_BYTES
         self._pending = bytearray()
+        self._pending_since: Optional[float] = None   # arrival of its oldest caller packet
+        self._first_delta_at: Optional[float] = None  # a delta waiting for its first frame
         self._pcm = model_format == "audio/pcm"
         self._up = Resampler(8000, 24000) if self._pcm else None
         self._down = Resampler(24000, 8000) if self._pcm else None
@@ -87,6 +92,8 @@ class CallMedia:
             return
         self._last_rtp_at = now
         self._measure_jitter(data, now)
+        if self._pending_since is None:
+            self._pending_since = now
         self._drain(force=False)
 
     def _measure_jitter(self, data: bytes, now: float) -> None:
@@ -123,13 +130,14 @@ class CallMedia:
             return
         audio = bytes(self._pending)
         self._pending.clear()
+        stamp, self._pending_since = self._pending_since, None
         self._input_bytes += len(audio)
         if self.on_input is not None:
             self.on_input(audio)
         if self._pcm:
             decoded = ulaw_decode(audio)
             audio = self._up.process(decoded)  # type: ignore[union-attr]
-        self._send_to_model(audio)
+        self._send_to_model(audio, stamp)
 
     def _keep_input_flowing(self, now: float) -> None:
         """While the caller is silent Asterisk may send nothing: keep the model's input clock
@@ -147,8 +155,13 @@ class CallMedia:
             self._flush_input()
 
     # model -> caller
-    def add_model_audio(self, item_id: str, audio: bytes) -> int:
-        """Queue a delta from the model (converted to the line codec when needed)."""
+    def add_model_audio(self, item_id: str, audio: bytes,
+                        arrived: Optional[float] = None) -> int:
+        """Queue a delta from the model (converted to the line codec when needed). arrived
+        (time.monotonic() of its event) starts the model-audio latency clock when the playout
+        was idle: the time to its first RTP frame is relay's own delay, not queued speech."""
+        if arrived is not None and not self._talking and not self.playout.queued_bytes:
+            self._first_delta_at = arrived
         if self._pcm:
             audio = self._pcm_rest + audio
             cut = len(audio) - len(audio) % 2
@@ -170,6 +183,10 @@ class CallMedia:
             self._send_rtp(self.sender.build(frame))
             self.frames_out += 1
             self.last_frame_out_at = now
+            if self._first_delta_at is not None:
+                if self._on_model_audio_latency is not None:
+                    self._on_model_audio_latency(now - self._first_delta_at)
+                self._first_delta_at = None
             if self._on_played is not None:
                 self._on_played(frame)
         else:
@@ -179,6 +196,7 @@ class CallMedia:
     def flush_playout(self):
         """Barge-in: nothing more is sent from what was queued; returns the item cut short."""
         self._talking = False
+        self._first_delta_at = None
         return self.playout.flush()
 
     def stats(self) -> dict:

@@ -16,6 +16,8 @@ from typing import Any, Iterable, Mapping, Optional, Sequence
 # Upper bounds, in seconds (Prometheus base units).
 TURN_LATENCY_BUCKETS_S = (0.1, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
 BARGE_IN_BUCKETS_S = (0.0, 0.005, 0.01, 0.02, 0.04, 0.06, 0.1, 0.2, 0.5, 1.0)
+AUDIO_LATENCY_BUCKETS_S = (0.001, 0.002, 0.005, 0.01, 0.015, 0.02, 0.025, 0.03, 0.04, 0.05,
+                           0.075, 0.1, 0.2, 0.5)
 PACER_LATENESS_BUCKETS_S = (0.0001, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1)
 
 # the per-call audio figures a worker adds up as calls end (CallMedia.stats() keys)
@@ -161,6 +163,15 @@ def render(worker: Any, web: Optional[Mapping[str, int]] = None) -> str:
         out.histogram("barge_in_reaction_seconds", "From speech_started (the caller "
                       "interrupting) to the last RTP frame of the agent sent after it.",
                       histograms["barge_in_reaction_seconds"])
+    if "caller_audio_latency_seconds" in histograms:
+        out.histogram("caller_audio_latency_seconds", "From the arrival of the oldest caller "
+                      "RTP packet in an input_audio_buffer.append to that append written to the "
+                      "model's WebSocket (append batching included).",
+                      histograms["caller_audio_latency_seconds"])
+    if "model_audio_latency_seconds" in histograms:
+        out.histogram("model_audio_latency_seconds", "From a model audio delta's arrival, "
+                      "when nothing was playing, to its first RTP frame sent to the caller.",
+                      histograms["model_audio_latency_seconds"])
 
     totals = dict(getattr(worker, "audio_totals", {}))
     for call in calls:                       # the live calls' share so far

@@ -14,7 +14,7 @@ import binascii
 import logging
 import time
 from collections import deque
-from typing import Any, Optional, Protocol
+from typing import Any, Callable, Optional, Protocol
 from urllib.parse import urlencode
 
 import gevent
@@ -54,7 +54,8 @@ class RealtimeSession:
 
     def __init__(self, *, url: str, model: str, api_key: str, session: dict,
                  handler: RealtimeHandler, connect_timeout: float = 10.0,
-                 max_reconnects: int = 3, name: str = "call") -> None:
+                 max_reconnects: int = 3, name: str = "call",
+                 on_append_sent: Optional[Callable[[float], None]] = None) -> None:
         self.url = f"{url}?{urlencode({'model': model})}"
         self._api_key = api_key
         self.session = session
@@ -62,6 +63,7 @@ class RealtimeSession:
         self._connect_timeout = connect_timeout
         self._max_reconnects = max_reconnects
         self.name = name
+        self._on_append_sent = on_append_sent     # seconds from caller RTP to append sent
         self._socket: Optional[JsonWebSocket] = None
         self._closing = False
         self._reconnecting = False
@@ -95,7 +97,8 @@ class RealtimeSession:
         sock = JsonWebSocket(
             self.url, headers=[f"Authorization: Bearer {self._api_key}"],
             on_message=self._on_event, on_closed=self._on_closed,
-            on_bad_message=self._on_bad_message, connect_timeout=self._connect_timeout,
+            on_bad_message=self._on_bad_message, on_sent=self._on_append_sent,
+            connect_timeout=self._connect_timeout,
             name=f"realtime:{self.name}")
         sock.connect()
         if self._closing:           # the call ended while this socket was being opened
@@ -114,8 +117,10 @@ class RealtimeSession:
     def send(self, event: dict) -> bool:
         return self._socket is not None and self._socket.send(event)
 
-    def append_audio(self, audio: bytes) -> bool:
-        return self._socket is not None and self._socket.send(ev.input_audio_append(audio))
+    def append_audio(self, audio: bytes, stamp: Optional[float] = None) -> bool:
+        """input_audio_buffer.append; stamp: when its oldest caller packet arrived."""
+        return self._socket is not None and self._socket.send(ev.input_audio_append(audio),
+                                                              stamp)
 
     def update_session(self, changes: dict) -> bool:
         """Send a partial session.update; remembered for any later socket."""

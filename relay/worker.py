@@ -20,7 +20,13 @@ from relay.ari import AriClient, AriError, AriEvents
 from relay.call import MEDIA_ARG, Call
 from relay.config import PACKAGE_ROOT, AgentConfig, Settings
 from relay.media import MediaSocket, Pacer
-from relay.metrics import AUDIO_TOTALS, BARGE_IN_BUCKETS_S, TURN_LATENCY_BUCKETS_S, Histogram
+from relay.metrics import (
+    AUDIO_LATENCY_BUCKETS_S,
+    AUDIO_TOTALS,
+    BARGE_IN_BUCKETS_S,
+    TURN_LATENCY_BUCKETS_S,
+    Histogram,
+)
 from relay.retention import Retention
 from relay.stt import FallbackTranscriber
 from relay.tools.webhook import WebhookClient
@@ -69,6 +75,8 @@ class Worker:
         self.histograms: dict[str, Histogram] = {
             "turn_latency_seconds": Histogram(TURN_LATENCY_BUCKETS_S),
             "barge_in_reaction_seconds": Histogram(BARGE_IN_BUCKETS_S),
+            "caller_audio_latency_seconds": Histogram(AUDIO_LATENCY_BUCKETS_S),
+            "model_audio_latency_seconds": Histogram(AUDIO_LATENCY_BUCKETS_S),
         }
         self.audio_totals: dict[str, int] = dict.fromkeys(AUDIO_TOTALS, 0)
         self._setup_recording_and_stt(tree)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import struct
+import time
 from typing import Any, Callable, Optional
 
 import gevent
@@ -20,7 +21,6 @@ from gevent.queue import Full, Queue
 
 log = logging.getLogger(__name__)
 
-_STOP = object()
 CLOSE_ABNORMAL = 1006
 
 
@@ -29,7 +29,8 @@ class JsonWebSocket:
 
     on_message(obj) runs in the reader greenlet for each valid JSON message; on_bad_message(text,
     error) for a message that is not JSON; on_closed(code, reason) once, when the connection is
-    over for any reason (peer close, error, or close()).
+    over for any reason (peer close, error, or close()). on_sent(seconds) runs in the writer
+    after a message sent with a stamp (a time.monotonic() value) went out: seconds since it.
     """
 
     def __init__(
@@ -40,6 +41,7 @@ class JsonWebSocket:
         on_message: Callable[[Any], None],
         on_closed: Callable[[int, str], None],
         on_bad_message: Optional[Callable[[str, Exception], None]] = None,
+        on_sent: Optional[Callable[[float], None]] = None,
         connect_timeout: float = 10.0,
         send_queue_max: int = 1024,
         name: str = "ws",
@@ -50,6 +52,7 @@ class JsonWebSocket:
         self._on_message = on_message
         self._on_closed = on_closed
         self._on_bad_message = on_bad_message
+        self._on_sent = on_sent
         self._connect_timeout = connect_timeout
         self._queue: Queue = Queue(maxsize=send_queue_max)
         self._ws: Optional[websocket.WebSocket] = None
@@ -77,12 +80,13 @@ class JsonWebSocket:
         self._reader = gevent.spawn(self._read_loop)
         self._writer = gevent.spawn(self._write_loop)
 
-    def send(self, message: Any) -> bool:
-        """Queue a message; False (and counted) when the connection is gone or the queue full."""
+    def send(self, message: Any, stamp: Optional[float] = None) -> bool:
+        """Queue a message; False (and counted) when the connection is gone or the queue full.
+        With a stamp (time.monotonic()), on_sent gets the time from it to the message sent."""
         if self._ws is None or self._closed_reported:
             return False
         try:
-            self._queue.put_nowait(message)
+            self._queue.put_nowait((message, stamp))
         except Full:
             self.send_dropped += 1
             return False
@@ -145,12 +149,13 @@ class JsonWebSocket:
         ws = self._ws
         assert ws is not None
         try:
+            on_sent, clock = self._on_sent, time.monotonic
             while True:
-                message = self._queue.get()
-                if message is _STOP:
-                    return
+                message, stamp = self._queue.get()
                 ws.send(ujson.dumps(message, ensure_ascii=False, escape_forward_slashes=False))
                 self.messages_out += 1
+                if stamp is not None and on_sent is not None:
+                    on_sent(clock() - stamp)
         except gevent.GreenletExit:
             return
         except (OSError, websocket.WebSocketException) as exc:

@@ -12,7 +12,8 @@ class Wire:
     def media(self, **kwargs) -> CallMedia:
         media = CallMedia(model_format=kwargs.pop("model_format", "audio/pcmu"),
                           send_rtp=lambda p: self.rtp_out.append(RtpPacket.parse(p)),
-                          send_to_model=self.to_model.append, **kwargs)
+                          send_to_model=lambda audio, stamp: self.to_model.append(audio),
+                          **kwargs)
         media.start(0.0)
         return media
 
@@ -104,3 +105,35 @@ def test_pcm24_mode_converts_both_ways():
     media.playout.finish("a")
     media.tick(0.02)
     assert len(wire.rtp_out) == 1 and len(wire.rtp_out[0].payload) == 160
+
+
+def test_caller_audio_stamp_is_the_arrival_of_the_oldest_packet_in_an_append():
+    stamps: list = []
+    media = CallMedia(model_format="audio/pcmu", send_rtp=lambda p: None,
+                      send_to_model=lambda audio, stamp: stamps.append(stamp),
+                      jitter_depth=1, append_frames=2)
+    media.start(0.0)
+    for i in range(6):
+        media.on_rtp(caller_packet(100 + i, 160 * (i + 1)), 1.0 + 0.02 * i)
+    # each append carries two frames; its stamp is its first frame's arrival
+    assert stamps == [1.0, 1.04, 1.08]
+
+
+def test_model_audio_latency_runs_from_a_delta_into_idle_playout_to_its_first_frame():
+    seen: list[float] = []
+    media = CallMedia(model_format="audio/pcmu", send_rtp=lambda p: None,
+                      send_to_model=lambda audio, stamp: None,
+                      on_model_audio_latency=seen.append)
+    media.start(0.0)
+    media.tick(0.02)                                  # nothing queued: nothing observed
+    media.add_model_audio("a", b"\x55" * 480, arrived=0.025)
+    media.add_model_audio("a", b"\x55" * 480, arrived=0.030)   # already queued: not a start
+    media.tick(0.04)
+    for n in range(10):
+        media.tick(0.06 + 0.02 * n)
+    assert seen == [0.04 - 0.025]
+    # a barge-in flush forgets a delta still waiting for its frame
+    media.add_model_audio("b", b"\x55" * 160, arrived=1.0)
+    media.flush_playout()
+    media.tick(1.02)
+    assert len(seen) == 1

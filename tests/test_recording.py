@@ -99,7 +99,8 @@ def test_call_media_hands_the_recorder_exactly_what_the_model_gets_silence_inclu
     to_model: list[bytes] = []
     tapped: list[bytes] = []
     media = CallMedia(model_format="audio/pcmu", send_rtp=lambda p: None,
-                      send_to_model=to_model.append, jitter_depth=3, append_frames=2)
+                      send_to_model=lambda audio, stamp: to_model.append(audio),
+                      jitter_depth=3, append_frames=2)
     media.on_input = tapped.append
     media.start(0.0)
     now = 0.0

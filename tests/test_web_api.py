@@ -374,6 +374,11 @@ def test_metrics_are_prometheus_text_with_what_calls_produce(make):
     assert samples['relay_fallback_transcriptions_total{provider="openai",result="ok"}'] == 2
     assert samples['relay_model_errors_total{code="rate_limit_exceeded"}'] == 1
     assert "relay_barge_in_reaction_seconds_count" in samples
+    # the caller's audio reached the model and the model's reached the caller, each timed
+    assert samples["relay_caller_audio_latency_seconds_count"] > 10
+    assert samples["relay_model_audio_latency_seconds_count"] >= 1
+    for family in ("relay_caller_audio_latency_seconds", "relay_model_audio_latency_seconds"):
+        assert 0 < samples[family + "_sum"] / samples[family + "_count"] < 1.0
 
 
 def test_barge_in_reaction_is_observed(make):
