@@ -7,8 +7,8 @@ externalMedia RTP over UDP and scripted callers, faithful to shared/reference/as
 
 Modules: model (state and events, sans-IO), events (JSON shapes), ari (REST routing), ws (events
 WebSocket), media (RTP send/receive), capture (what the relay sent: packets, WAV, pacing),
-caller (scripts), scenario (calls), sounds (audio), control (/sim HTTP API), server (SimPbx),
-cli (`relay sim-pbx`).
+caller (scripts), scenario (calls), sounds (audio), stats (aggregated figures for load tests),
+control (/sim HTTP API), server (SimPbx), cli (`relay sim-pbx`).
 """
 
 from relay.sim.pbx.caller import Script, parse_script

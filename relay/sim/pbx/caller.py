@@ -37,6 +37,7 @@ A wait that times out is recorded (`timed_out`) and the script goes on.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -48,6 +49,7 @@ FRAME_BYTES = 160
 FRAME_S = 0.020
 AGENT_HANGOVER_S = 0.3        # agent voice this close together is one talkspurt
 DEFAULT_TIMEOUT_MS = 30000
+MAX_TURNS_KEPT = 1000         # turn latencies kept per call
 STEP_KINDS = ("say", "pause", "dtmf", "wait_agent_done", "wait_agent_start", "sound", "tone",
               "wait_hangup", "hangup")
 _DTMF = set("0123456789ABCD*#")
@@ -253,17 +255,32 @@ def default_audio(step: Step) -> tuple[bytes, bool]:
 
 
 class AgentActivity:
-    """When the agent (the audio the relay sends to the caller) spoke, from RTP arrivals."""
+    """When the agent (the audio the relay sends to the caller) spoke, from RTP arrivals, and
+    the caller's turn latencies: from the end of the caller's speech (`turn_end_at`, set when an
+    utterance starts) to the first RTP packet from the relay after it."""
 
-    __slots__ = ("last_voice_at", "on_onset", "speaking_since", "voiced_packets")
+    __slots__ = ("last_voice_at", "on_onset", "speaking_since", "turn_end_at", "turns",
+                 "voiced_packets")
 
     def __init__(self, on_onset: Callable[[], None] | None = None) -> None:
         self.speaking_since: float | None = None
         self.last_voice_at: float | None = None
         self.voiced_packets = 0
         self.on_onset = on_onset
+        self.turn_end_at: float | None = None
+        # (end of the caller's speech, seconds until the first packet after it), bounded
+        self.turns: deque[tuple[float, float]] = deque(maxlen=MAX_TURNS_KEPT)
+
+    def caller_speaks_until(self, end: float) -> None:
+        """The caller's utterance ends at `end` (monotonic): the next packet from the relay
+        after that time is the first of the agent's answer."""
+        self.turn_end_at = end
 
     def update(self, now: float, voiced: bool) -> None:
+        end = self.turn_end_at
+        if end is not None and now >= end:
+            self.turn_end_at = None
+            self.turns.append((end, now - end))
         if not voiced:
             return
         last = self.last_voice_at

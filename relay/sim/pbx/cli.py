@@ -21,6 +21,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dialplan", action="append", default=[], metavar="CONTEXT=FILE",
                         help="a caller script (JSON file) for Local/x@CONTEXT originates")
     parser.add_argument("--seed", type=int, default=None, help="seed SSRCs and ids")
+    parser.add_argument("--no-audio", action="store_true",
+                        help="keep only the arrival times and headers of the RTP the relay "
+                             "sends, no audio and no WAV files (load tests: memory)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -28,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     pbx = SimPbx(args.host, args.port, args.user, args.password, args.recordings_dir,
-                 seed=args.seed)
+                 seed=args.seed, keep_audio=not args.no_audio)
     stop = Event()
     handlers = [gevent.signal_handler(sig, stop.set) for sig in (signal.SIGINT, signal.SIGTERM)]
     try:

@@ -11,6 +11,10 @@
     POST   /sim/calls/{id}/wav             write the call's WAV now -> {"wav": [paths]}
     POST   /sim/dialplans/{context}        {"script": {...}}: what Local/x@context ;2 halves run
     POST   /sim/endpoints/{name}           {"script": {...}}: what originated PJSIP/name runs
+    GET    /sim/stats                      totals (RTP counts, live channels/bridges, calls by
+                                           state); with ?since=T&until=T (monotonic seconds,
+                                           the machine's clock) also the window's pacing,
+                                           sequence gaps and turn latency (relay.sim.pbx.stats)
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ class ControlApi:
         r.add("POST", "/sim/calls/{callId}/wav", self.write_wav)
         r.add("POST", "/sim/dialplans/{context}", self.dialplan)
         r.add("POST", "/sim/endpoints/{name}", self.endpoint)
+        r.add("GET", "/sim/stats", self.stats)
 
     def handle(self, method: str, path: str, params: Params) -> Response:
         try:
@@ -101,3 +106,22 @@ class ControlApi:
     def endpoint(self, p: Params, name: str) -> Response:
         self.sim.register_endpoint(name, self._script(p))
         return 204, None
+
+    def stats(self, p: Params) -> Response:
+        since, until = _seconds(p, "since"), _seconds(p, "until")
+        if until is not None and since is None:
+            raise AriError(400, "until needs since")
+        return 200, self.sim.stats(since, until)
+
+
+def _seconds(p: Params, name: str) -> float | None:
+    value = p.raw(name)
+    if value is None or value == "":
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise AriError(400, f"{name} must be a number of seconds, got {value!r}") from None
+    if number != number or number in (float("inf"), float("-inf")):
+        raise AriError(400, f"{name} must be a finite number of seconds")
+    return number

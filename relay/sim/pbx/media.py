@@ -40,6 +40,8 @@ log = logging.getLogger(__name__)
 
 VOICE_DBOV = -45.0        # a received frame louder than this counts as the agent speaking
 MAX_LAG_S = 0.2           # further behind than this, the pacer skips ahead instead of bursting
+TOTALS = ("tx_packets", "tx_errors", "rx_datagrams", "rx_malformed", "rx_foreign",
+          "rx_not_recorded")
 
 
 class RtpEndpoint:
@@ -187,6 +189,13 @@ class RtpEndpoint:
         if act is not None and pt == 0:
             act.update(now, ulaw_dbov(payload) > VOICE_DBOV)
 
+    def counts(self) -> dict:
+        """The running totals of this endpoint (TOTALS keys)."""
+        cap = self.capture
+        return {"tx_packets": self.packets_sent, "tx_errors": self.send_errors,
+                "rx_datagrams": self.received, "rx_malformed": cap.malformed,
+                "rx_foreign": cap.foreign_count, "rx_not_recorded": cap.dropped}
+
     def stats(self) -> dict:
         return {
             "channel_id": self.channel_id, "call_id": self.call_id,
@@ -220,6 +229,8 @@ class MediaEngine:
         self._running = False
         self.ticks_skipped = 0
         self.frames_run = 0
+        # what the endpoints already closed sent and received (totals() adds the live ones)
+        self.closed_totals = dict.fromkeys(TOTALS, 0)
 
     # ------------------------------------------------------------------ MediaHooks
     def tick(self, now: float) -> int:
@@ -254,6 +265,8 @@ class MediaEngine:
         if ep is None or ep.closed:
             return
         ep.closed = True
+        for key, value in ep.counts().items():
+            self.closed_totals[key] += value
         self._wheel[ep.slot].remove(ep)
         if ep.watcher is not None:
             ep.watcher.stop()
@@ -326,3 +339,12 @@ class MediaEngine:
 
     def snapshot(self) -> list[dict]:
         return [ep.stats() for ep in self.endpoints.values()]
+
+    def totals(self) -> dict:
+        """Packets sent and datagrams received on every externalMedia channel since start,
+        closed ones included (TOTALS keys)."""
+        out = dict(self.closed_totals)
+        for ep in self.endpoints.values():
+            for key, value in ep.counts().items():
+                out[key] += value
+        return out

@@ -24,7 +24,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from relay.sim.pbx.caller import AgentActivity, CallerRun, Script, default_audio, parse_script
+from relay.sim.pbx.caller import (
+    SAMPLE_RATE,
+    AgentActivity,
+    CallerRun,
+    Script,
+    default_audio,
+    parse_script,
+)
 from relay.sim.pbx.model import Channel, Pbx
 
 log = logging.getLogger(__name__)
@@ -89,7 +96,9 @@ class Call:
             "duration_s": rel(self.ended_at), "end_reason": self.end_reason,
             "cause": self.cause, "script": self.run.progress(),
             "agent": {"voiced_packets": self.activity.voiced_packets,
-                      "last_voice_s": rel(self.activity.last_voice_at)},
+                      "last_voice_s": rel(self.activity.last_voice_at),
+                      "turn_latency_ms": [round(s * 1000.0, 1)
+                                          for _, s in self.activity.turns]},
             "dtmf_heard": list(self.dtmf_heard), "playbacks_heard": list(self.playbacks_heard),
             "continued": self.continued, "redirected": self.redirected,
             "externals": externals,
@@ -232,6 +241,8 @@ class Scenario:
             if verb == "say":
                 if ch.voice is not None:
                     ch.voice.play(action[1], pbx.media.tick(now), action[2])
+                    if not action[2]:
+                        call.activity.caller_speaks_until(now + len(action[1]) / SAMPLE_RATE)
             elif verb == "silence":
                 if ch.voice is not None:
                     ch.voice.stop()
@@ -346,7 +357,8 @@ class Scenario:
             return
         info = call.externals.setdefault(ep.channel_id, {"channel_id": ep.channel_id})
         info.update(ep.stats(), live=False, rx=ep.capture.stats())
-        info["wav"] = str(self.write_wav(call, ep.channel_id))
+        if ep.capture.keep_audio:     # without the audio (load tests) there is nothing to write
+            info["wav"] = str(self.write_wav(call, ep.channel_id))
 
     def write_wav(self, call: Call, em_id: str) -> Path:
         """Write (again) the WAV of what the relay sent on one of the call's externalMedia

@@ -33,6 +33,7 @@ from relay.sim.pbx.control import ControlApi
 from relay.sim.pbx.media import MediaEngine
 from relay.sim.pbx.model import AriError, Pbx
 from relay.sim.pbx.scenario import Call, Scenario
+from relay.sim.pbx.stats import WindowStats
 from relay.sim.pbx.ws import EventConnection, dumps
 
 log = logging.getLogger(__name__)
@@ -373,6 +374,41 @@ class SimPbx:
         out["recordings_dir"] = str(self.recordings_dir)
         out["websockets"] = [{"apps": c.apps, "serving": sorted(c.serving), "sent": c.sent}
                              for c in self._connections]
+        return out
+
+    def stats(self, since: float | None = None, until: float | None = None) -> dict:
+        """Totals for load tests, cheap enough to ask during a run: RTP counts of every
+        externalMedia channel since start, live channels and bridges, calls by state. With
+        `since` (and `until`, default now; time.monotonic() seconds, the same clock in every
+        process of the machine) also the figures of that window over every call's capture:
+        pacing, sequence gaps, turn latency (see relay.sim.pbx.stats; costs about a second
+        per million packets, so ask once the calls are over)."""
+        self._require_started()
+        now = time.monotonic()
+        states: dict[str, int] = {}
+        for call in self.scenario.calls.values():
+            states[call.state] = states.get(call.state, 0) + 1
+        out: dict[str, Any] = {
+            "now": now, "rtp": self.media.totals(),
+            "pacer": {"ticks_skipped": self.media.ticks_skipped,
+                      "frames": self.media.frames_run},
+            "live": {"channels": len(self.model.channels), "bridges": len(self.model.bridges),
+                     "endpoints": len(self.media.endpoints)},
+            "calls": states,
+        }
+        if since is not None:
+            window = WindowStats(since, now if until is None else until)
+            seen: set[int] = set()
+            captures = [c for call in self.scenario.calls.values()
+                        for c in call.captures.values()]
+            captures += [ep.capture for ep in self.media.endpoints.values()]
+            for cap in captures:
+                if id(cap) not in seen:
+                    seen.add(id(cap))
+                    window.add_capture(cap)
+            for call in self.scenario.calls.values():
+                window.add_turns(call.activity.turns)
+            out["window"] = window.result()
         return out
 
     @property
