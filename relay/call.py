@@ -53,9 +53,11 @@ class Call:
         caller = channel.get("caller") or {}
         self.caller_number = str(caller.get("number", ""))
         self.caller_name = str(caller.get("name", ""))
+        # Ids carry the worker's app name, so that whoever cleans up after a dead worker
+        # (relay.fleet) finds what it created on Asterisk: relay-br-..., relay-w0-3-em-...
         suffix = uuid.uuid4().hex[:12]
-        self.bridge_id = f"relay-br-{suffix}"
-        self.media_channel_id = f"relay-em-{suffix}"
+        self.bridge_id = f"{worker.resource_prefix}br-{suffix}"
+        self.media_channel_id = f"{worker.resource_prefix}em-{suffix}"
         self.state = "setup"
         self.end_reason = ""
         self.created_at = time.time()

@@ -3,7 +3,8 @@
 Owns: routing ARI events to calls (recognising and skipping the externalMedia and snoop
 channels relay itself creates), starting a Call for each new caller, reconciling calls with
 Asterisk after the events socket reconnects, the worker's counters, a bounded event feed for
-observers (the dashboard), and a clean stop that ends every call properly.
+observers (the dashboard), a drain (no new calls; the live ones end by themselves up to a
+deadline) and a clean stop that ends every call properly.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 import gevent
+import gevent.event
 
 from relay.ari import AriClient, AriError, AriEvents
 from relay.call import MEDIA_ARG, Call
@@ -38,6 +40,13 @@ OWN_CHANNEL_PREFIXES = ("UnicastRTP/", "Snoop/", "WebSocket/", "AudioSocket/")
 RECENT_EVENTS = 500
 
 
+def resource_prefix(app: str) -> str:
+    """What the ids of the bridges and channels a worker of ARI app `app` creates start with
+    ("relay-" for app "relay": relay-br-..., relay-em-...). relay.fleet cleans up after a dead
+    worker by it."""
+    return f"{app}-"
+
+
 class Worker:
     """Carries many calls. start() connects; stop() ends every call and releases everything."""
 
@@ -59,7 +68,10 @@ class Worker:
         transcripts = Path(tree["call"]["transcripts_dir"])
         self.transcripts_dir = transcripts if transcripts.is_absolute() else (
             PACKAGE_ROOT / transcripts)
+        self.resource_prefix = resource_prefix(ari["app"])
         self.calls: dict[str, Call] = {}
+        self._calls_changed = gevent.event.Event()     # set by call_ended (drain waits on it)
+        self._drain_until = 0.0
         self.own_channels: set[str] = set()
         self.accepting = True
         self.recent: deque[dict] = deque(maxlen=RECENT_EVENTS)
@@ -107,6 +119,28 @@ class Worker:
         self.retention.stop()
         if self.stt is not None:
             self.stt.close()
+
+    def drain(self, timeout: float, stop_timeout: float = 10.0) -> int:
+        """Stop taking calls (a new caller is refused with congestion), let the live calls end
+        by themselves for up to `timeout` seconds (end_drain_now() cuts that short), then stop():
+        the calls still live are ended cleanly. Returns how many were still live then."""
+        self.accepting = False
+        self._drain_until = time.monotonic() + timeout
+        while self.calls:
+            left = self._drain_until - time.monotonic()
+            if left <= 0:
+                break
+            self._calls_changed.clear()
+            self._calls_changed.wait(min(left, 1.0))
+        remaining = len(self.calls)
+        log.info("worker: drained; ending %d call(s) still live", remaining)
+        self.stop(stop_timeout)
+        return remaining
+
+    def end_drain_now(self) -> None:
+        """A drain under way ends its wait now (its calls are then ended cleanly)."""
+        self._drain_until = 0.0
+        self._calls_changed.set()
 
     def _setup_recording_and_stt(self, tree: dict) -> None:
         """Where recordings go, their (and the transcripts') retention, and the fallback
@@ -182,7 +216,9 @@ class Worker:
     def _stasis_start(self, event: dict) -> None:
         channel = event.get("channel") or {}
         channel_id = channel.get("id")
-        args = [str(a) for a in event.get("args") or []]
+        # A dispatcher's move carries the original args comma-joined in one appArgs
+        # (relay.fleet): "agent=support,x" counts as two args, as in Stasis(app,agent=support,x).
+        args = [part for a in event.get("args") or [] for part in str(a).split(",")]
         if (not channel_id or channel_id in self.own_channels or MEDIA_ARG in args
                 or str(channel.get("name", "")).startswith(OWN_CHANNEL_PREFIXES)):
             return
@@ -229,6 +265,7 @@ class Worker:
         summary["transcript"] = call.transcript.turns()
         self.finished.append(summary)
         self.publish_call(call)
+        self._calls_changed.set()
 
     def _on_ari_connected(self) -> None:
         if self.events.connections > 1:
