@@ -17,7 +17,7 @@ REASONS = {
     200: "OK", 202: "Accepted", 303: "See Other", 400: "Bad Request", 401: "Unauthorized",
     403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed", 413: "Payload Too Large",
     415: "Unsupported Media Type", 426: "Upgrade Required", 500: "Internal Server Error",
-    503: "Service Unavailable",
+    502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout",
 }
 
 SECURITY_HEADERS = [

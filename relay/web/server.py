@@ -1,31 +1,36 @@
-"""The worker's web server: one gevent WSGI server for the dashboard, the API and /ws.
+"""The dashboard's web server: one gevent WSGI server for the page, the API and /ws.
 
 Owns: the listening socket (web.host:web.port, 127.0.0.1:8080 by default) and its handler
 greenlets (a bounded pool), the refusal to start without a token anywhere but on loopback, the
 order in which a request is judged (open: /healthz, the login page and its style; then the
 token; then same-origin for changes; then the route), the page's login (the `/login` form, or
 `/?token=` once: it sets the session cookie and redirects to a clean URL), redaction of every
-JSON/text body, and a clean stop (clients closed, handlers ended). Calls are never touched from
-here except through the API's documented Call methods.
+JSON/text body, and a clean stop (clients closed, handlers ended).
+
+`DashboardServer` does all of that over a pluggable backend: `api` (routes: handle(request) ->
+Response or None) and `hub` (the /ws clients: a relay.web.ws.ClientHub). `WebServer` is one
+worker's (relay.web.api.Api + relay.web.ws.EventHub; calls are never touched from here except
+through the API's documented Call methods); relay.web.fleet.FleetWebServer is the master's, over
+all the workers.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Iterable, Optional, Protocol, Self
 from urllib.parse import parse_qsl
 
 from gevent.pool import Pool
 from gevent.pywsgi import WSGIServer
 
-from relay.config import SECRETS, is_loopback
+from relay.config import SECRETS, Settings, is_loopback
 from relay.web import pages
 from relay.web.api import Api, allow
 from relay.web.auth import Auth
 from relay.web.handler import DashboardHandler
 from relay.web.http import HttpError, Request, Response, error_response
 from relay.web.redact import Redactor
-from relay.web.ws import EventHub
+from relay.web.ws import ClientHub, EventHub
 
 if TYPE_CHECKING:
     from relay.worker import Worker
@@ -37,14 +42,25 @@ PAGE_PATHS = ("/", "/index.html")
 LOGIN_ASSETS = ("/static/style.css", "/static/favicon.svg")   # the login page needs them
 
 
-class WebServer:
-    """`WebServer(worker).start()`; `.url`, `.port`; `.stop()`. Settings from the worker's
-    `web` section; host and port may be overridden (tests bind port 0)."""
+class Routes(Protocol):
+    """The API half of a backend: /healthz, /readyz, /metrics and /api/... ."""
 
-    def __init__(self, worker: "Worker", host: Optional[str] = None,
-                 port: Optional[int] = None) -> None:
-        web = worker.settings.tree["web"]
-        self.worker = worker
+    def handle(self, request: Request) -> Optional[Response]:
+        """The answer, or None when the path is not the API's (raises HttpError)."""
+
+
+class DashboardServer:
+    """The server and its request judging; subclasses set `self.api` and `self.hub` in their
+    __init__ (after this one's, which builds `self.redactor` for the hub's scrub)."""
+
+    api: Routes
+    hub: ClientHub
+    label = "dashboard"          # in the start-up log line
+
+    def __init__(self, settings: Settings, host: Optional[str] = None,
+                 port: Optional[int] = None, extra_secrets: Iterable[str] = ()) -> None:
+        web = settings.tree["web"]
+        self.settings = settings
         self.host = web["host"] if host is None else host
         self._requested_port = web["port"] if port is None else port
         token = web["token"]
@@ -53,17 +69,14 @@ class WebServer:
                              " without an access token: set web.token (WEB_TOKEN or "
                              "DASHBOARD_TOKEN), or listen on 127.0.0.1")
         self.auth = Auth(token)
-        self.redactor = Redactor(str(worker.settings.get(dotted)) for dotted in SECRETS)
+        secrets = [str(settings.get(dotted)) for dotted in SECRETS]
+        self.redactor = Redactor(secrets + [str(s) for s in extra_secrets])
         self.max_body_bytes = web["max_body_bytes"]
-        self.hub = EventHub(worker, queue_max=web["ws_queue_max"],
-                            stats_interval_s=web["stats_interval_s"],
-                            max_clients=web["ws_max_clients"], scrub=self.redactor.scrub)
-        self.api = Api(worker, web_stats=self.hub.stats)
         self._server: Optional[WSGIServer] = None
         self.port: Optional[int] = None
 
     # life cycle
-    def start(self) -> "WebServer":
+    def start(self) -> Self:
         """Bind and serve (OSError when the address is taken)."""
         if self._server is not None:
             return self
@@ -75,8 +88,8 @@ class WebServer:
         server.start()
         self._server = server
         self.port = server.server_port
-        self.hub.start()
-        log.info("dashboard on %s (%s)", self.url,
+        self._start_backend()
+        log.info("%s on %s (%s)", self.label, self.url,
                  "access token required" if self.auth.required else "loopback, no token")
         return self
 
@@ -84,8 +97,14 @@ class WebServer:
         server, self._server = self._server, None
         if server is None:
             return
-        self.hub.stop(timeout)
+        self._stop_backend(timeout)
         server.stop(timeout=timeout)
+
+    def _start_backend(self) -> None:
+        self.hub.start()
+
+    def _stop_backend(self, timeout: float) -> None:
+        self.hub.stop(timeout)
 
     @property
     def url(self) -> str:
@@ -185,3 +204,19 @@ class WebServer:
         if login:
             headers.append(("Set-Cookie", self.auth.session_cookie()))
         return Response(303, b"", "text/plain; charset=utf-8", headers)
+
+
+class WebServer(DashboardServer):
+    """One worker's dashboard: `WebServer(worker).start()`; `.url`, `.port`; `.stop()`.
+    Settings from the worker's `web` section; host and port may be overridden (tests bind
+    port 0)."""
+
+    def __init__(self, worker: "Worker", host: Optional[str] = None,
+                 port: Optional[int] = None) -> None:
+        super().__init__(worker.settings, host, port)
+        web = worker.settings.tree["web"]
+        self.worker = worker
+        self.hub = EventHub(worker, queue_max=web["ws_queue_max"],
+                            stats_interval_s=web["stats_interval_s"],
+                            max_clients=web["ws_max_clients"], scrub=self.redactor.scrub)
+        self.api = Api(worker, web_stats=self.hub.stats)

@@ -1,13 +1,15 @@
 """The event WebSocket (/ws): the worker's events for every dashboard, never at a call's cost.
 
-Owns: the one observer the dashboard puts on the worker (Worker.subscribe). It serialises each
-event once (secrets scrubbed) and offers the text to every client's bounded queue with
-put_nowait; a client whose queue is full is dropped on the spot (its connection aborted), so the
-observer never blocks and a client that stops reading never slows a call. Also: the snapshot a
-client gets first (live calls, the last ended ones, recent events, worker status), a `stats`
-message every stats_interval_s with the live calls' changing figures (who speaks, duration,
-audio), built in small steps that yield to the calls, and each client's writer greenlet.
-No per-packet events.
+Owns: the dashboard clients (`ClientHub`: each client's bounded queue and writer greenlet, the
+snapshot a client gets first, a periodic `stats` message, the fan-out that serialises each
+message once, secrets scrubbed, and offers the text to every queue with put_nowait: a client
+whose queue is full is dropped on the spot, its connection aborted, so a broadcast never blocks
+and a client that stops reading never slows a call), and `EventHub`, the one observer the
+dashboard puts on a worker (Worker.subscribe): its snapshot is the worker's live calls, the last
+ended ones, recent events and the worker status; its `stats` message, every stats_interval_s,
+carries the live calls' changing figures (who speaks, duration, audio), built in small steps
+that yield to the calls. No per-packet events. The fleet's hub (relay.web.fleet_ws) is the
+other ClientHub.
 
 Messages (JSON text): {"type": "snapshot", "calls", "finished", "recent", "worker"},
 {"type": "call", "call"}, {"type": "transcript", "call_id", "entry"} (call_id: the relay call),
@@ -102,12 +104,13 @@ class WsClient:
             ws.abort()
 
 
-class EventHub:
-    """Fans the worker's events out to the dashboard clients."""
+class ClientHub:
+    """The dashboard clients of one server and what they all get: a snapshot on connect, each
+    broadcast message, and a periodic stats message. Subclasses say what the snapshot and the
+    stats message are (EventHub: one worker; relay.web.fleet_ws.FleetHub: all workers)."""
 
-    def __init__(self, worker: "Worker", *, queue_max: int, stats_interval_s: float,
-                 max_clients: int, scrub: Callable[[str], str] = lambda text: text) -> None:
-        self.worker = worker
+    def __init__(self, *, queue_max: int, stats_interval_s: float, max_clients: int,
+                 scrub: Callable[[str], str] = lambda text: text) -> None:
         self.queue_max = queue_max
         self.stats_interval_s = stats_interval_s
         self.max_clients = max_clients
@@ -117,12 +120,22 @@ class EventHub:
         self.messages = 0
         self._stats: Optional[gevent.Greenlet] = None
 
+    # what the clients see (subclasses)
+    def snapshot(self) -> dict:
+        """The first message of a new client. Must not yield: it is built and queued, and the
+        client registered, with no other greenlet running in between."""
+        raise NotImplementedError
+
+    def stats_message(self) -> Optional[dict]:
+        """The message sent every stats_interval_s while clients are connected (None: nothing
+        this time). May yield."""
+        raise NotImplementedError
+
+    # life cycle
     def start(self) -> None:
-        self.worker.subscribe(self._on_event)
         self._stats = gevent.spawn(self._stats_loop)
 
     def stop(self, timeout: float = 2.0) -> None:
-        self.worker.unsubscribe(self._on_event)
         if self._stats is not None:
             self._stats.kill()
             self._stats = None
@@ -141,18 +154,11 @@ class EventHub:
     def full(self) -> bool:
         return len(self.clients) >= self.max_clients
 
-    # the observer: runs in whatever greenlet published (a call's): must never block
-    def _on_event(self, message: dict) -> None:
-        if not self.clients:
-            return
-        if message.get("type") == "transcript":
-            message = {"type": "transcript", "call_id": self._owner(message["entry"]),
-                       "entry": message["entry"]}
-        self._broadcast(self.scrub(dumps(message)))
-
-    def _owner(self, entry: dict) -> str:
-        """The relay call an entry belongs to."""
-        return str(entry.get("call_id", ""))
+    # fan-out: never blocks
+    def broadcast(self, message: dict) -> None:
+        """Serialise message once (scrubbed) and queue it for every client."""
+        if self.clients:
+            self._broadcast(self.scrub(dumps(message)))
 
     def _broadcast(self, text: str) -> None:
         for client in tuple(self.clients):
@@ -172,19 +178,12 @@ class EventHub:
     def serve(self, ws: DashboardWebSocket, address: str = "") -> None:
         client = WsClient(ws, self.queue_max, address)
         # snapshot then registration, with no yield between: no event is missed or doubled
-        client.offer(self.scrub(dumps(self._snapshot())))
+        client.offer(self.scrub(dumps(self.snapshot())))
         self.clients.append(client)
         try:
             client.run()
         finally:
             self._forget(client)
-
-    def _snapshot(self) -> dict:
-        worker = self.worker
-        return {"type": "snapshot", "t": time.time(),
-                "calls": [call.summary() for call in list(worker.calls.values())],
-                "finished": views.finished_calls(worker, 20),
-                "recent": list(worker.recent), "worker": views.worker_status(worker)}
 
     def _stats_loop(self) -> None:
         while True:
@@ -192,13 +191,55 @@ class EventHub:
             if not self.clients:
                 continue
             try:
-                summaries = []
-                for index, call in enumerate(list(self.worker.calls.values())):
-                    summaries.append(call.summary())
-                    if index % STATS_BATCH == STATS_BATCH - 1:
-                        gevent.sleep(0)
-                message = {"type": "stats", "t": time.time(), "calls": summaries,
-                           "worker": views.worker_status(self.worker)}
-                self._broadcast(self.scrub(dumps(message)))
+                message = self.stats_message()
+                if message is not None:
+                    self.broadcast(message)
             except Exception:
                 log.exception("dashboard: building the stats message failed")
+
+
+class EventHub(ClientHub):
+    """Fans one worker's events out to the dashboard clients."""
+
+    def __init__(self, worker: "Worker", *, queue_max: int, stats_interval_s: float,
+                 max_clients: int, scrub: Callable[[str], str] = lambda text: text) -> None:
+        super().__init__(queue_max=queue_max, stats_interval_s=stats_interval_s,
+                         max_clients=max_clients, scrub=scrub)
+        self.worker = worker
+
+    def start(self) -> None:
+        self.worker.subscribe(self._on_event)
+        super().start()
+
+    def stop(self, timeout: float = 2.0) -> None:
+        self.worker.unsubscribe(self._on_event)
+        super().stop(timeout)
+
+    # the observer: runs in whatever greenlet published (a call's): must never block
+    def _on_event(self, message: dict) -> None:
+        if not self.clients:
+            return
+        if message.get("type") == "transcript":
+            message = {"type": "transcript", "call_id": self._owner(message["entry"]),
+                       "entry": message["entry"]}
+        self.broadcast(message)
+
+    def _owner(self, entry: dict) -> str:
+        """The relay call an entry belongs to."""
+        return str(entry.get("call_id", ""))
+
+    def snapshot(self) -> dict:
+        worker = self.worker
+        return {"type": "snapshot", "t": time.time(),
+                "calls": [call.summary() for call in list(worker.calls.values())],
+                "finished": views.finished_calls(worker, 20),
+                "recent": list(worker.recent), "worker": views.worker_status(worker)}
+
+    def stats_message(self) -> dict:
+        summaries = []
+        for index, call in enumerate(list(self.worker.calls.values())):
+            summaries.append(call.summary())
+            if index % STATS_BATCH == STATS_BATCH - 1:
+                gevent.sleep(0)
+        return {"type": "stats", "t": time.time(), "calls": summaries,
+                "worker": views.worker_status(self.worker)}
