@@ -10,6 +10,7 @@ from pathlib import Path
 import gevent
 import pytest
 import requests
+from gevent.monkey import get_original
 
 from relay._rtp import build_rtp
 from relay.sim.pbx import RtpCapture, SimPbx
@@ -17,6 +18,7 @@ from relay.sim.pbx.caller import AgentActivity
 from relay.sim.pbx.stats import WindowStats, summary
 
 FRAME = b"\x10" * 160       # loud u-law: counts as the agent's voice
+blocking_sleep = get_original("time", "sleep")
 
 
 def _capture(packets: list[tuple[float, int, bool]], ssrc: int = 7) -> RtpCapture:
@@ -180,3 +182,27 @@ def test_stats_over_http_after_a_call_that_was_answered(tmp_path: Path):
     finally:
         pbx.stop()
         sock.close()
+
+
+def test_datagrams_queued_when_the_channel_goes_are_still_received(tmp_path: Path):
+    """The hangup of an externalMedia channel can be handled before its socket's io watcher
+    runs: what already arrived counts as received, not lost."""
+    pbx = SimPbx(user="u", password="p", recordings_dir=tmp_path, keep_audio=False).start()
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        pbx._op()
+        em = pbx.model.external_media(app="bench", channel_id="em1",
+                                      external_host="127.0.0.1:9")
+        pbx._after_op()
+        remote = (em.variables["UNICASTRTP_LOCAL_ADDRESS"],
+                  int(em.variables["UNICASTRTP_LOCAL_PORT"]))
+        for k in range(5):      # sent without yielding: nothing has read them yet
+            sender.sendto(build_rtp(0, k == 0, k, k * 160, 5, FRAME), remote)
+        blocking_sleep(0.05)    # the hub does not run meanwhile
+        pbx._op()
+        pbx.model.hangup("em1")
+        pbx._after_op()
+        assert pbx.stats()["rtp"]["rx_datagrams"] == 5
+    finally:
+        sender.close()
+        pbx.stop()

@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 
 VOICE_DBOV = -45.0        # a received frame louder than this counts as the agent speaking
 MAX_LAG_S = 0.2           # further behind than this, the pacer skips ahead instead of bursting
+MAX_DRAIN = 1000          # datagrams read from a socket as it closes
 TOTALS = ("tx_packets", "tx_errors", "rx_datagrams", "rx_malformed", "rx_foreign",
           "rx_not_recorded")
 
@@ -264,6 +265,13 @@ class MediaEngine:
         ep = self.endpoints.pop(channel_id, None)
         if ep is None or ep.closed:
             return
+        # Datagrams already queued on the socket arrived before the hangup: read them first
+        # (the hangup may be handled before the io watcher's turn in the same loop iteration).
+        for _ in range(MAX_DRAIN):
+            before = ep.received
+            ep.on_readable()
+            if ep.received == before:
+                break
         ep.closed = True
         for key, value in ep.counts().items():
             self.closed_totals[key] += value
