@@ -37,8 +37,11 @@ browser:
 	  fi; \
 	fi
 
+# make bench BENCH_ARGS="load --calls 100,300": one part only (see bench/__main__.py). The load
+# benchmark's chart needs matplotlib (the `bench` extra).
 bench: build
-	$(PY) -m bench
+	@$(PY) -c "import matplotlib" 2>/dev/null || $(PY) -m pip install --quiet -e ".[bench]"
+	$(PY) -m bench $(BENCH_ARGS)
 
 demo: build
 	$(PY) -m relay demo $(DEMO_ARGS)

@@ -1,6 +1,13 @@
-"""`python -m bench` (make bench): run every micro-benchmark module, print a table, write JSON.
+"""`python -m bench` (make bench): the micro-benchmarks, then the end-to-end load benchmark.
 
-Each module bench/bench_*.py has a `run() -> list[Row]`.
+    python -m bench                        # everything
+    python -m bench micro                  # every micro-benchmark, no load run
+    python -m bench g711 rtp               # the micro-benchmarks whose module names match
+    python -m bench load [--calls 100,300 --window 20 ...]    # the load run only
+    python -m bench load --help                               # its options
+
+Each micro-benchmark module bench/bench_*.py has a `run() -> list[Row]`; their table goes to
+stdout and bench/out/micro.json. The load benchmark is bench/bench_load.py (bench/load/).
 """
 
 from __future__ import annotations
@@ -14,20 +21,22 @@ from pathlib import Path
 import bench
 
 OUT_DIR = Path(__file__).resolve().parent / "out"
+NOT_MICRO = {"bench_load"}
 
 
 def _modules(selected: list[str]) -> list[str]:
     names = sorted(
-        m.name for m in pkgutil.iter_modules(bench.__path__) if m.name.startswith("bench_")
+        m.name for m in pkgutil.iter_modules(bench.__path__)
+        if m.name.startswith("bench_") and m.name not in NOT_MICRO
     )
     if selected:
         names = [n for n in names if any(s in n for s in selected)]
     return names
 
 
-def main(argv: list[str]) -> int:
+def micro(selected: list[str]) -> int:
     rows = []
-    for name in _modules(argv):
+    for name in _modules(selected):
         module = importlib.import_module(f"bench.{name}")
         rows.extend(module.run())
     header = (f"{'benchmark':34} {'ns/frame':>10} {'MB/s':>9}  {'reference':24} {'ref ns':>10} "
@@ -52,6 +61,31 @@ def main(argv: list[str]) -> int:
     out.write_text(json.dumps([r.as_dict() for r in rows], indent=2))
     print(f"\nwrote {out}")
     return 1 if failed else 0
+
+
+def main(argv: list[str]) -> int:
+    names = []
+    while argv and not argv[0].startswith("-"):
+        names.append(argv.pop(0))
+    load_args = argv
+    want_load = not names or "load" in names
+    micro_names = [n for n in names if n not in ("load", "micro")]
+    # options alone (python -m bench --calls 100, --help) are the load benchmark's
+    want_micro = (not names and not load_args) or "micro" in names or bool(micro_names)
+    if load_args and not want_load:
+        print(f"options {' '.join(load_args)} are for the load benchmark: "
+              "python -m bench load --help", file=sys.stderr)
+        return 2
+    status = 0
+    if want_micro:
+        status |= micro(micro_names)
+    if want_load:
+        from bench import bench_load
+
+        if want_micro:
+            print()
+        status |= bench_load.main(load_args)
+    return status
 
 
 if __name__ == "__main__":

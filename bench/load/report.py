@@ -1,0 +1,186 @@
+"""What the load benchmark prints and writes: the tables, the verdicts, the JSON and the chart.
+
+Owns: pairing each N's relay run with its floor run (the ratios), the issue's targets and how
+each is judged, the two text tables, and the PNG chart (matplotlib, from the `bench` extra; the
+chart is skipped, saying so, when it is not installed). No measuring here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+# The issue's targets; every one is reported beside what limits it (see bench/RESULTS.md).
+TARGET_CPU_SHARE = 0.70          # 1,000 calls in one worker within 70% of one core
+TARGET_PACING_P99_MS = 2.0       # outgoing pacing error p99
+TARGET_BARGE_IN_MS = 40.0        # barge-in reaction
+TARGET_RSS_KB_PER_CALL = 100.0
+TARGET_FLOOR_RATIO = 2.0         # relay's CPU per call at most twice the floor's
+
+
+def _get(data: Optional[dict], *path: str) -> Any:
+    for key in path:
+        if not isinstance(data, dict):
+            return None
+        data = data.get(key)
+    return data
+
+
+def combine(relay: dict, floor: Optional[dict]) -> dict:
+    """One N: both runs and the ratios relay / floor."""
+    out: dict[str, Any] = {"calls": relay["calls"], "relay": relay, "floor": floor}
+    if floor:
+        per_call = floor["cpu_per_call_pct"]
+        per_packet = floor["cpu_per_packet_us"]
+        # The floor's CPU per call at relay's packet rates, in case the stand-in agent's
+        # traffic differed a little from the model's.
+        rates = relay["packets"]["in_per_call_s"] + relay["packets"]["out_per_call_s"]
+        scaled = per_packet * rates / 1e4
+        out["ratio"] = {
+            "cpu_per_call": relay["cpu_per_call_pct"] / per_call if per_call else None,
+            "cpu_per_packet": relay["cpu_per_packet_us"] / per_packet if per_packet else None,
+            "cpu_per_call_at_relay_packet_rate": (relay["cpu_per_call_pct"] / scaled
+                                                  if scaled else None),
+        }
+    return out
+
+
+def _fmt(value: Any, spec: str = ".1f", none: str = "n/a") -> str:
+    if value is None:
+        return none
+    return format(value, spec)
+
+
+def _pair(a: Any, b: Any, spec: str = ".1f") -> str:
+    return f"{_fmt(a, spec)}/{_fmt(b, spec)}"
+
+
+def tables(results: list[dict]) -> str:
+    """The two tables: cost, then quality."""
+    lines = []
+    head = (f"{'calls':>5}  {'relay %core':>11} {'%/call':>7} {'floor %core':>11} "
+            f"{'ratio':>5}  {'us/pkt relay/floor':>18}  {'RSS KB/call':>11}  "
+            f"{'sim-pbx %':>9} {'sim-model %':>11} {'machine cores':>13}")
+    lines += [head, "-" * len(head)]
+    for r in results:
+        relay, floor = r["relay"], r.get("floor") or {}
+        lines.append(
+            f"{r['calls']:>5}  {100 * relay['cpu_share']['relay']:>11.1f} "
+            f"{relay['cpu_per_call_pct']:>7.3f} "
+            f"{_fmt(100 * floor['cpu_share']['floor'] if floor else None):>11} "
+            f"{_fmt(_get(r, 'ratio', 'cpu_per_call'), '.2f'):>5}  "
+            f"{_pair(relay['cpu_per_packet_us'], floor.get('cpu_per_packet_us')):>18}  "
+            f"{_fmt(relay['rss_kb']['per_call']):>11}  "
+            f"{100 * relay['cpu_share'].get('sim_pbx', 0):>9.1f} "
+            f"{100 * relay['cpu_share'].get('sim_model', 0):>11.1f} "
+            f"{relay['cpu_share']['machine']:>13.2f}")
+    lines.append("")
+    head = (f"{'calls':>5}  {'loss in/out':>11} {'gaps':>4}  {'lateness p99/max ms':>19} "
+            f"{'floor':>11}  {'dev p99 ms':>10} {'floor':>5}  {'caller audio p50/p99':>20} "
+            f"{'model audio p50/p99':>19}  {'barge-in p99 (n)':>16}  {'turn p50/p99 ms':>15}")
+    lines += [head, "-" * len(head)]
+    for r in results:
+        relay, floor = r["relay"], r.get("floor") or {}
+        loss = _get(relay, "relay", "loss") or {}
+        window = _get(relay, "relay", "window") or {}
+        late = relay["pacing_at_pbx_ms"]["lateness"]
+        flate = _get(floor, "pacing_at_pbx_ms", "lateness") or {}
+        barge = window.get("barge_in_reaction_ms") or {}
+        turn = relay["turn_latency_at_pbx_ms"]
+        lines.append(
+            f"{r['calls']:>5}  "
+            f"{_pair(loss.get('caller_to_relay'), loss.get('relay_to_caller'), 'd'):>11} "
+            f"{_fmt((loss.get('relay_seq_gaps') or 0) + (loss.get('pbx_seq_gaps_in_window') or 0), '.0f'):>4}  "  # noqa: E501
+            f"{_pair(late['p99'], late['max'], '.2f'):>19} "
+            f"{_pair(flate.get('p99'), flate.get('max'), '.2f'):>11}  "
+            f"{relay['pacing_at_pbx_ms']['interarrival_deviation']['p99']:>10.2f} "
+            f"{_fmt(_get(floor, 'pacing_at_pbx_ms', 'interarrival_deviation', 'p99'), '.2f'):>5}  "  # noqa: E501
+            f"{_pair(_get(window, 'caller_audio_latency_ms', 'p50'), _get(window, 'caller_audio_latency_ms', 'p99')):>20} "  # noqa: E501
+            f"{_pair(_get(window, 'model_audio_latency_ms', 'p50'), _get(window, 'model_audio_latency_ms', 'p99')):>19}  "  # noqa: E501
+            f"{_fmt(barge.get('p99')):>10} ({barge.get('count', 0):>3})  "
+            f"{_pair(turn['p50'], turn['p99'], '.0f'):>15}")
+    return "\n".join(lines)
+
+
+def targets(results: list[dict]) -> list[dict]:
+    """Each target judged on the largest N measured (the issue speaks of 1,000 calls)."""
+    if not results:
+        return []
+    r = max(results, key=lambda x: x["calls"])
+    relay = r["relay"]
+    loss = _get(relay, "relay", "loss") or {}
+    barge = _get(relay, "relay", "window", "barge_in_reaction_ms") or {}
+    lost = [loss.get(k) for k in ("caller_to_relay", "relay_to_caller", "relay_seq_gaps",
+                                  "pbx_seq_gaps_in_window")]
+    rows: list[tuple[str, Any, str, Callable[[Any], bool]]] = [
+        ("relay CPU (share of one core)", relay["cpu_share"]["relay"], f"<= {TARGET_CPU_SHARE}",
+         lambda v: v <= TARGET_CPU_SHARE),
+        ("packet loss (in, out, gaps)", None if None in lost else sum(lost), "== 0",
+         lambda v: v == 0),
+        ("outgoing pacing lateness p99 at the PBX, ms",
+         relay["pacing_at_pbx_ms"]["lateness"]["p99"], f"< {TARGET_PACING_P99_MS}",
+         lambda v: v < TARGET_PACING_P99_MS),
+        ("barge-in reaction p99, ms", barge.get("p99"), f"< {TARGET_BARGE_IN_MS}",
+         lambda v: v < TARGET_BARGE_IN_MS),
+        ("RSS per call, KB", relay["rss_kb"]["per_call"], f"< {TARGET_RSS_KB_PER_CALL}",
+         lambda v: v < TARGET_RSS_KB_PER_CALL),
+        ("CPU per call / floor's", _get(r, "ratio", "cpu_per_call"),
+         f"<= {TARGET_FLOOR_RATIO}", lambda v: v <= TARGET_FLOOR_RATIO),
+    ]
+    return [{"calls": r["calls"], "target": name, "value": value, "goal": goal,
+             "ok": None if value is None else bool(check(value))}
+            for name, value, goal, check in rows]
+
+
+def verdicts(rows: list[dict]) -> str:
+    lines = []
+    for row in rows:
+        state = "n/a" if row["ok"] is None else ("ok" if row["ok"] else "MISSED")
+        value = row["value"]
+        shown = _fmt(value, ".3g") if isinstance(value, float) else _fmt(value, "")
+        lines.append(f"  {row['target']:48} {shown:>10}  {row['goal']:>8}  {state}")
+    return f"targets at {rows[0]['calls']} calls:\n" + "\n".join(lines) if rows else ""
+
+
+def chart(results: list[dict], path: Path) -> Optional[Path]:
+    """CPU (share of one core) and p99 pacing lateness against N, relay and floor."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed (pip install -e '.[bench]'): no chart")
+        return None
+    ns = [r["calls"] for r in results]
+    relay = [r["relay"] for r in results]
+    floors = [r.get("floor") for r in results]
+    fig, (cpu_ax, pace_ax) = plt.subplots(1, 2, figsize=(10, 3.8), dpi=80)
+    cpu_ax.plot(ns, [100 * x["cpu_share"]["relay"] for x in relay], "o-", label="relay")
+    if all(floors):
+        cpu_ax.plot(ns, [100 * f["cpu_share"]["floor"] for f in floors], "s-",
+                    label="floor (bare socket work)")
+    cpu_ax.plot(ns, [100 * x["cpu_share"].get("sim_pbx", 0) for x in relay], ":",
+                color="grey", label="sim PBX")
+    cpu_ax.plot(ns, [100 * x["cpu_share"].get("sim_model", 0) for x in relay], "--",
+                color="grey", label="sim model")
+    cpu_ax.axhline(100 * TARGET_CPU_SHARE, color="red", lw=0.8, ls="--",
+                   label="target at 1,000 calls")
+    cpu_ax.set(xlabel="concurrent calls", ylabel="CPU, % of one core",
+               title="CPU in the steady window")
+    cpu_ax.legend(fontsize=8)
+    cpu_ax.grid(alpha=0.3)
+    pace_ax.plot(ns, [x["pacing_at_pbx_ms"]["lateness"]["p99"] for x in relay], "o-",
+                 label="relay")
+    if all(floors):
+        pace_ax.plot(ns, [f["pacing_at_pbx_ms"]["lateness"]["p99"] for f in floors], "s-",
+                     label="floor")
+    pace_ax.axhline(TARGET_PACING_P99_MS, color="red", lw=0.8, ls="--", label="target")
+    pace_ax.set(xlabel="concurrent calls", ylabel="ms",
+                title="outgoing RTP lateness p99 (at the PBX)")
+    pace_ax.legend(fontsize=8)
+    pace_ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path

@@ -1,0 +1,88 @@
+"""The end-to-end load benchmark's harness (bench/load) at a tiny N, so CI keeps it working:
+four calls through relay and through the floor, every process its own, on 127.0.0.1. Checked:
+the structure of the results the report and the chart use, zero loss both ways, nothing left
+on the PBX, every process stopped cleanly. No timing thresholds: CI's machine is not the
+benchmark's."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:       # bench/ is a directory of the checkout, not installed
+    sys.path.insert(0, str(ROOT))
+
+from bench import bench_load  # noqa: E402
+from bench.load import report  # noqa: E402
+from bench.load.prom import Scrape  # noqa: E402
+from bench.load.runner import Options, run_floor, run_relay  # noqa: E402
+
+CALLS = 4
+
+
+def _check_common(result: dict, main: str) -> None:
+    assert result["calls"] == CALLS and result["target"] == main
+    assert result["window_complete"]
+    assert result["cpu_share"][main] > 0 and result["cpu_share"]["sim_pbx"] > 0
+    assert result["cpu_per_call_pct"] > 0 and result["cpu_per_packet_us"] > 0
+    assert result["packets"]["in"] > 0 and result["packets"]["out"] > 0
+    assert result["rss_kb"]["idle"] > 0 and result["rss_kb"]["steady"] > 0
+    for view in ("interarrival_deviation", "lateness"):
+        figures = result["pacing_at_pbx_ms"][view]
+        assert figures["count"] > 0
+        assert 0 <= figures["p50"] <= figures["p99"] <= figures["max"]
+    assert result["window_at_pbx"]["streams"] == CALLS
+    assert result["window_at_pbx"]["seq_gaps"] == 0
+    assert result["leftovers"] == {"channels": 0, "bridges": 0}
+    assert result["pbx"]["calls"] == {"ended": CALLS} and result["pbx"]["calls_left"] == 0
+    assert result["pbx"]["totals"]["rx_malformed"] == 0
+    assert all(code == 0 for code in result["exit_codes"].values()), result["exit_codes"]
+
+
+def test_four_calls_through_relay_and_the_floor(tmp_path: Path):
+    opts = Options(rate=20, window_s=3, settle_s=1, idle_s=0.5, slack_s=4, out_dir=tmp_path)
+    relay = run_relay(CALLS, opts)
+    _check_common(relay, "relay")
+    assert set(relay["exit_codes"]) == {"relay", "sim_model", "sim_pbx"}
+    assert relay["cpu_share"]["sim_model"] > 0
+    figures = relay["relay"]
+    assert figures["loss"]["caller_to_relay"] == 0
+    assert figures["loss"]["relay_to_caller"] == 0
+    assert figures["loss"]["relay_seq_gaps"] == 0
+    assert figures["calls_total"] == CALLS and figures["calls_failed"] == 0
+    assert figures["window"]["pacer_lateness_ms"]["count"] > 0
+    assert figures["worker"]["calls_active"] == 0
+
+    floor = run_floor(CALLS, opts)
+    _check_common(floor, "floor")
+    assert set(floor["exit_codes"]) == {"floor", "sim_pbx"}
+    assert floor["floor"]["loss"] == {"caller_to_floor": 0, "floor_to_caller": 0,
+                                      "pbx_seq_gaps_in_window": 0}
+
+    combined = report.combine(relay, floor)
+    assert combined["ratio"]["cpu_per_call"] > 0
+    document = {"results": [combined], "errors": [], "targets": report.targets([combined])}
+    json.dumps(document)
+    assert bench_load.problems(document) == []
+    assert [t["target"] for t in document["targets"]][0].startswith("relay CPU")
+    assert f"{CALLS:>5}" in report.tables([combined])
+    assert "targets at 4 calls" in report.verdicts(document["targets"])
+    chart = report.chart([combined], tmp_path / "load.png")
+    assert chart is None or chart.stat().st_size > 0
+    assert (tmp_path / "logs" / "relay-4-relay.log").exists()
+
+
+def test_command_line_and_metrics_parsing():
+    args = bench_load.parse_args(["--calls", "4,8", "--window", "2", "--no-floor"])
+    assert (args.calls, args.window, args.no_floor) == ([4, 8], 2.0, True)
+    scrape = Scrape.parse(
+        "# TYPE relay_x_seconds histogram\n"
+        'relay_x_seconds_bucket{le="0.01"} 50\nrelay_x_seconds_bucket{le="0.02"} 100\n'
+        'relay_x_seconds_bucket{le="+Inf"} 100\nrelay_x_seconds_sum 1.0\n'
+        "relay_x_seconds_count 100\n# TYPE relay_tool_calls_total counter\n")
+    hist = scrape.histogram("relay_x_seconds")
+    assert hist.quantile(0.5) == 0.01 and abs(hist.quantile(0.75) - 0.015) < 1e-9
+    assert scrape.value("relay_tool_calls_total") == 0.0     # declared, no samples yet
+    assert scrape.value("relay_not_exported") is None        # reported as n/a
