@@ -695,3 +695,70 @@ def test_stopping_the_fleet_closes_its_dashboards_and_its_links(system):
     assert call.state == "active"       # the calls do not depend on the dashboard
     browser.close()
     # the leak checks (sockets and greenlets of the fleet server) run when the system stops
+
+
+# ---------------------------------------------------------------------------- the page
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+
+
+def test_the_unchanged_page_drives_calls_on_two_workers(system, tmp_path):
+    if not CHROMIUM.exists() or not CHROMEDRIVER.exists():
+        pytest.skip(f"needs {CHROMIUM} and {CHROMEDRIVER} (see tests/test_dashboard_browser.py)")
+    webdriver = pytest.importorskip("selenium.webdriver", reason="needs selenium")
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    s = system(token=TOKEN)
+    calls = {app: s.start_call(app)[1] for app in APPS[:2]}
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--disable-dev-shm-usage", "--window-size=1440,900",
+                 f"--user-data-dir={tmp_path / 'chromium-profile'}"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    driver.set_page_load_timeout(20)
+    try:
+        wait = WebDriverWait(driver, 20, poll_frequency=0.05)
+
+        def text(css: str) -> str:
+            try:
+                return "\n".join(e.text for e in driver.find_elements(By.CSS_SELECTOR, css))
+            except Exception:       # an element replaced while read: read again
+                return ""
+        driver.get(f"{s.fleet.url}?token={TOKEN}")
+        assert driver.current_url == s.fleet.url
+        wait.until(lambda d: "live" in d.find_element(By.ID, "link-state").text)
+        wait.until(lambda d: "3/3 workers" in text("#chip-workers"))
+        for app, call in calls.items():
+            item = f'#live-calls li[data-id="{call.id}"]'
+            wait.until(lambda d, i=item, a=app: a in text(i))
+        wait.until(lambda d: "2 live" in text("#chip-calls"))
+
+        # w1's call: its transcript (the detail forwarded, then live events), a change
+        w1 = calls["relay-w1"]
+        driver.find_element(By.CSS_SELECTOR, f'#live-calls li[data-id="{w1.id}"]').click()
+        wait.until(lambda d: HELLO in text("#transcript .msg.caller"))
+        textarea = driver.find_element(By.ID, "cfg-instructions")
+        textarea.clear()
+        textarea.send_keys("You are the fleet's agent.")
+        driver.find_element(By.ID, "cfg-apply").click()
+        wait.until(lambda d: "Sent to the model: instructions" in text("#cfg-result"))
+        assert w1.session.session["instructions"] == "You are the fleet's agent."
+        assert calls["relay-w0"].session.session["instructions"] == "You are a test agent."
+
+        # hang it up from the page: it moves to the ended list, the other call goes on
+        driver.find_element(By.ID, "hangup").click()
+        driver.find_element(By.ID, "hangup").click()
+        wait_for(lambda: w1.state == "ended", 10, "w1's call to end")
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR,
+                                             f'#ended-calls li[data-id="{w1.id}"]'))
+        assert calls["relay-w0"].state == "active"
+        severe = [e["message"] for e in driver.get_log("browser") if e.get("level") == "SEVERE"]
+        assert severe == []
+    finally:
+        driver.quit()

@@ -11,6 +11,7 @@ const state = {
   tools: new Map(),        // the model's function_call_id -> its tool card
   receivedAt: new Map(),   // id -> [duration_s, performance.now()] for a ticking clock
   worker: null,
+  workers: null,           // a fleet's worker processes (absent on a single worker)
   formDirty: false,
 };
 
@@ -109,6 +110,7 @@ function handle(message) {
       state.finished = message.finished || [];
       for (const c of message.calls) stamp(c);
       state.worker = message.worker;
+      state.workers = message.workers || null;
       renderWorker();
       renderCalls();
       if (state.selected) selectCall(state.selected, true);
@@ -118,6 +120,7 @@ function handle(message) {
         if (state.calls.has(c.id)) { state.calls.set(c.id, c); stamp(c); }
       }
       state.worker = message.worker;
+      state.workers = message.workers || null;
       renderWorker();
       renderCalls();
       if (state.selected && state.calls.has(state.selected)) {
@@ -176,6 +179,27 @@ function renderWorker() {
   const p = w.pacing || {};
   $("chip-pacing").textContent = p.lateness_p99_ms !== undefined && p.lateness_p99_ms !== null
     ? `pacing p99 ≤ ${p.lateness_p99_ms} ms · ${p.late_ticks} late` : "pacing –";
+  renderWorkers();
+}
+
+function renderWorkers() {
+  // a fleet: how many of its worker processes feed this page (the details in the tooltip)
+  const fleet = state.workers;
+  let chip = $("chip-workers");
+  if (!fleet) {
+    if (chip) chip.remove();
+    return;
+  }
+  if (!chip) {
+    chip = h("span", { class: "chip", id: "chip-workers" });
+    $("worker-chips").append(chip);
+  }
+  const linked = fleet.filter((w) => w.linked).length;
+  chip.textContent = `${linked}/${fleet.length} worker${fleet.length === 1 ? "" : "s"}`;
+  chip.className = "chip " + (fleet.length && linked === fleet.length ? "good" : "bad");
+  chip.title = fleet.map((w) => `${w.name}: ${w.draining ? "draining" : w.healthy ? "healthy"
+    : "unhealthy"}, ${w.calls_active} call${w.calls_active === 1 ? "" : "s"}` +
+    (w.linked ? "" : ", not feeding this page")).join("\n");
 }
 
 function liveDuration(call) {
@@ -199,7 +223,7 @@ function callItem(call, ended) {
     h("span", { class: "who" }, h("span", { class: `speaker-dot ${speaking}` }), who(call)),
     h("span", { class: "dur", "data-duration": ended ? null : call.id },
       fmtDuration(liveDuration(call))),
-    h("span", { class: "sub" }, `${call.agent}`,
+    h("span", { class: "sub" }, `${call.agent}`, call.worker ? ` · ${call.worker}` : "",
       speaking ? ` · ${speaking === "assistant" ? "agent" : "caller"} speaking` : "",
       ended && call.end_reason ? ` · ${call.end_reason}` : ""),
     h("span", {}, h("span", { class: `badge ${call.state}` }, call.state)));
