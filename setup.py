@@ -1,5 +1,6 @@
 """Build the Cython extensions of relay with optimisation on."""
 import os
+import sys
 
 from Cython.Build import cythonize
 from setuptools import Extension, setup
@@ -9,7 +10,12 @@ COMPILE_ARGS = ["-O3", "-fno-strict-aliasing"]
 extensions = [
     Extension("relay._g711", ["relay/_g711.pyx"], extra_compile_args=COMPILE_ARGS),
     Extension("relay._rtp", ["relay/_rtp.pyx"], extra_compile_args=COMPILE_ARGS),
+    Extension("relay._ws", ["relay/_ws.pyx"], extra_compile_args=COMPILE_ARGS),
 ]
+# recvmmsg/sendmmsg are Linux's; elsewhere relay/media.py sends and receives one at a time
+if sys.platform.startswith("linux"):
+    extensions.append(Extension("relay._udp", ["relay/_udp.pyx"], extra_compile_args=COMPILE_ARGS,
+                                define_macros=[("_GNU_SOURCE", "1")]))
 
 # RELAY_ONLY_EXT=_g711 builds one extension alone (handy while another one is being edited).
 only = os.environ.get("RELAY_ONLY_EXT")

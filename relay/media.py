@@ -1,10 +1,11 @@
 """The worker's media plumbing: its one UDP socket and its one pacer.
 
-Owns: the worker's RTP socket (bound once, from the configured port range), the demultiplexing
-of incoming datagrams to the call that owns their source address (packets from any other
-address are dropped and counted), and the pacer: one greenlet that gives each registered stream
-a tick every 20 ms against absolute deadlines. Streams are spread over the 20 one-millisecond
-slots of a timer wheel, so sends are even rather than bursty. No call logic here.
+Owns: the worker's RTP socket (bound once, from the configured port range), its batched system
+calls (relay/_udp.pyx), the demultiplexing of incoming datagrams to the call that owns their
+source address (packets from any other address are dropped and counted), and the pacer: one
+greenlet that gives each registered stream a tick every 20 ms against absolute deadlines.
+Streams are spread over the 20 one-millisecond slots of a timer wheel, so sends are even rather
+than bursty. No call logic here.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Callable, Optional, Protocol
 
 import gevent
 import gevent.event
+import gevent.socket
 from gevent import socket
 
 from relay.metrics import PACER_LATENESS_BUCKETS_S, Histogram
@@ -26,6 +28,14 @@ FRAME_S = 0.020
 SLOTS = 20                  # 1 ms slots in a 20 ms frame
 SLOT_S = FRAME_S / SLOTS
 MAX_DATAGRAM = 2048
+RECEIVE_BATCH = 32          # datagrams per recvmmsg: enough to empty the queue, short enough
+                            # that the pacer is not kept waiting behind one batch
+SEND_BATCH = 256            # datagrams per sendmmsg
+
+try:
+    from relay import _udp
+except ImportError:         # not Linux: one system call per datagram
+    _udp = None
 
 
 class PacedStream(Protocol):
@@ -106,16 +116,34 @@ class Pacer:
 
 
 class MediaSocket:
-    """The worker's UDP socket for RTP, with datagrams routed by source address."""
+    """The worker's UDP socket for RTP, with datagrams routed by source address.
 
-    def __init__(self, bind_host: str, port_min: int, port_max: int) -> None:
+    On Linux the datagrams move in batches (relay/_udp.pyx): one recvmmsg reads every datagram
+    waiting, and sendto() only queues: the frames one pacer slot produces leave together in one
+    sendmmsg, flushed as soon as the greenlet that queued them yields. Elsewhere each datagram
+    is one recvfrom / sendto, with the same behaviour seen from outside.
+    """
+
+    def __init__(self, bind_host: str, port_min: int, port_max: int,
+                 batched: Optional[bool] = None) -> None:
         self._routes: dict[tuple[str, int], Callable[[bytes, float], None]] = {}
         self._sock = self._bind(bind_host, port_min, port_max)
         self.host, self.port = self._sock.getsockname()[:2]
         self._greenlet: Optional[gevent.Greenlet] = None
+        self._batched = _udp is not None if batched is None else batched and _udp is not None
+        fd = self._sock.fileno()
+        self._receiver = _udp.BatchReceiver(fd, RECEIVE_BATCH, MAX_DATAGRAM) if self._batched \
+            else None
+        self._sender = _udp.BatchSender(fd, SEND_BATCH) if self._batched else None
+        self._addresses: dict[tuple[str, int], bytes] = {}    # remote -> packed sockaddr
+        self._outgoing: list[tuple[bytes, bytes]] = []
+        self._flush_scheduled = False
+        self._closed = False
         self.received = 0
         self.from_strangers = 0
+        self.sent = 0
         self.send_errors = 0
+        self.send_blocked = 0
 
     @staticmethod
     def _bind(host: str, port_min: int, port_max: int) -> socket.socket:
@@ -125,6 +153,7 @@ class MediaSocket:
             sock = socket.socket(family, stdlib_socket.SOCK_DGRAM)
             try:
                 sock.setsockopt(stdlib_socket.SOL_SOCKET, stdlib_socket.SO_RCVBUF, 4 << 20)
+                sock.setsockopt(stdlib_socket.SOL_SOCKET, stdlib_socket.SO_SNDBUF, 4 << 20)
                 sock.bind((host, port))
                 return sock
             except OSError as exc:
@@ -132,35 +161,126 @@ class MediaSocket:
                 sock.close()
         raise OSError(f"no free UDP port for RTP in {host}:{port_min}-{port_max}: {last_error}")
 
+    @property
+    def batched(self) -> bool:
+        return self._batched
+
     def route(self, remote: tuple[str, int], handler: Callable[[bytes, float], None]) -> None:
         """Send datagrams from remote (Asterisk's UNICASTRTP address) to handler(data, now)."""
         self._routes[remote] = handler
 
     def unroute(self, remote: tuple[str, int]) -> None:
         self._routes.pop(remote, None)
+        self._addresses.pop(remote, None)
 
     @property
     def routes(self) -> int:
         return len(self._routes)
 
     def sendto(self, data: bytes, remote: tuple[str, int]) -> None:
-        try:
-            self._sock.sendto(data, remote)
-        except OSError:
-            self.send_errors += 1
+        """Send one datagram: now, or (batched) when the calling greenlet yields."""
+        if self._sender is None:
+            try:
+                self._sock.sendto(data, remote)
+                self.sent += 1
+            except OSError:
+                self.send_errors += 1
+            return
+        address = self._addresses.get(remote)
+        if address is None:
+            try:
+                address = self._addresses[remote] = _udp.pack_address(remote[0], remote[1])
+            except (OSError, ValueError, OverflowError, TypeError):
+                self.send_errors += 1
+                return
+        self._outgoing.append((data, address))
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            gevent.get_hub().loop.run_callback(self.flush)
+
+    def flush(self) -> None:
+        """Send every queued datagram (one sendmmsg per batch)."""
+        self._flush_scheduled = False
+        outgoing, self._outgoing = self._outgoing, []
+        if not outgoing or self._closed:
+            return
+        sent, failed = self._sender.send(outgoing)      # type: ignore[union-attr]
+        self.sent += sent - failed
+        self.send_errors += failed
+        if sent < len(outgoing):        # the socket's buffer is full: wait, bounded, in a greenlet
+            self.send_blocked += 1
+            gevent.spawn(self._send_when_writable, outgoing[sent:])
+
+    def _send_when_writable(self, outgoing: list[tuple[bytes, bytes]]) -> None:
+        index = 0
+        while index < len(outgoing) and not self._closed:
+            try:
+                gevent.socket.wait_write(self._sock.fileno(), timeout=FRAME_S)
+            except (gevent.socket.timeout, OSError):
+                break
+            before = index
+            index, failed = self._sender.send(outgoing, index)  # type: ignore[union-attr]
+            self.sent += index - before - failed
+            self.send_errors += failed
+        self.send_errors += len(outgoing) - index    # a frame later than a frame time is useless
 
     def start(self) -> None:
-        self._greenlet = gevent.spawn(self._receive_loop)
+        loop = self._receive_batches if self._receiver is not None else self._receive_loop
+        self._greenlet = gevent.spawn(loop)
 
     def close(self) -> None:
+        self._closed = True
         if self._greenlet is not None:
             self._greenlet.kill()
             self._greenlet = None
+        self._outgoing = []
         self._sock.close()
 
-    def _receive_loop(self) -> None:
-        recvfrom = self._sock.recvfrom
+    def _dispatch(self, data: bytes, remote: tuple, now: float) -> None:
+        handler = self._routes.get(remote[:2])
+        if handler is None:
+            self.from_strangers += 1
+            return
+        try:
+            handler(data, now)
+        except Exception:
+            log.exception("RTP handler failed for %s", remote)
+
+    def _receive_batches(self) -> None:
+        """recvmmsg until nothing waits, then sleep on the socket's read readiness."""
+        receive = self._receiver.receive        # type: ignore[union-attr]
+        hub = gevent.get_hub()
+        readable = hub.loop.io(self._sock.fileno(), 1)
         routes = self._routes
+        clock = time.monotonic
+        try:
+            while True:
+                try:
+                    batch = receive()
+                except OSError as exc:
+                    log.warning("RTP socket receive failed: %s", exc)
+                    gevent.sleep(0.01)
+                    continue
+                if not batch:
+                    hub.wait(readable)
+                    continue
+                self.received += len(batch)
+                now = clock()
+                for data, remote in batch:
+                    handler = routes.get(remote)
+                    if handler is None:
+                        self.from_strangers += 1
+                        continue
+                    try:
+                        handler(data, now)
+                    except Exception:
+                        log.exception("RTP handler failed for %s", remote)
+        finally:
+            readable.close()
+
+    def _receive_loop(self) -> None:
+        """One recvfrom per datagram (where recvmmsg is not available)."""
+        recvfrom = self._sock.recvfrom
         clock = time.monotonic
         while True:
             try:
@@ -170,12 +290,4 @@ class MediaSocket:
                 gevent.sleep(0.01)
                 continue
             self.received += 1
-            handler = routes.get(remote[:2])
-            if handler is None:
-                self.from_strangers += 1
-                continue
-            try:
-                handler(data, clock())
-            except Exception:
-                log.exception("RTP handler failed for %s", remote)
-
+            self._dispatch(data, remote, clock())

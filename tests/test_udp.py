@@ -1,0 +1,119 @@
+"""relay/_udp.pyx (recvmmsg/sendmmsg) and MediaSocket's batched and one-at-a-time paths."""
+
+import socket
+
+import gevent
+import pytest
+
+from relay.media import MediaSocket
+
+udp = pytest.importorskip("relay._udp")
+
+
+def _pair(family=socket.AF_INET, host="127.0.0.1"):
+    a = socket.socket(family, socket.SOCK_DGRAM)
+    b = socket.socket(family, socket.SOCK_DGRAM)
+    for s in (a, b):
+        s.bind((host, 0))
+        s.setblocking(False)
+    return a, b
+
+
+def test_a_batch_goes_out_in_order_and_comes_back_with_its_sender():
+    a, b = _pair()
+    try:
+        receiver, sender = udp.BatchReceiver(a.fileno(), 8, 2048), udp.BatchSender(b.fileno(), 3)
+        assert receiver.receive() == []                        # nothing waits: no blocking
+        to_a = udp.pack_address(*a.getsockname())
+        datagrams = [(bytes([i]) * (i + 1), to_a) for i in range(10)]
+        assert sender.send(datagrams) == (10, 0)
+        assert sender.calls == 4                               # 3 + 3 + 3 + 1
+        got = receiver.receive() + receiver.receive()
+        assert [d for d, _ in got] == [d for d, _ in datagrams]
+        assert {addr for _, addr in got} == {b.getsockname()}
+        assert receiver.receive() == []
+    finally:
+        a.close()
+        b.close()
+
+
+def test_ipv6_addresses_both_ways():
+    try:
+        a, b = _pair(socket.AF_INET6, "::1")
+    except OSError:
+        pytest.skip("no IPv6 loopback")
+    try:
+        udp.BatchSender(b.fileno()).send([(b"hi", udp.pack_address("::1", a.getsockname()[1]))])
+        assert udp.BatchReceiver(a.fileno()).receive() == [(b"hi", b.getsockname()[:2])]
+    finally:
+        a.close()
+        b.close()
+
+
+def test_an_oversized_datagram_is_counted_and_dropped_not_cut():
+    a, b = _pair()
+    try:
+        receiver = udp.BatchReceiver(a.fileno(), 4, 100)
+        b.sendto(b"x" * 101, a.getsockname())
+        b.sendto(b"y" * 100, a.getsockname())
+        assert [d for d, _ in receiver.receive()] == [b"y" * 100]
+        assert receiver.truncated == 1
+    finally:
+        a.close()
+        b.close()
+
+
+def test_a_refused_datagram_is_counted_and_the_rest_still_go():
+    a, b = _pair()
+    try:
+        good = udp.pack_address(*a.getsockname())
+        too_big = b"z" * 70000                                 # over the UDP maximum
+        next_index, failed = udp.BatchSender(b.fileno()).send(
+            [(b"1", good), (too_big, good), (b"2", good)])
+        assert (next_index, failed) == (3, 1)
+        assert [d for d, _ in udp.BatchReceiver(a.fileno()).receive()] == [b"1", b"2"]
+    finally:
+        a.close()
+        b.close()
+
+
+def test_bad_arguments_are_refused():
+    with pytest.raises(ValueError):
+        udp.BatchReceiver(0, 0)
+    with pytest.raises(OSError):
+        udp.pack_address("not an address", 1)
+    with pytest.raises(OverflowError):
+        udp.pack_address("127.0.0.1", 70000)
+
+
+@pytest.mark.parametrize("batched", [True, False])
+def test_media_socket_routes_and_sends_in_both_modes(batched):
+    media = MediaSocket("127.0.0.1", 0, 0, batched=batched)
+    peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    peer.bind(("127.0.0.1", 0))
+    peer.settimeout(2.0)
+    got: list = []
+    try:
+        assert media.batched is batched
+        media.route(peer.getsockname(), lambda data, now: got.append(data))
+        media.start()
+        for i in range(5):
+            peer.sendto(bytes([i]) * 20, (media.host, media.port))
+        stranger = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        stranger.sendto(b"who", (media.host, media.port))
+        stranger.close()
+        with gevent.Timeout(5):
+            while len(got) < 5 or media.from_strangers < 1:
+                gevent.sleep(0.005)
+        assert got == [bytes([i]) * 20 for i in range(5)]
+        for i in range(3):
+            media.sendto(bytes([i]), peer.getsockname())       # batched: queued until we yield
+        gevent.sleep(0)
+        assert [peer.recvfrom(100)[0] for _ in range(3)] == [b"\x00", b"\x01", b"\x02"]
+        assert media.sent == 3 and media.send_errors == 0
+        media.sendto(b"x", ("not-an-ip", 1))                   # counted, nothing raised
+        gevent.sleep(0)
+        assert media.send_errors == 1
+    finally:
+        media.close()
+        peer.close()
