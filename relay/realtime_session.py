@@ -119,8 +119,8 @@ class RealtimeSession:
 
     def append_audio(self, audio: bytes, stamp: Optional[float] = None) -> bool:
         """input_audio_buffer.append; stamp: when its oldest caller packet arrived."""
-        return self._socket is not None and self._socket.send(ev.input_audio_append(audio),
-                                                              stamp)
+        return self._socket is not None and self._socket.send(
+            ev.input_audio_append_json(audio), stamp)
 
     def update_session(self, changes: dict) -> bool:
         """Send a partial session.update; remembered for any later socket."""

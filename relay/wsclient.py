@@ -1,27 +1,45 @@
 """A client WebSocket carrying JSON text messages, owned by one greenlet pair.
 
 Owns: one connection (the ARI events socket, or one call's Realtime socket): connecting with a
-timeout, a reader greenlet that hands each decoded message to a callback, and a writer greenlet
-fed by a bounded queue so that a slow peer never blocks the caller of send(). It reports how the
-connection ended (close code and reason, or the error) exactly once. It knows nothing of what
-the messages mean.
+timeout (the opening handshake, TLS and proxies are websocket-client's), then the frames both
+ways through relay/_ws.pyx: a reader greenlet that parses what the socket returns and hands
+each decoded message to a callback (answering pings), and a send() that writes the frame at
+once when the socket can take it, never waiting: what the socket cannot take yet goes to a
+bounded backlog that a writer greenlet drains, so a slow peer never blocks the caller of
+send(). It reports how the connection ended (close code and reason, or the error) exactly once.
+It knows nothing of what the messages mean.
 """
 
 from __future__ import annotations
 
 import logging
+import ssl
 import struct
 import time
-from typing import Any, Callable, Optional
+from collections import deque
+from typing import Any, Callable, Optional, Union
 
 import gevent
+import gevent.event
 import ujson
 import websocket
-from gevent.queue import Full, Queue
+
+from relay._ws import (
+    OP_BINARY,
+    OP_CLOSE,
+    OP_PING,
+    OP_PONG,
+    OP_TEXT,
+    FrameReader,
+    WebSocketProtocolError,
+    client_frame,
+)
 
 log = logging.getLogger(__name__)
 
 CLOSE_ABNORMAL = 1006
+RECEIVE_SIZE = 65536
+_WOULD_BLOCK = (BlockingIOError, InterruptedError, ssl.SSLWantWriteError, ssl.SSLWantReadError)
 
 
 class JsonWebSocket:
@@ -29,8 +47,8 @@ class JsonWebSocket:
 
     on_message(obj) runs in the reader greenlet for each valid JSON message; on_bad_message(text,
     error) for a message that is not JSON; on_closed(code, reason) once, when the connection is
-    over for any reason (peer close, error, or close()). on_sent(seconds) runs in the writer
-    after a message sent with a stamp (a time.monotonic() value) went out: seconds since it.
+    over for any reason (peer close, error, or close()). on_sent(seconds) runs after a message
+    sent with a stamp (a time.monotonic() value) was handed to the socket: seconds since it.
     """
 
     def __init__(
@@ -44,6 +62,7 @@ class JsonWebSocket:
         on_sent: Optional[Callable[[float], None]] = None,
         connect_timeout: float = 10.0,
         send_queue_max: int = 1024,
+        max_message: int = 16 << 20,
         name: str = "ws",
     ) -> None:
         self.url = url
@@ -54,8 +73,13 @@ class JsonWebSocket:
         self._on_bad_message = on_bad_message
         self._on_sent = on_sent
         self._connect_timeout = connect_timeout
-        self._queue: Queue = Queue(maxsize=send_queue_max)
+        self._backlog_max = send_queue_max
+        self._max_message = max_message
         self._ws: Optional[websocket.WebSocket] = None
+        self._sock: Any = None
+        self._backlog: deque[tuple[Union[bytes, memoryview], Optional[float]]] = deque()
+        self._writing = False
+        self._wake = gevent.event.Event()
         self._reader: Optional[gevent.Greenlet] = None
         self._writer: Optional[gevent.Greenlet] = None
         self._closed_reported = False
@@ -64,10 +88,15 @@ class JsonWebSocket:
         self.messages_in = 0
         self.messages_out = 0
         self.send_dropped = 0
+        self.send_deferred = 0      # frames the socket could not take at once (backlogged)
 
     @property
     def connected(self) -> bool:
         return self._ws is not None and not self._closed_reported
+
+    @property
+    def backlog(self) -> int:
+        return len(self._backlog)
 
     def connect(self) -> None:
         """Open the connection (blocks this greenlet up to connect_timeout) and start the
@@ -77,67 +106,98 @@ class JsonWebSocket:
         ws.connect(self.url, header=self._headers, suppress_origin=True)
         ws.settimeout(None)
         self._ws = ws
+        self._sock = ws.sock
         self._reader = gevent.spawn(self._read_loop)
         self._writer = gevent.spawn(self._write_loop)
 
+    # sending
     def send(self, message: Any, stamp: Optional[float] = None) -> bool:
-        """Queue a message; False (and counted) when the connection is gone or the queue full.
-        With a stamp (time.monotonic()), on_sent gets the time from it to the message sent."""
+        """Send a message: a dict/list (JSON-encoded here) or JSON text already encoded (str or
+        bytes). False (and counted) when the connection is gone or the backlog full. With a
+        stamp (time.monotonic()), on_sent gets the time from it to the frame on the socket."""
         if self._ws is None or self._closed_reported:
             return False
+        if not isinstance(message, (str, bytes)):
+            message = ujson.dumps(message, ensure_ascii=False, escape_forward_slashes=False)
+        if self._write(client_frame(message, OP_TEXT), stamp):
+            self.messages_out += 1
+            return True
+        return False
+
+    def _write(self, frame: bytes, stamp: Optional[float] = None) -> bool:
+        if self._backlog or self._writing:
+            return self._defer(frame, stamp)
         try:
-            self._queue.put_nowait((message, stamp))
-        except Full:
+            sent = self._send_now(frame)
+        except OSError as exc:
+            self._fail(f"send failed: {exc}")
+            return False
+        if sent == len(frame):
+            self._sent(stamp)
+            return True
+        return self._defer(memoryview(frame)[sent:] if sent else frame, stamp)
+
+    def _send_now(self, data: Union[bytes, memoryview]) -> int:
+        """Whatever the socket takes without waiting (plain or TLS): the byte count."""
+        sock = self._sock
+        sock.settimeout(0.0)       # no yield until restored: the reader never sees it
+        try:
+            return sock.send(data)
+        except _WOULD_BLOCK:
+            return 0
+        finally:
+            sock.settimeout(None)
+
+    def _defer(self, data: Union[bytes, memoryview], stamp: Optional[float]) -> bool:
+        if len(self._backlog) >= self._backlog_max:
             self.send_dropped += 1
             return False
+        self._backlog.append((data, stamp))
+        self.send_deferred += 1
+        self._wake.set()
         return True
 
-    def close(self, code: int = 1000, reason: str = "") -> None:
-        """Close the connection and end both greenlets; reports on_closed if not yet done."""
-        ws = self._ws
-        if ws is not None:
-            try:
-                ws.send_close(struct.pack("!H", code) + reason.encode()[:120])
-            except Exception:  # the peer may be gone already
-                pass
-            try:
-                ws.shutdown()
-            except Exception:
-                pass
-        self._report_closed(code, reason or "closed by relay")
-        current = gevent.getcurrent()
-        for greenlet in (self._reader, self._writer):
-            if greenlet is not None and greenlet is not current:
-                greenlet.kill(block=False)
+    def _sent(self, stamp: Optional[float]) -> None:
+        if stamp is not None and self._on_sent is not None:
+            self._on_sent(time.monotonic() - stamp)
 
+    def _write_loop(self) -> None:
+        sock, backlog = self._sock, self._backlog
+        try:
+            while True:
+                self._wake.wait()
+                self._wake.clear()
+                while backlog:
+                    data, stamp = backlog.popleft()
+                    self._writing = True
+                    sock.sendall(data)          # waits (this greenlet only) until taken
+                    self._writing = False
+                    self._sent(stamp)
+        except gevent.GreenletExit:
+            return
+        except OSError as exc:
+            self._fail(f"send failed: {exc}")
+
+    # receiving
     def _read_loop(self) -> None:
-        ws = self._ws
-        assert ws is not None
+        sock = self._sock
+        reader = FrameReader(self._max_message)
         code, reason = CLOSE_ABNORMAL, "connection lost"
         try:
             while True:
-                opcode, frame = ws.recv_data_frame(True)
-                if opcode == websocket.ABNF.OPCODE_CLOSE:
-                    data = frame.data or b""
-                    if len(data) >= 2:
-                        code = struct.unpack("!H", data[:2])[0]
-                        reason = data[2:].decode("utf-8", "replace")
-                    else:
-                        code, reason = 1005, ""
+                data = sock.recv(RECEIVE_SIZE)
+                if not data:
                     break
-                if opcode not in (websocket.ABNF.OPCODE_TEXT, websocket.ABNF.OPCODE_BINARY):
-                    continue
-                self.messages_in += 1
-                try:
-                    message = ujson.loads(frame.data)
-                except ValueError as exc:
-                    if self._on_bad_message is not None:
-                        self._on_bad_message(frame.data[:200].decode("utf-8", "replace"), exc)
-                    continue
-                self._on_message(message)
+                closing = self._on_frames(reader.feed(data))
+                if closing is not None:
+                    code, reason = closing
+                    break
         except gevent.GreenletExit:
             return
-        except (OSError, websocket.WebSocketException) as exc:
+        except WebSocketProtocolError as exc:
+            self._send_close(exc.close_code, str(exc))
+            code, reason = exc.close_code, f"protocol error: {exc}"
+        except OSError as exc:
             reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         except Exception as exc:  # a handler bug must not leave the connection half-alive
             log.exception("%s: message handler failed", self.name)
@@ -145,22 +205,49 @@ class JsonWebSocket:
         self._shutdown()
         self._report_closed(code, reason)
 
-    def _write_loop(self) -> None:
-        ws = self._ws
-        assert ws is not None
-        try:
-            on_sent, clock = self._on_sent, time.monotonic
-            while True:
-                message, stamp = self._queue.get()
-                ws.send(ujson.dumps(message, ensure_ascii=False, escape_forward_slashes=False))
-                self.messages_out += 1
-                if stamp is not None and on_sent is not None:
-                    on_sent(clock() - stamp)
-        except gevent.GreenletExit:
+    def _on_frames(self, frames: list) -> Optional[tuple[int, str]]:
+        """Deliver the messages; (code, reason) when the peer closed."""
+        for opcode, payload in frames:
+            if opcode == OP_TEXT or opcode == OP_BINARY:
+                self.messages_in += 1
+                try:
+                    message = ujson.loads(payload)
+                except ValueError as exc:
+                    if self._on_bad_message is not None:
+                        self._on_bad_message(payload[:200].decode("utf-8", "replace"), exc)
+                    continue
+                self._on_message(message)
+            elif opcode == OP_PING:
+                self._write(client_frame(payload, OP_PONG))
+            elif opcode == OP_CLOSE:
+                if len(payload) >= 2:
+                    return (struct.unpack("!H", payload[:2])[0],
+                            payload[2:].decode("utf-8", "replace"))
+                return 1005, ""
+        return None
+
+    # closing
+    def close(self, code: int = 1000, reason: str = "") -> None:
+        """Close the connection and end both greenlets; reports on_closed if not yet done."""
+        if self._ws is not None and not self._closed_reported:
+            self._send_close(code, reason)
+        self._shutdown()
+        self._report_closed(code, reason or "closed by relay")
+
+    def _send_close(self, code: int, reason: str) -> None:
+        """A close frame, best effort and without waiting (the peer may be gone); not while a
+        frame is half written, which it would corrupt."""
+        if self._writing or self._backlog:
             return
-        except (OSError, websocket.WebSocketException) as exc:
-            self._shutdown()
-            self._report_closed(CLOSE_ABNORMAL, f"send failed: {exc}")
+        try:
+            self._send_now(client_frame(struct.pack("!H", code) + reason.encode()[:120],
+                                        OP_CLOSE))
+        except Exception:
+            pass
+
+    def _fail(self, reason: str) -> None:
+        self._shutdown()
+        self._report_closed(CLOSE_ABNORMAL, reason)
 
     def _shutdown(self) -> None:
         if self._ws is not None:
@@ -168,6 +255,7 @@ class JsonWebSocket:
                 self._ws.shutdown()
             except Exception:
                 pass
+        self._backlog.clear()
         current = gevent.getcurrent()
         for greenlet in (self._reader, self._writer):
             if greenlet is not None and greenlet is not current:

@@ -1,0 +1,212 @@
+# cython: language_level=3
+"""WebSocket framing (RFC 6455) for relay's client connections: the bytes, not the socket.
+
+This module owns the per-message work of the Realtime and ARI sockets: building a client frame
+(FIN set, payload masked with a fresh 4-byte key, section 5.3) in one pass, and parsing the
+server's frames out of whatever the socket returned (FrameReader: partial frames kept for the
+next feed, fragmented messages reassembled, protocol violations raised as WebSocketProtocolError
+with the close code to send). The opening handshake, TLS and the socket itself stay in Python
+(relay/wsclient.py); this module does no I/O.
+
+Masking keys come from os.urandom, read 4 KiB at a time (RFC 6455 10.3 asks for a strong
+source of entropy; reading it per frame would cost a system call each).
+"""
+
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
+from libc.string cimport memcpy
+
+import os
+
+OP_CONTINUATION = 0x0
+OP_TEXT = 0x1
+OP_BINARY = 0x2
+OP_CLOSE = 0x8
+OP_PING = 0x9
+OP_PONG = 0xA
+
+cdef enum:
+    KEY_POOL = 4096
+    MAX_CONTROL = 125
+
+
+class WebSocketProtocolError(ValueError):
+    """The peer broke RFC 6455; close_code is what to close the connection with."""
+
+    def __init__(self, message, close_code=1002):
+        super().__init__(message)
+        self.close_code = close_code
+
+
+cdef bytes _keys = b""
+cdef Py_ssize_t _key_at = KEY_POOL
+
+
+cdef inline uint32_t _next_key() except? 0:
+    global _keys, _key_at
+    cdef uint32_t key
+    if _key_at + 4 > KEY_POOL:
+        _keys = os.urandom(KEY_POOL)
+        _key_at = 0
+    memcpy(&key, PyBytes_AS_STRING(_keys) + _key_at, 4)
+    _key_at += 4
+    return key
+
+
+cdef inline void _mask_copy(uint8_t *dst, const uint8_t *src, Py_ssize_t n,
+                            uint32_t key) noexcept nogil:
+    """dst = src XOR the repeated 4-byte key (key in memory order), 8 bytes at a time."""
+    cdef uint64_t wide = (<uint64_t>key << 32) | key
+    cdef uint64_t word
+    cdef Py_ssize_t i = 0
+    cdef uint8_t *k = <uint8_t *>&key
+    while i + 8 <= n:
+        memcpy(&word, src + i, 8)
+        word ^= wide
+        memcpy(dst + i, &word, 8)
+        i += 8
+    while i < n:
+        dst[i] = src[i] ^ k[i & 3]
+        i += 1
+
+
+def client_frame(payload, int opcode=OP_TEXT):
+    """One complete masked client frame (FIN set) carrying payload (bytes, or str as UTF-8)."""
+    if isinstance(payload, str):
+        payload = (<str>payload).encode("utf-8")
+    elif not isinstance(payload, bytes):
+        payload = bytes(payload)
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(payload)
+    if opcode & 0x8 and n > MAX_CONTROL:
+        raise ValueError("a control frame carries at most 125 bytes")
+    cdef Py_ssize_t header = 2 + (0 if n < 126 else (2 if n <= 0xFFFF else 8)) + 4
+    frame = PyBytes_FromStringAndSize(NULL, header + n)
+    cdef uint8_t *out = <uint8_t *>PyBytes_AS_STRING(frame)
+    cdef uint32_t key = _next_key()
+    cdef int i
+    out[0] = 0x80 | (opcode & 0x0F)
+    if n < 126:
+        out[1] = 0x80 | <uint8_t>n
+        i = 2
+    elif n <= 0xFFFF:
+        out[1] = 0x80 | 126
+        out[2] = <uint8_t>(n >> 8)
+        out[3] = <uint8_t>n
+        i = 4
+    else:
+        out[1] = 0x80 | 127
+        for i in range(8):
+            out[2 + i] = <uint8_t>((<uint64_t>n) >> (8 * (7 - i)))
+        i = 10
+    memcpy(out + i, &key, 4)
+    _mask_copy(out + i + 4, <const uint8_t *>PyBytes_AS_STRING(payload), n, key)
+    return frame
+
+
+cdef class FrameReader:
+    """feed(data) -> list of (opcode, payload bytes): whole messages and control frames.
+
+    Text/binary messages come out once complete (continuation frames joined, with the opcode
+    of their first frame); ping, pong and close frames come out as they arrive. A message
+    larger than max_message raises WebSocketProtocolError(close code 1009).
+    """
+
+    cdef bytearray _buffer
+    cdef Py_ssize_t _start
+    cdef list _fragments
+    cdef int _fragment_opcode
+    cdef Py_ssize_t _fragment_size
+    cdef public Py_ssize_t max_message
+
+    def __cinit__(self, Py_ssize_t max_message=16 << 20):
+        self._buffer = bytearray()
+        self._start = 0
+        self._fragments = []
+        self._fragment_opcode = -1
+        self._fragment_size = 0
+        self.max_message = max_message
+
+    @property
+    def buffered(self):
+        """Bytes received and not yet returned (a partial frame, unfinished fragments)."""
+        return len(self._buffer) - self._start + self._fragment_size
+
+    def feed(self, data):
+        cdef list out = []
+        cdef const uint8_t *p
+        cdef Py_ssize_t available, header, length, end
+        cdef int opcode, fin, masked, i
+        cdef uint64_t wide
+        self._buffer += data
+        while True:
+            available = len(self._buffer) - self._start
+            if available < 2:
+                break
+            p = <const uint8_t *>(<char *>self._buffer) + self._start
+            fin = p[0] & 0x80
+            opcode = p[0] & 0x0F
+            if p[0] & 0x70:
+                raise WebSocketProtocolError("reserved bits set (no extension was negotiated)")
+            masked = p[1] & 0x80
+            if masked:
+                raise WebSocketProtocolError("a server frame must not be masked")
+            length = p[1] & 0x7F
+            header = 2
+            if length == 126:
+                if available < 4:
+                    break
+                length = (p[2] << 8) | p[3]
+                header = 4
+            elif length == 127:
+                if available < 10:
+                    break
+                wide = 0
+                for i in range(8):
+                    wide = (wide << 8) | p[2 + i]
+                if wide >> 62:
+                    raise WebSocketProtocolError("frame length out of range", 1009)
+                length = <Py_ssize_t>wide
+                header = 10
+            if opcode & 0x8:
+                if not fin or length > MAX_CONTROL:
+                    raise WebSocketProtocolError("a control frame must be whole and short")
+            elif length + self._fragment_size > self.max_message:
+                raise WebSocketProtocolError(
+                    f"message over {self.max_message} bytes", 1009)
+            if available < header + length:
+                break
+            end = self._start + header + length
+            payload = PyBytes_FromStringAndSize(<const char *>p + header, length)
+            self._start = end
+            if opcode & 0x8:
+                out.append((opcode, payload))
+            elif opcode == OP_CONTINUATION:
+                if self._fragment_opcode < 0:
+                    raise WebSocketProtocolError("continuation frame with nothing to continue")
+                self._fragments.append(payload)
+                self._fragment_size += length
+                if fin:
+                    out.append((self._fragment_opcode, b"".join(self._fragments)))
+                    self._fragments = []
+                    self._fragment_opcode = -1
+                    self._fragment_size = 0
+            elif opcode == OP_TEXT or opcode == OP_BINARY:
+                if self._fragment_opcode >= 0:
+                    raise WebSocketProtocolError("a new message began inside a fragmented one")
+                if fin:
+                    out.append((opcode, payload))
+                else:
+                    self._fragment_opcode = opcode
+                    self._fragments = [payload]
+                    self._fragment_size = length
+            else:
+                raise WebSocketProtocolError(f"unknown opcode {opcode:#x}")
+        if self._start:
+            if self._start == len(self._buffer):
+                self._buffer = bytearray()
+            elif self._start > 65536:
+                del self._buffer[:self._start]
+            else:
+                return out
+            self._start = 0
+        return out
