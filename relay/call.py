@@ -314,7 +314,7 @@ class Call:
     def tick(self, now: float) -> None:
         """Pacer tick: media first; housekeeping four times a second."""
         self.media.tick(now)
-        if self.speaking == "assistant" and not self.media.playout:
+        if self.speaking == "assistant" and not self.media.playout.queued_bytes:
             self.speaking = "nobody"
         if self._barge_in_from is not None and self.media.last_frame_out_at != now:
             self._barge_in_measured()
@@ -473,7 +473,7 @@ class Call:
         response_id = str(response.get("id", ""))
         self._cancelled_responses.discard(response_id)
         self.tools.on_response_done(response_id, str(response.get("status", "")))
-        if self.speaking == "assistant" and not self.media.playout:
+        if self.speaking == "assistant" and not self.media.playout.queued_bytes:
             self.speaking = "nobody"
 
     def rt_error(self, code: str, message: str) -> None:

@@ -64,6 +64,8 @@ class CallMedia:
         self.started_at: Optional[float] = None
         self._input_bytes = 0                  # caller audio handed to the model, silence included
         self._last_rtp_at = 0.0
+        self._fill_slack = (jitter_depth + 1) * FRAME_S
+        self._fill_due = 0.0      # before this, _keep_input_flowing has nothing to do
         self._ticks = 0
         self._talking = False
         self._first_timestamp = self.sender.timestamp
@@ -85,6 +87,7 @@ class CallMedia:
     def start(self, now: float) -> None:
         self.started_at = now
         self._last_rtp_at = now
+        self._fill_due = now
 
     # caller -> model
     def on_rtp(self, data: bytes, now: float) -> None:
@@ -142,10 +145,11 @@ class CallMedia:
     def _keep_input_flowing(self, now: float) -> None:
         """While the caller is silent Asterisk may send nothing: keep the model's input clock
         running with silence, a jitter-buffer depth behind real time."""
-        if self.started_at is None:
+        if now < self._fill_due or self.started_at is None:
             return
-        slack = (self.jitter.depth + 1) * FRAME_S
+        slack = self._fill_slack
         if now - self._last_rtp_at < slack:
+            self._fill_due = self._last_rtp_at + slack
             return
         self._drain(force=True)
         due = int((now - self.started_at - slack) * SAMPLE_RATE)
@@ -153,6 +157,9 @@ class CallMedia:
         if missing >= self._append_bytes:
             self._fill_silence(min(missing, int(MAX_FILL_S * SAMPLE_RATE)))
             self._flush_input()
+        # nothing more to do until one more append's worth of audio is missing
+        self._fill_due = self.started_at + slack + (
+            self._input_bytes + len(self._pending) + self._append_bytes) / SAMPLE_RATE
 
     # model -> caller
     def add_model_audio(self, item_id: str, audio: bytes,
@@ -172,7 +179,8 @@ class CallMedia:
     def tick(self, now: float) -> None:
         """One 20 ms frame time: send the next frame, if any; keep the input flowing."""
         self._ticks += 1
-        frame = self.playout.next_frame() if self.enabled else None
+        playout = self.playout
+        frame = playout.next_frame() if playout.queued_bytes and self.enabled else None
         if frame is not None:
             if not self._talking:
                 self._talking = True

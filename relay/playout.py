@@ -45,18 +45,14 @@ class PlayoutQueue:
         self.frame_bytes = frame_bytes
         self._max_items = max_items
         self._chunks: deque[tuple[ItemProgress, bytearray]] = deque()
-        self._queued = 0
+        self.queued_bytes = 0          # read once per tick: a plain attribute, not a property
         self.items: dict[str, ItemProgress] = {}
         self._order: deque[str] = deque()
         self.overflow_bytes = 0
         self.last_item: Optional[ItemProgress] = None   # the item of the last frame sent
 
-    @property
-    def queued_bytes(self) -> int:
-        return self._queued
-
     def __bool__(self) -> bool:
-        return self._queued > 0
+        return self.queued_bytes > 0
 
     def item(self, item_id: str) -> ItemProgress:
         progress = self.items.get(item_id)
@@ -74,7 +70,7 @@ class PlayoutQueue:
         progress = self.item(item_id)
         if progress.dropped or not audio:
             return 0
-        room = self.max_bytes - self._queued
+        room = self.max_bytes - self.queued_bytes
         if room <= 0:
             self.overflow_bytes += len(audio)
             return 0
@@ -86,7 +82,7 @@ class PlayoutQueue:
             self._chunks[-1][1].extend(audio)
         else:
             self._chunks.append((progress, bytearray(audio)))
-        self._queued += len(audio)
+        self.queued_bytes += len(audio)
         return len(audio)
 
     def finish(self, item_id: str) -> None:
@@ -110,7 +106,7 @@ class PlayoutQueue:
                 self._chunks.popleft()
             if not frame:
                 continue
-            self._queued -= len(frame)
+            self.queued_bytes -= len(frame)
             progress.sent += len(frame)
             self.last_item = progress
             return frame
@@ -125,12 +121,12 @@ class PlayoutQueue:
         if playing is not None and not playing.fully_played:
             playing.dropped = True
         self._chunks.clear()
-        self._queued = 0
+        self.queued_bytes = 0
         return playing if playing is not None and not playing.fully_played else None
 
     def drop_item(self, item_id: str) -> None:
         """Ignore any further audio of this item (its response was cancelled)."""
         self.item(item_id).dropped = True
         kept = deque((p, b) for p, b in self._chunks if p.item_id != item_id)
-        self._queued = sum(len(b) for _, b in kept)
+        self.queued_bytes = sum(len(b) for _, b in kept)
         self._chunks = kept
