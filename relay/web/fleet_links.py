@@ -272,8 +272,9 @@ class Fleet:
                 log.exception("fleet: keeping the event links in step failed")
 
     def sync(self) -> None:
-        """Open a link to each new worker, close those of workers gone or moved."""
-        wanted = {ep.name: ep for ep in self.endpoints()}
+        """Open a link to each new worker (once it has a web address), close those of
+        workers gone or moved."""
+        wanted = {ep.name: ep for ep in self.endpoints() if ep.web_url}
         for name, link in list(self.links.items()):
             endpoint = wanted.get(name)
             if endpoint is not None and endpoint.web_url == link.endpoint.web_url:
