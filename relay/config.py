@@ -65,6 +65,8 @@ ENV_VARS: dict[str, str] = {
     "GOOGLE_STT_API_KEY": "stt.google_api_key",
     "GOOGLE_STT_BEARER_TOKEN": "stt.google_bearer_token",
     "GOOGLE_STT_KEY_IN": "stt.google_key_in",
+    "RELAY_WORKERS": "fleet.workers",
+    "DRAIN_TIMEOUT_S": "fleet.drain_timeout_s",
     "WEB_HOST": "web.host",
     "WEB_PORT": "web.port",
     "WEB_TOKEN": "web.token",
@@ -216,6 +218,7 @@ def _check_tree(tree: dict) -> None:
     for section, key in (("ari", "request_timeout_s"), ("openai", "connect_timeout_s")):
         require(tree[section][key] > 0, f"{section}.{key}", "must be positive")
     _check_recording_and_stt(tree, require)
+    _check_fleet(tree, require)
     _check_web(tree, require)
     _check_tools(tree, require)
 
@@ -228,6 +231,28 @@ def _check_tools(tree: dict, require) -> None:
     require(0 < tools["default_timeout_s"] <= 600, "tools.default_timeout_s",
             "must be within 0..600 seconds")
     require(1 <= tools["webhook_pool_size"] <= 1000, "tools.webhook_pool_size", "must be 1..1000")
+
+
+def _check_fleet(tree: dict, require) -> None:
+    """`relay serve` and its worker processes (relay.fleet): counts, deadlines, intervals."""
+    fleet = tree["fleet"]
+    require(0 <= fleet["workers"] <= 64, "fleet.workers",
+            "(RELAY_WORKERS, --workers) must be 0..64 (0: one process, no master)")
+    require(0 <= fleet["drain_timeout_s"] <= 86400, "fleet.drain_timeout_s",
+            "(DRAIN_TIMEOUT_S, --drain-timeout) must be 0..86400 seconds")
+    require(0 < fleet["stop_timeout_s"] <= 600, "fleet.stop_timeout_s",
+            "(--stop-timeout) must be within 0..600 seconds")
+    require(0.05 <= fleet["health_interval_s"] <= 10, "fleet.health_interval_s",
+            "must be 0.05..10 seconds")
+    require(1 <= fleet["start_timeout_s"] <= 600, "fleet.start_timeout_s",
+            "must be 1..600 seconds")
+    require(1 <= fleet["unresponsive_kill_s"] <= 3600, "fleet.unresponsive_kill_s",
+            "must be 1..3600 seconds")
+    require(0.01 <= fleet["restart_backoff_initial_s"] <= fleet["restart_backoff_max_s"] <= 3600,
+            "fleet.restart_backoff_initial_s/restart_backoff_max_s",
+            "must be 0.01 <= initial <= max <= 3600 seconds")
+    require(100 <= fleet["max_tracked_calls"] <= 10_000_000, "fleet.max_tracked_calls",
+            "must be 100..10000000")
 
 
 def is_loopback(host: str) -> bool:

@@ -1,8 +1,19 @@
-"""`relay serve`: run one worker against the configured Asterisk and model until signalled.
+"""`relay serve`: run relay against the configured Asterisk and model until signalled.
 
-Owns: logging set-up, loading settings (errors printed plainly, exit code 2), starting the
-worker's dashboard/API server with it (a busy address is a start-up error too), and the clean
-stop on SIGINT/SIGTERM that ends every call properly, then stops the dashboard.
+Owns: logging set-up, loading settings (errors printed plainly, exit code 2), and the choice
+of what this process is:
+
+- one worker (the default, `fleet.workers` 0): the Worker and its dashboard/API server (a busy
+  address is a start-up error too) under the configured app name;
+- the master of N worker processes (`--workers N`, RELAY_WORKERS): relay.fleet.master;
+- one of those workers (started by a master, which hands it the fleet link, relay.fleet.link):
+  its own app name and an internal web server on 127.0.0.1 from the master, its start reported
+  back, and a drain when the master goes away.
+
+Signals, the same for a lone worker and a fleet worker: SIGTERM drains (no new calls; the live
+ones end by themselves for up to --drain-timeout seconds, then the rest are ended cleanly within
+--stop-timeout), SIGINT ends every call cleanly at once; a second signal during a drain ends the
+calls at once. The exit status is 0 once every call is ended cleanly.
 """
 
 from __future__ import annotations
@@ -11,36 +22,81 @@ import argparse
 import logging
 import signal
 import sys
+from typing import Optional
 
 import gevent
 import gevent.event
 
-from relay.config import ConfigError, load_settings
+from relay.config import ConfigError, Settings, load_settings
+from relay.fleet.link import WorkerLink
 from relay.web import WebServer
 from relay.worker import Worker
+
+log = logging.getLogger("relay")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="a JSON settings file merged over config/default.json "
                         "(default: $RELAY_CONFIG)")
-    parser.add_argument("--stop-timeout", type=float, default=10.0,
-                        help="seconds live calls get to end cleanly on SIGTERM")
+    parser.add_argument("--workers", type=int, default=None, metavar="N",
+                        help="run a master and N worker processes behind the app "
+                        "(default: fleet.workers, $RELAY_WORKERS; 0: this process is the "
+                        "worker)")
+    parser.add_argument("--drain-timeout", type=float, default=None, metavar="S",
+                        help="on SIGTERM, seconds live calls get to end by themselves before "
+                        "they are ended (default: fleet.drain_timeout_s, $DRAIN_TIMEOUT_S)")
+    parser.add_argument("--stop-timeout", type=float, default=None, metavar="S",
+                        help="seconds the calls being ended get to end cleanly "
+                        "(default: fleet.stop_timeout_s)")
 
 
-def setup_logging(level: str) -> None:
+def setup_logging(level: str, name: str = "") -> None:
+    tag = f"[{name}] " if name else ""
     logging.basicConfig(level=getattr(logging, level, logging.INFO),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+                        format=f"%(asctime)s %(levelname)s {tag}%(name)s: %(message)s")
+
+
+def _overrides(args: argparse.Namespace) -> dict:
+    out: dict = {}
+    if args.workers is not None:
+        out["fleet.workers"] = args.workers
+    if args.drain_timeout is not None:
+        out["fleet.drain_timeout_s"] = args.drain_timeout
+    if args.stop_timeout is not None:
+        out["fleet.stop_timeout_s"] = args.stop_timeout
+    return out
 
 
 def run(args: argparse.Namespace) -> int:
     try:
-        settings = load_settings(args.config)
+        link = WorkerLink.from_environ()
+    except RuntimeError as exc:
+        print(f"relay: {exc}", file=sys.stderr)
+        return 2
+    try:
+        overrides = _overrides(args)
+        if link is not None:
+            overrides.update(link.overrides())
+        settings = load_settings(args.config, overrides=overrides)
     except ConfigError as exc:
         print(f"relay: configuration error: {exc}", file=sys.stderr)
         return 2
-    setup_logging(settings.get("log.level"))
+    except RuntimeError as exc:
+        print(f"relay: {exc}", file=sys.stderr)
+        return 2
+    if link is None and settings.get("fleet.workers") > 0:
+        setup_logging(settings.get("log.level"))
+        from relay.fleet.master import Master
+
+        return Master(settings, settings.get("fleet.workers"), config_file=args.config).run()
+    setup_logging(settings.get("log.level"), settings.get("ari.app") if link else "")
     if not settings.get("openai.api_key"):
-        logging.getLogger("relay").warning("OPENAI_API_KEY is empty: the model will refuse calls")
+        log.warning("OPENAI_API_KEY is empty: the model will refuse calls")
+    return serve_worker(settings, link)
+
+
+def serve_worker(settings: Settings, link: Optional[WorkerLink] = None) -> int:
+    """Run one Worker (and its web server) until signalled; see the module's docstring."""
     worker = Worker(settings)
     web = WebServer(worker) if settings.get("web.enabled") else None
     if web is not None:
@@ -52,13 +108,38 @@ def run(args: argparse.Namespace) -> int:
                   file=sys.stderr)
             worker.stop(0)
             return 2
-    stop = gevent.event.Event()
-    gevent.signal_handler(signal.SIGTERM, stop.set)
-    gevent.signal_handler(signal.SIGINT, stop.set)
+    fleet = settings.tree["fleet"]
+    asked: list[str] = []
+    signalled = gevent.event.Event()
+
+    def on_signal(mode: str) -> None:
+        if asked:
+            worker.end_drain_now()      # a second signal: end the calls now
+            return
+        asked.append(mode)
+        signalled.set()
+
+    handlers = [gevent.signal_handler(signal.SIGTERM, on_signal, "drain"),
+                gevent.signal_handler(signal.SIGINT, on_signal, "stop")]
     worker.start()
-    stop.wait()
-    logging.getLogger("relay").info("stopping: ending %d call(s)", len(worker.calls))
-    worker.stop(args.stop_timeout)
+    if link is not None:
+        link.report_started(settings.get("ari.app"), web.url if web else "", worker.media.port)
+        link.watch(lambda: on_signal("drain"))
+    signalled.wait()
+    if asked[0] == "drain":
+        log.info("draining: %d call(s) live, up to %.0f s to end by themselves",
+                 len(worker.calls), fleet["drain_timeout_s"])
+        worker.drain(fleet["drain_timeout_s"], fleet["stop_timeout_s"])
+    else:
+        log.info("stopping: ending %d call(s)", len(worker.calls))
+        worker.stop(fleet["stop_timeout_s"])
     if web is not None:
         web.stop()
+    if link is not None:
+        link.close()
+    for handler in handlers:
+        handler.cancel()
+    if worker.calls:
+        log.error("stopped with %d call(s) not ended cleanly", len(worker.calls))
+        return 1
     return 0

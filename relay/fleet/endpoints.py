@@ -21,3 +21,5 @@ class WorkerEndpoint:
     healthy: bool       # alive, ARI events connected and accepting calls
     calls_active: int = 0
     draining: bool = False
+    generation: int = 0     # which reload of the master started it (1: the first)
+    rtp_port: int = 0

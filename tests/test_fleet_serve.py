@@ -1,0 +1,212 @@
+"""`relay serve --workers N` as a user runs it: a master and its worker processes against the
+simulated PBX and model (in this process), over 127.0.0.1. Dispatch across workers, a worker
+killed mid-call, a drain on SIGTERM, a reload on SIGHUP, the master's dashboard figures.
+
+Which worker carried a call is read from the PBX: the id of the call's externalMedia channel
+starts with that worker's app name."""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections import Counter
+
+import pytest
+import requests
+from fleet_process import CONGESTION, FleetProcess
+from stack import wait_for
+
+HI = "Hi, just checking."
+HELLO = "Hello, is anybody there?"
+MODEL = {"phrasebook": [HI, HELLO], "default": "Okay.", "greeting": "Hello.",
+         "chunk_interval_ms": 2}
+# The greeter agent speaks first; the caller answers once it has heard it.
+GREETED = {"args": ["agent=greeter"],
+           "steps": [{"after_agent": HI, "silence_ms": 300},
+                     {"wait_agent_done": {"silence_ms": 500, "timeout_ms": 30000}}]}
+GREETED_TURNS = [("assistant", "Hello."), ("caller", HI), ("assistant", "Okay.")]
+
+
+def talk_after(pause_ms: int) -> dict:
+    """A caller who says nothing for pause_ms, then asks and waits for the answer."""
+    return {"steps": [{"pause_ms": pause_ms}, {"say": HELLO},
+                      {"wait_agent_done": {"silence_ms": 500, "timeout_ms": 30000}}]}
+
+
+@pytest.fixture
+def fleet(tmp_path):
+    made: list[FleetProcess] = []
+
+    def make(workers: int, **kwargs) -> FleetProcess:
+        f = FleetProcess(tmp_path, workers, MODEL, **kwargs)
+        made.append(f)
+        return f
+
+    yield make
+    for f in made:
+        f.close()
+
+
+def completed(result: dict) -> bool:
+    """The caller's script ran to its end, no wait timed out."""
+    return result["end_reason"] == "script ended" and not any(
+        step.get("timed_out") or step.get("interrupted") for step in result["script"]["log"])
+
+
+def test_100_calls_spread_over_4_workers_and_all_complete(fleet):
+    f = fleet(4)
+    f.wait_dispatching()
+    ids = f.calls(GREETED, count=100, rate=50)
+    results = f.pbx.wait_calls(ids, 180)
+    incomplete = [r for r in results if not completed(r)]
+    assert not incomplete, incomplete[:2]
+    shares = Counter(f.worker_of(i) for i in ids)
+    assert len(shares) == 4 and set(shares) == set(f.started()), shares
+    assert all(15 <= n <= 35 for n in shares.values()), shares      # each a fair share
+    for result in results:      # each worker chose the agent from the args it was moved with
+        assert f.transcript(result) == GREETED_TURNS
+    f.wait_no_leftovers()
+    metrics = requests.get(f.dashboard() + "metrics", timeout=10).text
+    for line in ('relay_dispatch_refused_total{reason="no_worker"} 0',
+                 'relay_worker_restarts_total{worker="w0"} 0'):
+        assert line in metrics, metrics
+    dispatched = sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
+                     if line.startswith("relay_dispatched_calls_total{"))
+    assert dispatched == 100
+    assert f.stop(signal.SIGTERM) == 0
+    assert f.log().count("exited (exit code 0)") == 4
+
+
+def test_a_killed_worker_is_cleaned_up_after_and_replaced(fleet):
+    f = fleet(2, fleet={"restart_backoff_initial_s": 2.0})
+    f.wait_dispatching()
+    ids = f.calls(talk_after(6000), count=4)
+    wait_for(lambda: all(f.bridged(i) for i in ids), 20, "the calls to be bridged")
+    apps = {i: f.stasis_app(i) for i in ids}
+    assert Counter(apps.values()) == Counter({a: 2 for a in f.started()}), apps
+    victim = sorted(f.started())[0]
+    doomed = [i for i in ids if apps[i] == victim]
+    spared = [i for i in ids if apps[i] != victim]
+    os.kill(f.started()[victim], signal.SIGKILL)
+    # its callers are hung up, its bridges and externalMedia channels removed
+    for result in f.pbx.wait_calls(doomed, 15):
+        assert result["state"] == "ended" and result["end_reason"] == "hung up", result
+    wait_for(lambda: not any(c["id"].startswith(victim + "-") for c in
+                             f.pbx.inspect()["channels"]) and not any(
+        b["id"].startswith(victim + "-") for b in f.pbx.inspect()["bridges"]),
+        10, "the dead worker's channels and bridges to go")
+    # a new call goes to the survivor while the slot waits out its backoff
+    survivor = next(a for a in f.started() if a != victim)
+    [new] = f.calls(talk_after(300))
+    wait_for(lambda: f.stasis_app(new), 10, "the new call to be moved")
+    assert f.stasis_app(new) == survivor
+    # the others' calls go on unharmed
+    for result in f.pbx.wait_calls(spared + [new], 40):
+        assert completed(result), result
+    # the slot gets a new worker, which takes calls again
+    wait_for(lambda: len(f.started()) == 3, 30, "a new worker in the dead one's slot")
+    replacement = next(a for a in f.started() if a not in (victim, survivor))
+    assert replacement.startswith("pub-w" + victim.split("-w")[1].split("-")[0] + "-")
+    wait_for(lambda: _healthy(f, replacement), 30, "the new worker to be healthy")
+    later = f.calls(talk_after(300), count=2)
+    results = f.pbx.wait_calls(later, 40)
+    assert all(completed(r) for r in results), results
+    assert replacement in {f.worker_of(i) for i in later}
+    f.wait_no_leftovers()
+    log = f.log()
+    assert f"worker {victim} (pid {f.started()[victim]}) died: killed by SIGKILL" in log
+    assert f"worker {victim}: cleaned up after it: 2 caller(s) hung up" in log
+    assert f.stop(signal.SIGTERM) == 0
+
+
+def _healthy(f: FleetProcess, app: str) -> bool:
+    status = requests.get(f.dashboard() + "api/calls", timeout=10).json()["master"]
+    return any(w["app"] == app and w["state"] == "healthy" for w in status["workers"])
+
+
+def test_sigterm_drains_live_calls_and_refuses_new_ones(fleet):
+    f = fleet(2)
+    f.wait_dispatching()
+    live = f.calls(talk_after(2500), count=2)
+    wait_for(lambda: all(f.bridged(i) for i in live), 20, "the calls to be bridged")
+    f.send(signal.SIGTERM)
+    wait_for(lambda: "draining: 2 worker(s)" in f.log(), 10, "the master to begin draining")
+    late = f.calls({"steps": [{"pause_ms": 20000}]}, count=2)
+    for result in f.pbx.wait_calls(late, 15):
+        assert result["cause"] == CONGESTION and result["externals"] == {}, result
+    for result in f.pbx.wait_calls(live, 40):
+        assert completed(result), result
+    assert f.process.wait(40) == 0
+    assert f.log().count("exited (exit code 0)") == 2
+    f.wait_no_leftovers(5)
+
+
+def test_sigterm_with_a_short_deadline_ends_the_live_calls_cleanly(fleet):
+    f = fleet(2, args=("--drain-timeout", "0.5"))
+    f.wait_dispatching()
+    live = f.calls({"steps": [{"pause_ms": 60000}]}, count=3)
+    wait_for(lambda: all(f.bridged(i) for i in live), 20, "the calls to be bridged")
+    f.send(signal.SIGTERM)
+    assert f.process.wait(40) == 0
+    for result in f.pbx.wait_calls(live, 10):
+        assert result["state"] == "ended" and result["end_reason"] == "hung up", result
+    f.wait_no_leftovers(5)
+    assert f.log().count("relay shutting down") == 3
+
+
+def test_sighup_starts_new_workers_while_an_old_call_finishes(fleet):
+    f = fleet(1)
+    f.wait_dispatching()
+    [old] = f.calls(talk_after(5000))
+    wait_for(lambda: f.bridged(old), 20, "the first call to be bridged")
+    [first_app] = f.started()
+    f.write_config(agent="greeter")         # the new generation's active agent
+    f.send(signal.SIGHUP)
+    wait_for(lambda: "takes the calls" in f.log(), 30, "the new generation")
+    [second_app] = [a for a in f.started() if a != first_app]
+    [new] = f.calls({"steps": GREETED["steps"]})
+    [result] = f.pbx.wait_calls([new], 40)
+    assert completed(result) and f.worker_of(new) == second_app
+    assert f.transcript(result) == GREETED_TURNS     # the reloaded settings' agent
+    [result] = f.pbx.wait_calls([old], 40)
+    assert completed(result) and f.worker_of(old) == first_app
+    exited = f"worker {first_app} (pid {f.started()[first_app]}) exited (exit code 0)"
+    wait_for(lambda: exited in f.log(), 20, "the old worker to exit")
+    f.wait_no_leftovers()
+    assert f.stop(signal.SIGTERM) == 0
+
+
+def test_sigint_ends_the_live_calls_at_once(fleet):
+    f = fleet(2)
+    f.wait_dispatching()
+    live = f.calls({"steps": [{"pause_ms": 60000}]}, count=2)
+    wait_for(lambda: all(f.bridged(i) for i in live), 20, "the calls to be bridged")
+    f.send(signal.SIGINT)
+    assert f.process.wait(30) == 0
+    for result in f.pbx.wait_calls(live, 10):
+        assert result["state"] == "ended" and result["end_reason"] == "hung up", result
+    f.wait_no_leftovers(5)
+    assert f.log().count("relay shutting down") == 2
+
+
+def test_workers_drain_by_themselves_when_the_master_is_killed(fleet):
+    f = fleet(2)
+    f.wait_dispatching()
+    live = f.calls(talk_after(2000), count=2)
+    wait_for(lambda: all(f.bridged(i) for i in live), 20, "the calls to be bridged")
+    pids = list(f.started().values())
+    f.process.kill()
+    f.process.wait(10)
+    for result in f.pbx.wait_calls(live, 40):
+        assert completed(result), result
+
+    def exited(pid: int) -> bool:       # gone, or a zombie its new parent has not reaped
+        try:
+            os.kill(pid, 0)
+            with open(f"/proc/{pid}/stat") as stat:
+                return stat.read().rsplit(")", 1)[1].split()[0] == "Z"
+        except (ProcessLookupError, FileNotFoundError):
+            return True
+    wait_for(lambda: all(exited(p) for p in pids), 30, "the orphaned workers to exit")
+    f.wait_no_leftovers(5)
+    assert f.log().count("draining: 1 call(s) live") == 2
