@@ -97,7 +97,11 @@ def run(args: argparse.Namespace) -> int:
 
 def serve_worker(settings: Settings, link: Optional[WorkerLink] = None) -> int:
     """Run one Worker (and its web server) until signalled; see the module's docstring."""
-    worker = Worker(settings)
+    try:
+        worker = Worker(settings)
+    except OSError as exc:       # e.g. no free RTP port in rtp.port_min..port_max
+        print(f"relay: cannot start the worker: {exc}", file=sys.stderr)
+        return 2
     web = WebServer(worker) if settings.get("web.enabled") else None
     if web is not None:
         try:

@@ -31,7 +31,7 @@ class FleetProcess:
 
     def __init__(self, tmp_path: Path, workers: int, model_script: dict,
                  fleet: Optional[dict] = None, args: tuple[str, ...] = (),
-                 agent: str = "default") -> None:
+                 agent: str = "default", extra_env: Optional[dict] = None) -> None:
         self.tmp_path = tmp_path
         self.pbx = SimPbx(recordings_dir=tmp_path / "pbx", keep_audio=False).start()
         self.model = SimModel(api_key=API_KEY, script=model_script).start()
@@ -47,6 +47,7 @@ class FleetProcess:
                    WEB_PORT="0", LOG_LEVEL="INFO", PYTHONUNBUFFERED="1")
         for name in ("RELAY_CONFIG", "RELAY_WORKERS", "DRAIN_TIMEOUT_S"):
             env.pop(name, None)
+        env.update(extra_env or {})
         self.log_path = tmp_path / "fleet.log"
         with self.log_path.open("w") as log:
             self.process = subprocess.Popen(

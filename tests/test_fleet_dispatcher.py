@@ -243,3 +243,15 @@ def test_callers_waiting_in_the_public_app_are_dispatched_on_connection(pbx, fle
     assert dispatcher.counters["calls"] == 2
     for call_id in ids:
         pbx.hangup_call(call_id)
+
+
+def test_a_second_connection_for_the_public_app_is_reported(pbx, fleet):
+    dispatcher = fleet([Target("w0")])
+    usurper = AriEvents(pbx.events_url(PUBLIC), on_event=lambda e: None,
+                        on_connected=lambda: None, on_disconnected=lambda reason: None)
+    usurper.start()
+    try:
+        wait_for(lambda: dispatcher.replaced, 5, "ApplicationReplaced")
+        assert not dispatcher.connected
+    finally:
+        usurper.stop()

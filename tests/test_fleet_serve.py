@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 from collections import Counter
 
 import pytest
@@ -210,3 +211,47 @@ def test_workers_drain_by_themselves_when_the_master_is_killed(fleet):
     wait_for(lambda: all(exited(p) for p in pids), 30, "the orphaned workers to exit")
     f.wait_no_leftovers(5)
     assert f.log().count("draining: 1 call(s) live") == 2
+
+
+def test_a_crash_loop_backs_off_and_callers_are_refused_meanwhile(fleet):
+    # The only RTP port the workers may bind is taken: each worker exits at start.
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        port = str(taken.getsockname()[1])
+        f = fleet(1, fleet={"start_timeout_s": 1.0, "restart_backoff_initial_s": 0.2,
+                            "restart_backoff_max_s": 0.8},
+                  extra_env={"RTP_PORT_MIN": port, "RTP_PORT_MAX": port})
+        f.wait_dispatching()                 # once the start timeout has passed
+        [call] = f.calls({"steps": [{"pause_ms": 20000}]})
+        [result] = f.pbx.wait_calls([call], 10)
+        assert result["cause"] == CONGESTION
+        wait_for(lambda: "a new worker in 0.8 s (failure 4 in a row)" in f.log(), 60,
+                 "the backoff to reach its maximum")
+        log = f.log()
+        delays = ["0.2 s (failure 1", "0.4 s (failure 2", "0.8 s (failure 3"]
+        assert all(d in log for d in delays), log[-3000:]
+        assert "no free UDP port for RTP" in log
+        metrics = requests.get(f.dashboard() + "metrics", timeout=10).text
+        assert 'relay_dispatch_refused_total{reason="no_worker"} 1' in metrics
+        assert f.stop(signal.SIGTERM) == 0
+
+
+def test_a_hung_worker_gets_no_calls_then_is_killed_and_replaced(fleet):
+    f = fleet(2, fleet={"unresponsive_kill_s": 2.0})
+    f.wait_dispatching()
+    [stuck] = f.calls({"steps": [{"pause_ms": 60000}]})
+    wait_for(lambda: f.bridged(stuck), 20, "the call to be bridged")
+    hung = f.stasis_app(stuck)
+    os.kill(f.started()[hung], signal.SIGSTOP)
+    wait_for(lambda: not _healthy(f, hung), 10, "the master to see it is not healthy")
+    others = f.calls(talk_after(300), count=3)
+    for result in f.pbx.wait_calls(others, 40):
+        assert completed(result) and f.worker_of(result["id"]) != hung, result
+    [result] = f.pbx.wait_calls([stuck], 30)      # killed, then cleaned up after
+    assert result["state"] == "ended"
+    log = f.log()
+    assert f"worker {hung}: no answer to its health checks for 2 s; killing it" in log
+    assert f"worker {hung}: cleaned up after it: 1 caller(s) hung up" in log
+    wait_for(lambda: len(f.started()) == 3, 30, "a new worker in its slot")
+    f.wait_no_leftovers()
+    assert f.stop(signal.SIGTERM) == 0

@@ -17,6 +17,9 @@ still chooses the agent), what a failed move means, the refusals, and its counte
   is hung up with cause congestion and counted (`refused`, by reason).
 - On every (re)connection, callers already waiting in the public app (their StasisStart was
   lost with the connection, or a previous master never moved them) are dispatched too.
+- Another connection taking the public app (Asterisk's ApplicationReplaced: a second master
+  with the same app name) is logged as an error and shown (`connected` false); the dispatcher
+  does not take it back, which would make the two flap.
 
 No media and no call logic: a caller spends about a millisecond here.
 """
@@ -108,6 +111,7 @@ class Dispatcher:
         self._attempts: OrderedDict[str, _Attempt] = OrderedDict()
         self._turn = 0
         self.refusing: Optional[str] = None
+        self.replaced = False     # another connection took the public app (ApplicationReplaced)
         self.counters: dict = {
             "calls": 0,               # callers that entered the public app
             "dispatched": {},         # {worker app: moves that Asterisk accepted}
@@ -123,7 +127,8 @@ class Dispatcher:
 
     @property
     def connected(self) -> bool:
-        return self.events.connected
+        """Its events socket is up and still hears the public app."""
+        return self.events.connected and not self.replaced
 
     def refuse_all(self, reason: str) -> None:
         """From now on every new caller is refused (the master is draining or stopping)."""
@@ -138,6 +143,12 @@ class Dispatcher:
     # events
     def on_event(self, event: dict) -> None:
         kind = event.get("type")
+        if kind == "ApplicationReplaced":
+            self.replaced = True
+            log.error("dispatcher: another connection took the ARI app %r (a second master "
+                      "with the same ARI_APP_NAME on this Asterisk?): this master gets no more "
+                      "callers", self.app)
+            return
         channel = event.get("channel") or {}
         channel_id = str(channel.get("id", ""))
         if not channel_id:
@@ -250,6 +261,7 @@ class Dispatcher:
 
     # connections
     def _on_connected(self) -> None:
+        self.replaced = False
         gevent.spawn(self._adopt_waiting)
 
     def _on_disconnected(self, reason: str) -> None:

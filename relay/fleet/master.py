@@ -442,7 +442,7 @@ class Master:
         if self.web is not None:
             self.web.stop()
         self.ari.close()
-        ok = all(p.returncode == 0 for p in procs)
+        ok = all(p.returncode == 0 for p in procs if p.started_at is not None)
         log.info("master: stopped (%s)", "every worker exited cleanly" if ok else
                  "some worker did not exit cleanly")
-        return 0 if ok else 1
+        return 0 if ok else 1     # a worker that never came up does not count

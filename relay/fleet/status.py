@@ -63,6 +63,7 @@ def master_status(master: "Master") -> dict[str, Any]:
             "tracked_calls": len(master.assignments),
         },
         "restarts": {slot_label(i): n for i, n in master.counters["restarts"].items()},
+        "exits_unexpected": master.counters["exits_unexpected"],
         "cleanups": master.counters["cleanups"],
         "reloads": master.counters["reloads"],
         "reloads_failed": master.counters["reloads_failed"],
