@@ -1,13 +1,14 @@
-"""A client WebSocket carrying JSON text messages, owned by one greenlet pair.
+"""A client WebSocket carrying JSON text messages: one reader greenlet, a writer only when needed.
 
 Owns: one connection (the ARI events socket, or one call's Realtime socket): connecting with a
 timeout (the opening handshake, TLS and proxies are websocket-client's), then the frames both
 ways through relay/_ws.pyx: a reader greenlet that parses what the socket returns and hands
 each decoded message to a callback (answering pings), and a send() that writes the frame at
 once when the socket can take it, never waiting: what the socket cannot take yet goes to a
-bounded backlog that a writer greenlet drains, so a slow peer never blocks the caller of
-send(). It reports how the connection ended (close code and reason, or the error) exactly once.
-It knows nothing of what the messages mean.
+bounded backlog that a writer greenlet (started only then, gone once the backlog is empty:
+most connections never need one) drains, so a slow peer never blocks the caller of send().
+It reports how the connection ended (close code and reason, or the error) exactly once. It
+knows nothing of what the messages mean.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from collections import deque
 from typing import Any, Callable, Optional, Union
 
 import gevent
-import gevent.event
 import ujson
 import websocket
 
@@ -79,7 +79,6 @@ class JsonWebSocket:
         self._sock: Any = None
         self._backlog: deque[tuple[Union[bytes, memoryview], Optional[float]]] = deque()
         self._writing = False
-        self._wake = gevent.event.Event()
         self._reader: Optional[gevent.Greenlet] = None
         self._writer: Optional[gevent.Greenlet] = None
         self._closed_reported = False
@@ -108,7 +107,6 @@ class JsonWebSocket:
         self._ws = ws
         self._sock = ws.sock
         self._reader = gevent.spawn(self._read_loop)
-        self._writer = gevent.spawn(self._write_loop)
 
     # sending
     def send(self, message: Any, stamp: Optional[float] = None) -> bool:
@@ -154,7 +152,8 @@ class JsonWebSocket:
             return False
         self._backlog.append((data, stamp))
         self.send_deferred += 1
-        self._wake.set()
+        if self._writer is None:
+            self._writer = gevent.spawn(self._write_loop)
         return True
 
     def _sent(self, stamp: Optional[float]) -> None:
@@ -164,19 +163,20 @@ class JsonWebSocket:
     def _write_loop(self) -> None:
         sock, backlog = self._sock, self._backlog
         try:
-            while True:
-                self._wake.wait()
-                self._wake.clear()
-                while backlog:
-                    data, stamp = backlog.popleft()
-                    self._writing = True
-                    sock.sendall(data)          # waits (this greenlet only) until taken
-                    self._writing = False
-                    self._sent(stamp)
+            while backlog:
+                data, stamp = backlog.popleft()
+                self._writing = True
+                sock.sendall(data)          # waits (this greenlet only) until taken
+                self._writing = False
+                self._sent(stamp)
         except gevent.GreenletExit:
             return
         except OSError as exc:
+            self._writing = False
             self._fail(f"send failed: {exc}")
+        finally:
+            if self._writer is gevent.getcurrent():
+                self._writer = None
 
     # receiving
     def _read_loop(self) -> None:
