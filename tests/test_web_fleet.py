@@ -559,6 +559,7 @@ def test_a_worker_that_stops_answering_is_skipped_and_counted(system):
     # dashboards get a snapshot without its calls as soon as its event link drops
     gone = s.member("relay-w2")
     gone.healthy = False
+    browser.messages.clear()
     gone.web.stop()
     gone.worker.stop(5)
     wait_for(lambda: not gone.worker.calls, 10, "w2's call to end")
