@@ -54,6 +54,8 @@ def test_four_calls_through_relay_and_the_floor(tmp_path: Path):
     assert figures["calls_total"] == CALLS and figures["calls_failed"] == 0
     assert figures["window"]["pacer_lateness_ms"]["count"] > 0
     assert figures["worker"]["calls_active"] == 0
+    assert set(relay["runqueue_wait_share"]) == {"relay", "sim_model", "sim_pbx"}
+    assert figures["gc_in_window"] is not None and len(figures["gc_in_window"]["count"]) == 3
 
     floor = run_floor(CALLS, opts)
     _check_common(floor, "floor")

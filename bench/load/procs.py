@@ -92,6 +92,9 @@ class Proc:
     def rss_kb(self) -> int:
         return rss_kb(self.pid)
 
+    def runqueue_wait_seconds(self) -> float:
+        return runqueue_wait_seconds(self.pid)
+
 
 def _die_with_parent() -> None:
     """In the child: SIGTERM when the benchmark dies, however it dies (Linux prctl)."""
@@ -106,6 +109,16 @@ def cpu_seconds(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def runqueue_wait_seconds(pid: int) -> float:
+    """How long the process's main thread (the gevent hub's) has waited for a CPU while
+    runnable (/proc/PID/schedstat, second field): the scheduler's delay, not the process's."""
+    try:
+        with open(f"/proc/{pid}/schedstat") as f:
+            return int(f.read().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return 0.0
 
 
 def rss_kb(pid: int) -> int:

@@ -56,11 +56,14 @@ def _pair(a: Any, b: Any, spec: str = ".1f") -> str:
 
 
 def tables(results: list[dict]) -> str:
-    """The two tables: cost, then quality."""
+    """The two tables: cost, then quality. `relay waited %`: the share of the window relay's
+    hub thread was runnable but not running (the machine's other processes had the CPUs):
+    when it is more than a few percent, pacing and latency figures measure the machine."""
     lines = []
     head = (f"{'calls':>5}  {'relay %core':>11} {'%/call':>7} {'floor %core':>11} "
             f"{'ratio':>5}  {'us/pkt relay/floor':>18}  {'RSS KB/call':>11}  "
-            f"{'sim-pbx %':>9} {'sim-model %':>11} {'machine cores':>13}")
+            f"{'sim-pbx %':>9} {'sim-model %':>11} {'machine cores':>13} "
+            f"{'relay waited %':>14}")
     lines += [head, "-" * len(head)]
     for r in results:
         relay, floor = r["relay"], r.get("floor") or {}
@@ -73,7 +76,8 @@ def tables(results: list[dict]) -> str:
             f"{_fmt(relay['rss_kb']['per_call']):>11}  "
             f"{100 * relay['cpu_share'].get('sim_pbx', 0):>9.1f} "
             f"{100 * relay['cpu_share'].get('sim_model', 0):>11.1f} "
-            f"{relay['cpu_share']['machine']:>13.2f}")
+            f"{relay['cpu_share']['machine']:>13.2f} "
+            f"{_fmt(100 * relay.get('runqueue_wait_share', {}).get('relay', 0)):>14}")
     lines.append("")
     head = (f"{'calls':>5}  {'loss in/out':>11} {'gaps':>4}  {'lateness p99/max ms':>19} "
             f"{'floor':>11}  {'dev p99 ms':>10} {'floor':>5}  {'caller audio p50/p99':>20} "

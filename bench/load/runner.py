@@ -2,7 +2,8 @@
 
 Owns the run's timeline. Every part is its own process: the simulated PBX (`relay sim-pbx
 --no-audio`), the simulated model (`relay sim-model`) and one relay worker (`relay serve`,
-configured by environment only, its dashboard on a free 127.0.0.1 port for /metrics) — or, for
+configured by environment only, its dashboard on a free 127.0.0.1 port for /metrics; started
+through bench.load.relay_serve, which adds a record of garbage-collector pauses) — or, for
 the floor, the simulated PBX and bench.load.floor. Then:
 
 1. idle: relay's resident memory once it is ready, before any call;
@@ -23,6 +24,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -38,6 +40,7 @@ API_KEY = "sk-bench-load"
 RELAY_APP, FLOOR_APP = "bench", "floor"
 POLL_S = 0.5
 LIVE_STATES = ("scheduled", "ringing", "answering", "active")
+GC_LINE = "bench-gc "
 
 
 @dataclass
@@ -51,8 +54,9 @@ class Options:
     python: str = sys.executable
 
     def duration_s(self, calls: int) -> float:
-        """How long each call lasts: the ramp, settle, window and some slack."""
-        return calls / self.rate + self.settle_s + self.window_s + self.slack_s
+        """How long each call lasts: the ramp (twice: set-up may lag behind the rate), settle,
+        window and some slack."""
+        return 2 * calls / self.rate + self.settle_s + self.window_s + self.slack_s
 
 
 class Run:
@@ -115,7 +119,7 @@ class Run:
             ACTIVE_AGENT_CONFIG_KEY=scenario.AGENT_KEY, RTP_PORT_MIN="0", RTP_PORT_MAX="0",
             TRANSCRIPTS_DIR=str(self.tmp / "transcripts"), WEB_HOST="127.0.0.1",
             WEB_PORT=str(web_port), LOG_LEVEL="INFO", PYTHONUNBUFFERED="1")
-        proc = self._proc("relay", [self.opts.python, "-m", "relay", "serve",
+        proc = self._proc("relay", [self.opts.python, "-m", "bench.load.relay_serve",
                                     "--stop-timeout", "10"], env)
         web = f"http://127.0.0.1:{web_port}"
         deadline = time.monotonic() + 30
@@ -141,8 +145,29 @@ class Run:
             if not proc.alive():
                 raise RuntimeError(f"{name} exited: {proc.tail()}")
 
+    def gc_pauses(self) -> Optional[dict]:
+        """relay's garbage-collector totals so far (bench.load.relay_serve prints them on
+        SIGUSR1); None when relay is not running or does not answer within 2 s."""
+        proc = self.procs.get("relay")
+        if proc is None or not proc.alive():
+            return None
+        before = proc.log.read_text(errors="replace").count(GC_LINE)
+        proc.popen.send_signal(signal.SIGUSR1)
+        deadline = time.monotonic() + 2.0
+        while time.monotonic() < deadline:
+            text = proc.log.read_text(errors="replace")
+            if text.count(GC_LINE) > before:
+                line = text[text.rindex(GC_LINE):].split("\n", 1)[0]
+                return json.loads(line[len(GC_LINE):])
+            time.sleep(0.01)
+        return None
+
     def cpu(self) -> dict[str, float]:
+        """CPU seconds of each process and of the machine, and each process's wait for a CPU
+        (`NAME_wait`)."""
         out = {name: proc.cpu_seconds() for name, proc in self.procs.items()}
+        out.update({f"{name}_wait": proc.runqueue_wait_seconds()
+                    for name, proc in self.procs.items()})
         out["machine"] = machine_cpu()[0]
         return out
 
@@ -197,12 +222,14 @@ def measure(run: Run, calls: int, pbx_url: str, app: str, main: str,
 
     m0 = _scrape(web)                            # the window: nothing else asked of relay
     p0 = _pbx_stats(pbx_url)
+    g0 = run.gc_pauses()
     c0, t0 = run.cpu(), time.monotonic()
     rss = []
     while time.monotonic() < t0 + opts.window_s:
         time.sleep(min(1.0, max(0.0, t0 + opts.window_s - time.monotonic())))
         rss.append(main_proc.rss_kb())
     c1, t1 = run.cpu(), time.monotonic()
+    g1 = run.gc_pauses()
     p1 = _pbx_stats(pbx_url)
     m1 = _scrape(web)
     window_s = t1 - t0
@@ -222,7 +249,9 @@ def measure(run: Run, calls: int, pbx_url: str, app: str, main: str,
     analysed = _pbx_stats(pbx_url, since=t0, until=t1)
     m_end = _scrape(web)
 
-    cpu = {name: (c1[name] - c0[name]) / window_s for name in c0}
+    shares = {name: (c1[name] - c0[name]) / window_s for name in c0}
+    cpu = {k: v for k, v in shares.items() if not k.endswith("_wait")}
+    waits = {k[:-5]: v for k, v in shares.items() if k.endswith("_wait")}
     packets_in = p1["rtp"]["tx_packets"] - p0["rtp"]["tx_packets"]
     packets_out = p1["rtp"]["rx_datagrams"] - p0["rtp"]["rx_datagrams"]
     main_cpu_s = c1[main] - c0[main]
@@ -233,6 +262,8 @@ def measure(run: Run, calls: int, pbx_url: str, app: str, main: str,
         "window_s": round(window_s, 2), "window_complete": complete,
         "cores": os.cpu_count(), "load_average_before": run.load_before,
         "cpu_share": {k: round(v, 4) for k, v in cpu.items()},
+        # the share of the window each process's hub thread was runnable but not running
+        "runqueue_wait_share": {k: round(v, 4) for k, v in waits.items()},
         "cpu_per_call_pct": 100.0 * cpu[main] / calls,
         "packets": {"in": packets_in, "out": packets_out,
                     "in_per_call_s": packets_in / window_s / calls,
@@ -251,7 +282,20 @@ def measure(run: Run, calls: int, pbx_url: str, app: str, main: str,
     }
     if web is not None:
         result["relay"] = _relay_figures(web, m_idle, m0, m1, m_end, totals, window)
+        result["relay"]["gc_in_window"] = _gc_delta(g0, g1)
     return result
+
+
+def _gc_delta(g0: Optional[dict], g1: Optional[dict]) -> Optional[dict]:
+    """relay's collections in the window: count and seconds per generation, the pauses over
+    each length (ms), and the longest pause so far (the longest of the run, not only of the
+    window)."""
+    if g0 is None or g1 is None:
+        return None
+    return {"count": [b - a for a, b in zip(g0["count"], g1["count"])],
+            "seconds": [b - a for a, b in zip(g0["seconds"], g1["seconds"])],
+            "over_ms": {k: g1["over_ms"][k] - g0["over_ms"].get(k, 0) for k in g1["over_ms"]},
+            "longest_ms_so_far": g1["longest_ms"]}
 
 
 def _relay_figures(web: str, m_idle: prom.Scrape, m0: prom.Scrape, m1: prom.Scrape,
