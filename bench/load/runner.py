@@ -12,8 +12,8 @@ the floor, the simulated PBX and bench.load.floor. Then:
 3. settle a few seconds, then the steady window (`window_s`, all N calls live): CPU time of
    every process and of the machine, RTP counts at the PBX, relay's metrics before and after,
    relay's memory each second;
-4. the calls hang up by themselves (the scripts end), relay cleans up; then the checks: what is
-   left on the PBX, loss both ways over the whole run, and the window's pacing, sequence gaps
+4. the callers hang up (twice as fast as they called), relay cleans up; then the checks: what
+   is left on the PBX, loss both ways over the whole run, and the window's pacing, sequence gaps
    and turn latency as the PBX saw them (GET /sim/stats, asked once the calls are over).
 Every process is stopped on every path.
 """
@@ -41,6 +41,9 @@ RELAY_APP, FLOOR_APP = "bench", "floor"
 POLL_S = 0.5
 LIVE_STATES = ("scheduled", "ringing", "answering", "active")
 GC_LINE = "bench-gc "
+HANGUP_RATE_FACTOR = 2        # callers hang up twice as fast as they called
+END_WAIT_S = 90.0             # for every call to end after the hangups
+CLEANUP_WAIT_S = 20.0         # then for relay to delete its channels and bridges
 
 
 @dataclass
@@ -200,12 +203,13 @@ def measure(run: Run, calls: int, pbx_url: str, app: str, main: str,
     duration = opts.duration_s(calls)
     started = time.monotonic()
     scripts = scenario.caller_scripts(duration)
+    ids: list[str] = []
     for k, script in enumerate(scripts):      # interleaved: call i runs script i % len
         count = len(range(k, calls, len(scripts)))
         if count:
-            post_json(pbx_url + "/sim/calls", {
+            ids += post_json(pbx_url + "/sim/calls", {
                 "script": script, "count": count, "rate": opts.rate / len(scripts),
-                "delay_s": k / opts.rate, "app": app}, auth=PBX_AUTH)
+                "delay_s": k / opts.rate, "app": app}, auth=PBX_AUTH)["call_ids"]
     deadline = started + 2 * calls / opts.rate + 30
     while True:                                  # the ramp: until every call has its media
         stats = _pbx_stats(pbx_url)
@@ -235,13 +239,19 @@ def measure(run: Run, calls: int, pbx_url: str, app: str, main: str,
     window_s = t1 - t0
     complete = p1["calls"].get("active", 0) >= calls and p1["live"]["endpoints"] >= calls
 
-    end_deadline = started + duration + calls / opts.rate + 90
-    while True:                                  # the calls end by themselves; relay cleans up
+    _hang_up(pbx_url, ids, HANGUP_RATE_FACTOR * opts.rate)
+    end_deadline = time.monotonic() + END_WAIT_S
+    cleanup_deadline = None
+    while True:                                  # relay cleans up after its calls
         end = _pbx_stats(pbx_url)
-        gone = end["live"]["channels"] == 0 and end["live"]["bridges"] == 0
-        if _live_calls(end) == 0 and (gone or time.monotonic() > end_deadline - 60):
-            break
-        if time.monotonic() > end_deadline:
+        now = time.monotonic()
+        if _live_calls(end) == 0:
+            if end["live"]["channels"] == 0 and end["live"]["bridges"] == 0:
+                break
+            cleanup_deadline = cleanup_deadline or now + CLEANUP_WAIT_S
+            if now > cleanup_deadline:
+                break                            # leftovers: reported, and a failure
+        elif now > end_deadline:
             break
         time.sleep(POLL_S)
     ended_rss = main_proc.rss_kb()
@@ -296,6 +306,15 @@ def _gc_delta(g0: Optional[dict], g1: Optional[dict]) -> Optional[dict]:
             "seconds": [b - a for a, b in zip(g0["seconds"], g1["seconds"])],
             "over_ms": {k: g1["over_ms"][k] - g0["over_ms"].get(k, 0) for k in g1["over_ms"]},
             "longest_ms_so_far": g1["longest_ms"]}
+
+
+def _hang_up(pbx_url: str, ids: list[str], rate: float) -> None:
+    """The callers hang up, `rate` per second (a caller already gone is no error); their
+    scripts would end the calls anyway, later (Options.duration_s), should this fail."""
+    start = time.monotonic()
+    for i, call_id in enumerate(ids):
+        http("DELETE", f"{pbx_url}/sim/calls/{call_id}", auth=PBX_AUTH)
+        time.sleep(max(0.0, start + (i + 1) / rate - time.monotonic()))
 
 
 def _relay_figures(web: str, m_idle: prom.Scrape, m0: prom.Scrape, m1: prom.Scrape,
