@@ -232,7 +232,8 @@ def test_a_crash_loop_backs_off_and_callers_are_refused_meanwhile(fleet):
         assert all(d in log for d in delays), log[-3000:]
         assert "no free UDP port for RTP" in log
         metrics = requests.get(f.dashboard() + "metrics", timeout=10).text
-        assert 'relay_dispatch_refused_total{reason="no_worker"} 1' in metrics
+        refused = [line for line in metrics.splitlines() if "refused" in line]
+        assert 'relay_dispatch_refused_total{reason="no_worker"} 1' in refused, refused
         assert f.stop(signal.SIGTERM) == 0
 
 
@@ -255,3 +256,19 @@ def test_a_hung_worker_gets_no_calls_then_is_killed_and_replaced(fleet):
     wait_for(lambda: len(f.started()) == 3, 30, "a new worker in its slot")
     f.wait_no_leftovers()
     assert f.stop(signal.SIGTERM) == 0
+
+
+def test_a_lone_relay_serve_drains_on_sigterm_too(fleet):
+    f = fleet(0)                      # no master: the process is the worker, app "pub" itself
+    f.wait_dispatching()
+    [live] = f.calls(talk_after(2000))
+    wait_for(lambda: f.bridged(live), 20, "the call to be bridged")
+    f.send(signal.SIGTERM)
+    wait_for(lambda: "draining: 1 call(s) live" in f.log(), 10, "the drain to begin")
+    [late] = f.calls({"steps": [{"pause_ms": 20000}]})
+    [refused] = f.pbx.wait_calls([late], 15)
+    assert refused["cause"] == CONGESTION and refused["externals"] == {}
+    [result] = f.pbx.wait_calls([live], 30)
+    assert completed(result) and f.worker_of(live) == "pub"
+    assert f.process.wait(30) == 0
+    f.wait_no_leftovers(5)
