@@ -13,7 +13,8 @@ of what this process is:
 Signals, the same for a lone worker and a fleet worker: SIGTERM drains (no new calls; the live
 ones end by themselves for up to --drain-timeout seconds, then the rest are ended cleanly within
 --stop-timeout), SIGINT ends every call cleanly at once; a second signal during a drain ends the
-calls at once. The exit status is 0 once every call is ended cleanly.
+calls at once. The exit status is 0 once every call is ended cleanly. SIGHUP is ignored (a
+reload is the master's).
 """
 
 from __future__ import annotations
@@ -123,8 +124,12 @@ def serve_worker(settings: Settings, link: Optional[WorkerLink] = None) -> int:
         asked.append(mode)
         signalled.set()
 
+    def on_hangup() -> None:
+        log.warning("SIGHUP ignored: a reload needs a master (relay serve --workers N)")
+
     handlers = [gevent.signal_handler(signal.SIGTERM, on_signal, "drain"),
-                gevent.signal_handler(signal.SIGINT, on_signal, "stop")]
+                gevent.signal_handler(signal.SIGINT, on_signal, "stop"),
+                gevent.signal_handler(signal.SIGHUP, on_hangup)]
     worker.start()
     if link is not None:
         link.report_started(settings.get("ari.app"), web.url if web else "", worker.media.port)

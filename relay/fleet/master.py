@@ -50,6 +50,7 @@ from relay.fleet.dispatcher import Dispatcher
 from relay.fleet.endpoints import WorkerEndpoint
 from relay.fleet.health import HealthPoller
 from relay.fleet.process import WorkerProcess, worker_app_name
+from relay.web.fleet import FleetWebServer
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +101,7 @@ class Master:
         self.exited: list[WorkerProcess] = []     # every process that exited (for the status)
         self.dispatcher: Optional[Dispatcher] = None
         self.poller = HealthPoller(self.processes, self.token, fleet["health_interval_s"])
-        self.web = None
+        self.web: Optional[FleetWebServer] = None
         self.state = "starting"            # starting, running, reloading, draining, stopping
         self.counters = {"restarts": {}, "cleanups": 0, "reloads": 0, "reloads_failed": 0,
                          "dispatched_by_slot": {}, "exits_unexpected": 0}
@@ -175,8 +176,6 @@ class Master:
     def _start_web(self) -> None:
         if not self.settings.get("web.enabled"):
             return
-        from relay.web.fleet import FleetWebServer
-
         self.web = FleetWebServer(self.settings, self.endpoints, self.token,
                                   master_status=lambda: status.master_status(self),
                                   master_metrics=lambda: status.master_metrics(self))
