@@ -294,6 +294,12 @@ class Master:
 
     # supervision
     def _supervise(self) -> None:
+        try:
+            self._supervise_once()
+        except Exception:       # a bug here must not stop the master (and orphan its workers)
+            log.exception("master: supervising the workers failed; going on")
+
+    def _supervise_once(self) -> None:
         now = time.monotonic()
         fleet = self.fleet
         for slot in self.slots + self.pending:
@@ -350,6 +356,13 @@ class Master:
             self._wake.set()
 
     def _reload(self) -> None:
+        try:
+            self._reload_once()
+        except Exception:
+            self.state = "running"
+            log.exception("reload failed; the workers go on as they are")
+
+    def _reload_once(self) -> None:
         try:
             settings = load_settings(self.config_file)
         except ConfigError as exc:
