@@ -74,7 +74,9 @@ def test_window_bounds_duplicates_and_turns():
     w = WindowStats(10.5, 11.5)
     w.add_capture(cap)
     w.add_turns([(10.4, 0.6), (11.0, 0.7), (11.6, 0.8)])
+    w.add_barge_ins([(10.6, 0.1), (12.0, 0.2)])
     r = w.result()
+    assert r["barge_in_heard_ms"]["count"] == 1 and r["barge_in_heard_ms"]["max"] == 100.0
     assert r["packets"] == 50
     assert r["duplicates"] == 0                          # outside the window
     assert r["turn_latency_ms"]["count"] == 1
@@ -91,12 +93,26 @@ def test_summary_of_nothing_is_zeros():
 
 def test_agent_activity_turn_latency_is_the_first_packet_after_the_callers_speech():
     act = AgentActivity()
-    act.caller_speaks_until(10.0)
+    act.caller_speaks(8.0, 10.0)
     act.update(9.98, True)          # the agent still talking over the caller: not the answer
     assert list(act.turns) == []
     act.update(10.25, False)        # any packet after the speech ended is the answer's first
     act.update(10.27, True)
     assert list(act.turns) == [(10.0, pytest.approx(0.25))]
+    assert list(act.barge_ins) == []            # the agent was silent when the caller began
+
+
+def test_agent_activity_barge_in_is_until_the_agents_last_packet():
+    act = AgentActivity()
+    for k in range(50):                          # the agent talks from 5.0 s
+        act.update(5.0 + 0.02 * k, True)
+    act.caller_speaks(5.5, 7.0)                  # the caller talks over it at 5.5 s
+    assert list(act.barge_ins) == []
+    act.update(7.6, True)                        # the agent's answer, after a silence
+    assert list(act.barge_ins) == [(5.5, pytest.approx(0.48))]    # last packet at 5.98 s
+    act.caller_speaks(8.5, 9.0)                  # silent since 7.6: not a barge-in
+    act.update(9.6, True)
+    assert len(act.barge_ins) == 1
 
 
 class _NoEvents:

@@ -255,32 +255,47 @@ def default_audio(step: Step) -> tuple[bytes, bool]:
 
 
 class AgentActivity:
-    """When the agent (the audio the relay sends to the caller) spoke, from RTP arrivals, and
-    the caller's turn latencies: from the end of the caller's speech (`turn_end_at`, set when an
-    utterance starts) to the first RTP packet from the relay after it."""
+    """When the agent (the audio the relay sends to the caller) spoke, from RTP arrivals; and
+    what the caller experienced: turn latencies, from the end of the caller's speech to the
+    first RTP packet from the relay after it, and barge-ins, from the moment the caller
+    started talking over the agent to the last packet of the agent before it fell silent."""
 
-    __slots__ = ("last_voice_at", "on_onset", "speaking_since", "turn_end_at", "turns",
-                 "voiced_packets")
+    __slots__ = ("barge_in_at", "barge_ins", "last_packet_at", "last_voice_at", "on_onset",
+                 "speaking_since", "turn_end_at", "turns", "voiced_packets")
 
     def __init__(self, on_onset: Callable[[], None] | None = None) -> None:
         self.speaking_since: float | None = None
         self.last_voice_at: float | None = None
+        self.last_packet_at: float | None = None
         self.voiced_packets = 0
         self.on_onset = on_onset
         self.turn_end_at: float | None = None
+        self.barge_in_at: float | None = None
         # (end of the caller's speech, seconds until the first packet after it), bounded
         self.turns: deque[tuple[float, float]] = deque(maxlen=MAX_TURNS_KEPT)
+        # (the caller's talking over the agent began, seconds until the agent's last packet)
+        self.barge_ins: deque[tuple[float, float]] = deque(maxlen=MAX_TURNS_KEPT)
 
-    def caller_speaks_until(self, end: float) -> None:
-        """The caller's utterance ends at `end` (monotonic): the next packet from the relay
-        after that time is the first of the agent's answer."""
+    def caller_speaks(self, start: float, end: float) -> None:
+        """The caller says something from `start` to `end` (monotonic): the next packet from
+        the relay after `end` is the first of the agent's answer; if the agent is speaking at
+        `start`, the caller is talking over it."""
         self.turn_end_at = end
+        if self.speaking(start) and self.barge_in_at is None:
+            self.barge_in_at = start
 
     def update(self, now: float, voiced: bool) -> None:
         end = self.turn_end_at
         if end is not None and now >= end:
             self.turn_end_at = None
             self.turns.append((end, now - end))
+        barge = self.barge_in_at
+        if barge is not None:
+            last = self.last_packet_at
+            if last is not None and now - last > AGENT_HANGOVER_S:   # fell silent before
+                self.barge_in_at = None
+                self.barge_ins.append((barge, max(0.0, last - barge)))
+        self.last_packet_at = now
         if not voiced:
             return
         last = self.last_voice_at

@@ -14,7 +14,8 @@
     GET    /sim/stats                      totals (RTP counts, live channels/bridges, calls by
                                            state); with ?since=T&until=T (monotonic seconds,
                                            the machine's clock) also the window's pacing,
-                                           sequence gaps and turn latency (relay.sim.pbx.stats)
+                                           sequence gaps, turn latency and barge-ins as the
+                                           callers heard them (relay.sim.pbx.stats)
 """
 
 from __future__ import annotations

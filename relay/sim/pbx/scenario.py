@@ -98,7 +98,9 @@ class Call:
             "agent": {"voiced_packets": self.activity.voiced_packets,
                       "last_voice_s": rel(self.activity.last_voice_at),
                       "turn_latency_ms": [round(s * 1000.0, 1)
-                                          for _, s in self.activity.turns]},
+                                          for _, s in self.activity.turns],
+                      "barge_in_heard_ms": [round(s * 1000.0, 1)
+                                            for _, s in self.activity.barge_ins]},
             "dtmf_heard": list(self.dtmf_heard), "playbacks_heard": list(self.playbacks_heard),
             "continued": self.continued, "redirected": self.redirected,
             "externals": externals,
@@ -242,7 +244,7 @@ class Scenario:
                 if ch.voice is not None:
                     ch.voice.play(action[1], pbx.media.tick(now), action[2])
                     if not action[2]:
-                        call.activity.caller_speaks_until(now + len(action[1]) / SAMPLE_RATE)
+                        call.activity.caller_speaks(now, now + len(action[1]) / SAMPLE_RATE)
             elif verb == "silence":
                 if ch.voice is not None:
                     ch.voice.stop()

@@ -381,7 +381,7 @@ class SimPbx:
         externalMedia channel since start, live channels and bridges, calls by state. With
         `since` (and `until`, default now; time.monotonic() seconds, the same clock in every
         process of the machine) also the figures of that window over every call's capture:
-        pacing, sequence gaps, turn latency (see relay.sim.pbx.stats; costs about a second
+        pacing, sequence gaps, turn latency, barge-ins (relay.sim.pbx.stats; costs about a second
         per million packets, so ask once the calls are over)."""
         self._require_started()
         now = time.monotonic()
@@ -408,6 +408,7 @@ class SimPbx:
                     window.add_capture(cap)
             for call in self.scenario.calls.values():
                 window.add_turns(call.activity.turns)
+                window.add_barge_ins(call.activity.barge_ins)
             out["window"] = window.result()
         return out
 

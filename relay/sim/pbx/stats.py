@@ -3,7 +3,8 @@
 Owns: turning the RTP captures of many externalMedia channels and the callers' turn latencies
 into a few numbers over a time window, so that a benchmark of 1,000 calls gets a summary instead
 of millions of timestamps: packets received, sequence gaps, the pacing error of the relay's RTP
-as it arrives here, and the turn latency the callers experienced. Reads only; no I/O, no clock.
+as it arrives here, and what the callers experienced: turn latency, and how long the agent
+went on after a caller started talking over it. Reads only; no I/O, no clock.
 
 Pacing error, two views of the same arrivals (milliseconds, within talkspurts):
 - inter-arrival deviation: |gap - 20 ms| between consecutive packets (sequence step 1);
@@ -57,6 +58,7 @@ class WindowStats:
         self.deviation_ms: list[float] = []
         self.lateness_ms: list[float] = []
         self.turn_ms: list[float] = []
+        self.barge_in_ms: list[float] = []
 
     def add_capture(self, cap: RtpCapture) -> None:
         times, hdr, tss = cap.times, cap.hdr, cap.tss
@@ -108,9 +110,17 @@ class WindowStats:
     def add_turns(self, turns: Iterable[tuple[float, float]]) -> None:
         """(end of the caller's speech, latency in seconds) pairs; those ending in the window
         count."""
-        for end, latency in turns:
-            if self.since <= end < self.until:
-                self.turn_ms.append(latency * 1000.0)
+        self._add(turns, self.turn_ms)
+
+    def add_barge_ins(self, barge_ins: Iterable[tuple[float, float]]) -> None:
+        """(the caller began talking over the agent, seconds until the agent's last packet)
+        pairs; those beginning in the window count."""
+        self._add(barge_ins, self.barge_in_ms)
+
+    def _add(self, pairs: Iterable[tuple[float, float]], into: list[float]) -> None:
+        for at, seconds in pairs:
+            if self.since <= at < self.until:
+                into.append(seconds * 1000.0)
 
     def result(self) -> dict[str, Any]:
         return {
@@ -121,4 +131,5 @@ class WindowStats:
             "interarrival_deviation_ms": summary(self.deviation_ms),
             "lateness_ms": summary(self.lateness_ms),
             "turn_latency_ms": summary(self.turn_ms),
+            "barge_in_heard_ms": summary(self.barge_in_ms),
         }
