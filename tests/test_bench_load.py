@@ -33,6 +33,7 @@ def _check_common(result: dict, main: str) -> None:
         figures = result["pacing_at_pbx_ms"][view]
         assert figures["count"] > 0
         assert 0 <= figures["p50"] <= figures["p99"] <= figures["max"]
+    assert set(result["barge_in_heard_at_pbx_ms"]) >= {"count", "p50", "p99"}
     assert result["window_at_pbx"]["streams"] == CALLS
     assert result["window_at_pbx"]["seq_gaps"] == 0
     assert result["leftovers"] == {"channels": 0, "bridges": 0}

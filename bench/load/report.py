@@ -58,7 +58,10 @@ def _pair(a: Any, b: Any, spec: str = ".1f") -> str:
 def tables(results: list[dict]) -> str:
     """The two tables: cost, then quality. `relay waited %`: the share of the window relay's
     hub thread was runnable but not running (the machine's other processes had the CPUs):
-    when it is more than a few percent, pacing and latency figures measure the machine."""
+    when it is more than a few percent, pacing and latency figures measure the machine.
+    `barge-in`: relay's reaction (speech_started to its last frame); `heard`: at the PBX, the
+    caller's start of talking over the agent to the agent's last packet (model VAD included);
+    `turn`: at the PBX, the end of the caller's speech to the answer's first packet."""
     lines = []
     head = (f"{'calls':>5}  {'relay %core':>11} {'%/call':>7} {'floor %core':>11} "
             f"{'ratio':>5}  {'us/pkt relay/floor':>18}  {'RSS KB/call':>11}  "
@@ -81,7 +84,8 @@ def tables(results: list[dict]) -> str:
     lines.append("")
     head = (f"{'calls':>5}  {'loss in/out':>11} {'gaps':>4}  {'lateness p99/max ms':>19} "
             f"{'floor':>11}  {'dev p99 ms':>10} {'floor':>5}  {'caller audio p50/p99':>20} "
-            f"{'model audio p50/p99':>19}  {'barge-in p99 (n)':>16}  {'turn p50/p99 ms':>15}")
+            f"{'model audio p50/p99':>19}  {'barge-in p99 (n)':>16}  {'turn p50/p99 ms':>15}  "
+            f"{'heard p50/p99':>13}")
     lines += [head, "-" * len(head)]
     for r in results:
         relay, floor = r["relay"], r.get("floor") or {}
@@ -102,7 +106,8 @@ def tables(results: list[dict]) -> str:
             f"{_pair(_get(window, 'caller_audio_latency_ms', 'p50'), _get(window, 'caller_audio_latency_ms', 'p99')):>20} "  # noqa: E501
             f"{_pair(_get(window, 'model_audio_latency_ms', 'p50'), _get(window, 'model_audio_latency_ms', 'p99')):>19}  "  # noqa: E501
             f"{_fmt(barge.get('p99')):>10} ({barge.get('count', 0):>3})  "
-            f"{_pair(turn['p50'], turn['p99'], '.0f'):>15}")
+            f"{_pair(turn['p50'], turn['p99'], '.0f'):>15}  "
+            f"{_pair(_get(relay, 'barge_in_heard_at_pbx_ms', 'p50'), _get(relay, 'barge_in_heard_at_pbx_ms', 'p99'), '.0f'):>13}")  # noqa: E501
     return "\n".join(lines)
 
 
