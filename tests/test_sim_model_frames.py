@@ -1,0 +1,71 @@
+"""The simulated model reads every kind of client frame the same, fast path or not
+(relay.sim.model.wshandler): short and 16-bit-length text frames take the fast path; fragments,
+64-bit lengths and control frames the general one; bad UTF-8 closes with 1007 either way."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+import ujson
+import websocket
+
+from relay.sim.model import SimModel
+
+KEY = "sk-frames-test"
+
+
+@pytest.fixture
+def ws():
+    with SimModel(api_key=KEY) as model:
+        conn = websocket.create_connection(f"{model.url}?model=gpt-realtime", timeout=10,
+                                           header=[f"Authorization: Bearer {KEY}"])
+        try:
+            assert ujson.loads(conn.recv())["type"] == "session.created"
+            yield conn
+        finally:
+            conn.close()
+
+
+def _retrieve(tag: str, pad: int = 0) -> str:
+    """An event the model answers with an error naming `tag` (no such item), padded."""
+    return ujson.dumps({"type": "conversation.item.retrieve", "item_id": "item_" + "x" * pad,
+                        "event_id": tag})
+
+
+def _answer(ws) -> dict:
+    event = ujson.loads(ws.recv())
+    assert event["type"] == "error"
+    return event["error"]
+
+
+@pytest.mark.parametrize("pad", [0, 200, 70_000])     # 7-bit, 16-bit and 64-bit lengths
+def test_text_frames_of_every_length(ws, pad):
+    ws.send(_retrieve(f"len{pad}", pad))
+    assert _answer(ws)["event_id"] == f"len{pad}"
+
+
+def test_fragmented_message_and_a_ping_between_the_fragments(ws):
+    text = _retrieve("fragments", 300).encode()
+    ABNF = websocket.ABNF
+    ws.send_frame(ABNF.create_frame(text[:100], ABNF.OPCODE_TEXT, fin=0))
+    ws.send_frame(ABNF.create_frame(b"ping", ABNF.OPCODE_PING))
+    ws.send_frame(ABNF.create_frame(text[100:], ABNF.OPCODE_CONT, fin=1))
+    opcode, frame = ws.recv_data_frame(True)
+    assert (opcode, frame.data) == (ABNF.OPCODE_PONG, b"ping")
+    assert _answer(ws)["event_id"] == "fragments"
+
+
+def test_empty_text_is_an_invalid_event_and_the_session_goes_on(ws):
+    ws.send("")
+    assert _answer(ws)["type"] == "invalid_request_error"
+    ws.send(_retrieve("after"))
+    assert _answer(ws)["event_id"] == "after"
+
+
+@pytest.mark.parametrize("size", [10, 300])
+def test_bad_utf8_closes_with_1007(ws, size):
+    ws.send_frame(websocket.ABNF.create_frame(b"\xff" * size, websocket.ABNF.OPCODE_TEXT))
+    opcode, frame = ws.recv_data_frame(True)
+    assert opcode == websocket.ABNF.OPCODE_CLOSE
+    assert struct.unpack("!H", frame.data[:2])[0] == 1007
