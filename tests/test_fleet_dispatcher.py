@@ -147,7 +147,9 @@ def test_callers_spread_evenly_and_keep_their_args(pbx, fleet):
     dispatcher = fleet(targets)
     script = {"args": ["agent=greeter", "vip"], **WAIT}
     ids = pbx.start_calls(script, count=31, app=PUBLIC)
-    wait_for(lambda: sum(len(t.got) for t in targets) == 31, 10, "every caller to be moved")
+    wait_for(lambda: sum(len(t.got) for t in targets) == 31
+             and sum(dispatcher.counters["dispatched"].values()) == 31, 10,
+             "every caller to be moved")
     assert [len(t.got) for t in targets] == [9, 11, 11]
     assert all(e["args"] == ["agent=greeter", "vip"] for t in targets for e in t.got)
     assert dispatcher.counters["dispatched"] == {"w0": 9, "w1": 11, "w2": 11}
@@ -165,7 +167,9 @@ def test_a_move_refused_with_500_goes_to_the_next_worker(pbx, fleet):
         targets = [Target("w0"), Target("w1", calls_active=5)]
         dispatcher = fleet(targets, ari_url=proxy.url)
         call_id = pbx.start_call(WAIT, app=PUBLIC)
-        wait_for(lambda: targets[1].got, 10, "the caller to reach w1")
+        # the event can reach w1 before the move's answer reaches the dispatcher
+        wait_for(lambda: targets[1].got and dispatcher.counters["dispatched"], 10,
+                 "the caller to reach w1")
         assert proxy.refused == 1 and targets[0].got == []
         assert dispatcher.counters["move_errors"] == {"w0": 1}
         assert dispatcher.counters["dispatched"] == {"w1": 1}
@@ -191,7 +195,8 @@ def test_an_app_without_connection_makes_asterisk_fail_the_move_then_the_next_on
     targets = [ghost, Target("w1", calls_active=5)]
     dispatcher = fleet(targets)
     call_id = pbx.start_call(WAIT, app=PUBLIC)
-    wait_for(lambda: targets[1].got, 10, "the caller to reach w1")
+    wait_for(lambda: targets[1].got and dispatcher.counters["dispatched"], 10,
+             "the caller to reach w1")
     assert dispatcher.counters["move_errors"] == {"ghost": 1}
     assert dispatcher.counters["dispatched"] == {"w1": 1}
     assert ghost.load == 0
