@@ -59,6 +59,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--settle", type=float, default=3.0,
                         help="seconds between the last call up and the window (default 3)")
     parser.add_argument("--no-floor", action="store_true", help="skip the floor runs")
+    parser.add_argument("--no-pin", action="store_true",
+                        help="let every process use every CPU (default: relay or the floor "
+                             "alone on the last CPU, the simulators on the others)")
     parser.add_argument("--out", type=Path, default=OUT_DIR / "load.json",
                         help="the JSON results (default bench/out/load.json)")
     parser.add_argument("--chart", type=Path, default=OUT_DIR / "load.png",
@@ -83,7 +86,8 @@ def run(calls: list[int], opts: Options, floor: bool = True) -> dict:
         "measured_at": datetime.datetime.now(datetime.timezone.utc).isoformat(
             timespec="seconds"),
         "machine": {"cores": os.cpu_count(), "load_average_at_start": os.getloadavg()},
-        "options": {"rate": opts.rate, "window_s": opts.window_s, "settle_s": opts.settle_s},
+        "options": {"rate": opts.rate, "window_s": opts.window_s, "settle_s": opts.settle_s,
+                    "pinned": opts.pin},
         "results": [], "errors": [],
     }
     for n in calls:
@@ -131,7 +135,7 @@ def problems(document: dict) -> list[str]:
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
     opts = Options(rate=args.rate, window_s=args.window, settle_s=args.settle,
-                   out_dir=args.out.parent / "load")
+                   out_dir=args.out.parent / "load", pin=not args.no_pin)
     document = run(args.calls, opts, floor=not args.no_floor)
     print()
     print(report.tables(document["results"]))

@@ -40,6 +40,7 @@ def _check_common(result: dict, main: str) -> None:
     assert result["pbx"]["calls"] == {"ended": CALLS} and result["pbx"]["calls_left"] == 0
     assert result["pbx"]["totals"]["rx_malformed"] == 0
     assert all(code == 0 for code in result["exit_codes"].values()), result["exit_codes"]
+    assert set(result["cpus"]) == set(result["exit_codes"])     # pinned, or None
 
 
 def test_four_calls_through_relay_and_the_floor(tmp_path: Path):

@@ -32,14 +32,22 @@ class Proc:
     stop() in a finally: it is always ended."""
 
     def __init__(self, name: str, argv: list[str], log: Path,
-                 env: Optional[dict[str, str]] = None) -> None:
+                 env: Optional[dict[str, str]] = None,
+                 cpus: Optional[set[int]] = None) -> None:
         self.name = name
         self.log = log
+        self.cpus = cpus
         log.parent.mkdir(parents=True, exist_ok=True)
+
+        def in_child() -> None:
+            _die_with_parent()
+            if cpus:
+                os.sched_setaffinity(0, cpus)
+
         with log.open("w") as out:
             self.popen = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=out,
                                           stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                          preexec_fn=_die_with_parent)
+                                          preexec_fn=in_child)
         self.pid = self.popen.pid
 
     def __enter__(self) -> "Proc":
@@ -94,6 +102,15 @@ class Proc:
 
     def runqueue_wait_seconds(self) -> float:
         return runqueue_wait_seconds(self.pid)
+
+
+def cpu_split() -> tuple[Optional[set[int]], Optional[set[int]]]:
+    """(the CPU for the process under test, the CPUs for the load generators): the last CPU
+    this process may use, and the others; (None, None) with fewer than two."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        return None, None
+    return {cpus[-1]}, set(cpus[:-1])
 
 
 def _die_with_parent() -> None:

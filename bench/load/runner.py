@@ -15,7 +15,9 @@ the floor, the simulated PBX and bench.load.floor. Then:
 4. the callers hang up (twice as fast as they called), relay cleans up; then the checks: what
    is left on the PBX, loss both ways over the whole run, and the window's pacing, sequence gaps
    and turn latency as the PBX saw them (GET /sim/stats, asked once the calls are over).
-Every process is stopped on every path.
+Every process is stopped on every path. With two CPUs or more, relay (or the floor) runs alone
+on one and the simulators on the others (sched_setaffinity), so the load generators do not take
+the CPU from the process measured; the machine's other users still may (`runqueue_wait_share`).
 """
 
 from __future__ import annotations
@@ -33,7 +35,15 @@ from pathlib import Path
 from typing import Any, Optional
 
 from bench.load import prom, scenario
-from bench.load.procs import Proc, free_port, get_json, http, machine_cpu, post_json
+from bench.load.procs import (
+    Proc,
+    cpu_split,
+    free_port,
+    get_json,
+    http,
+    machine_cpu,
+    post_json,
+)
 
 PBX_AUTH = ("bench", "bench-load-pw")
 API_KEY = "sk-bench-load"
@@ -55,6 +65,8 @@ class Options:
     slack_s: float = 20.0        # calls last this much longer than the ramp, settle and window
     out_dir: Path = Path("bench/out/load")
     python: str = sys.executable
+    pin: bool = True             # relay (or the floor) on a CPU of its own, the simulators on
+                                 # the others (procs.cpu_split)
 
     def duration_s(self, calls: int) -> float:
         """How long each call lasts: the ramp (twice: set-up may lag behind the rate), settle,
@@ -89,7 +101,9 @@ class Run:
         return codes
 
     def _proc(self, name: str, argv: list[str], env: Optional[dict] = None) -> Proc:
-        proc = Proc(name, argv, self.logs / f"{self.label}-{name}.log", env)
+        tested, generators = cpu_split() if self.opts.pin else (None, None)
+        cpus = tested if name in ("relay", "floor") else generators
+        proc = Proc(name, argv, self.logs / f"{self.label}-{name}.log", env, cpus)
         self.procs[name] = proc
         return proc
 
@@ -271,6 +285,8 @@ def measure(run: Run, calls: int, pbx_url: str, app: str, main: str,
         "target": main, "calls": calls, "rate": opts.rate, "ramp_s": round(ramp_s, 1),
         "window_s": round(window_s, 2), "window_complete": complete,
         "cores": os.cpu_count(), "load_average_before": run.load_before,
+        "cpus": {name: sorted(proc.cpus) if proc.cpus else None
+                 for name, proc in run.procs.items()},
         "cpu_share": {k: round(v, 4) for k, v in cpu.items()},
         # the share of the window each process's hub thread was runnable but not running
         "runqueue_wait_share": {k: round(v, 4) for k, v in waits.items()},
