@@ -126,7 +126,7 @@ def _healthy(f: FleetProcess, app: str) -> bool:
 
 
 def test_sigterm_drains_live_calls_and_refuses_new_ones(fleet):
-    f = fleet(2)
+    f = fleet(2, args=("--drain-timeout", "30"))     # room for a loaded machine
     f.wait_dispatching()
     live = f.calls(talk_after(2500), count=2)
     wait_for(lambda: all(f.bridged(i) for i in live), 20, "the calls to be bridged")

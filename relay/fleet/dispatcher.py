@@ -241,7 +241,6 @@ class Dispatcher:
             return
 
     def _refuse(self, channel_id: str, reason: str) -> None:
-        self._attempts.pop(channel_id, None)
         self._count("refused", reason)
         log.warning("dispatch %s: refused (%s): hanging up with cause %s", channel_id, reason,
                     REFUSE_CAUSE)
@@ -250,6 +249,9 @@ class Dispatcher:
         except AriError as exc:
             if exc.status != 404:
                 log.warning("dispatch %s: cannot hang up: %s", channel_id, exc)
+        finally:
+            # forgotten only once it is gone: meanwhile _adopt_waiting must not take it again
+            self._attempts.pop(channel_id, None)
 
     def _count(self, key: str, label: str, delta: int = 1) -> None:
         table = self.counters[key]
