@@ -59,6 +59,8 @@ def tables(results: list[dict]) -> str:
     """The two tables: cost, then quality. `relay waited %`: the share of the window relay's
     hub thread was runnable but not running (the machine's other processes had the CPUs):
     when it is more than a few percent, pacing and latency figures measure the machine.
+    `lateness` is measured at the PBX (relay's, then the floor's), `pacer p99` is relay's own
+    pacer_lateness_seconds (its histogram ends at 100 ms: 100 reads "100 or more").
     `barge-in`: relay's reaction (speech_started to its last frame); `heard`: at the PBX, the
     caller's start of talking over the agent to the agent's last packet (model VAD included);
     `turn`: at the PBX, the end of the caller's speech to the answer's first packet."""
@@ -83,7 +85,8 @@ def tables(results: list[dict]) -> str:
             f"{_fmt(100 * relay.get('runqueue_wait_share', {}).get('relay', 0)):>14}")
     lines.append("")
     head = (f"{'calls':>5}  {'loss in/out':>11} {'gaps':>4}  {'lateness p99/max ms':>19} "
-            f"{'floor':>11}  {'dev p99 ms':>10} {'floor':>5}  {'caller audio p50/p99':>20} "
+            f"{'floor':>11}  {'pacer p99':>9}  {'dev p99 ms':>10} {'floor':>5}  "
+            f"{'caller audio p50/p99':>20} "
             f"{'model audio p50/p99':>19}  {'barge-in p99 (n)':>16}  {'turn p50/p99 ms':>15}  "
             f"{'heard p50/p99':>13}")
     lines += [head, "-" * len(head)]
@@ -101,6 +104,7 @@ def tables(results: list[dict]) -> str:
             f"{_fmt((loss.get('relay_seq_gaps') or 0) + (loss.get('pbx_seq_gaps_in_window') or 0), '.0f'):>4}  "  # noqa: E501
             f"{_pair(late['p99'], late['max'], '.2f'):>19} "
             f"{_pair(flate.get('p99'), flate.get('max'), '.2f'):>11}  "
+            f"{_fmt(_get(window, 'pacer_lateness_ms', 'p99'), '.2f'):>9}  "
             f"{relay['pacing_at_pbx_ms']['interarrival_deviation']['p99']:>10.2f} "
             f"{_fmt(_get(floor, 'pacing_at_pbx_ms', 'interarrival_deviation', 'p99'), '.2f'):>5}  "  # noqa: E501
             f"{_pair(_get(window, 'caller_audio_latency_ms', 'p50'), _get(window, 'caller_audio_latency_ms', 'p99')):>20} "  # noqa: E501
@@ -179,13 +183,18 @@ def chart(results: list[dict], path: Path) -> Optional[Path]:
     cpu_ax.legend(fontsize=8)
     cpu_ax.grid(alpha=0.3)
     pace_ax.plot(ns, [x["pacing_at_pbx_ms"]["lateness"]["p99"] for x in relay], "o-",
-                 label="relay")
+                 label="relay, at the PBX")
     if all(floors):
         pace_ax.plot(ns, [f["pacing_at_pbx_ms"]["lateness"]["p99"] for f in floors], "s-",
-                     label="floor")
+                     label="floor, at the PBX")
+    own = [_get(x, "relay", "window", "pacer_lateness_ms", "p99") for x in relay]
+    if all(v is not None for v in own):
+        pace_ax.plot(ns, own, "o--", color="C0", alpha=0.5,
+                     label="relay's own pacer (capped at 100)")
     pace_ax.axhline(TARGET_PACING_P99_MS, color="red", lw=0.8, ls="--", label="target")
-    pace_ax.set(xlabel="concurrent calls", ylabel="ms",
-                title="outgoing RTP lateness p99 (at the PBX)")
+    pace_ax.set_yscale("log")
+    pace_ax.set(xlabel="concurrent calls", ylabel="ms (log)",
+                title="outgoing RTP lateness p99")
     pace_ax.legend(fontsize=8)
     pace_ax.grid(alpha=0.3)
     fig.tight_layout()
