@@ -264,6 +264,10 @@ class MediaSocket:
                 if not batch:
                     hub.wait(readable)
                     continue
+                if len(batch) == RECEIVE_BATCH:
+                    # more may be waiting: let the pacer (and everyone else) run between
+                    # batches instead of after the whole backlog
+                    gevent.sleep(0)
                 self.received += len(batch)
                 now = clock()
                 for data, remote in batch:
