@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import gevent
 import gevent.event
@@ -73,7 +73,7 @@ class Call:
             send_to_model=self._send_audio_to_model, jitter_depth=rtp["jitter_depth"],
             append_frames=rtp["append_frames"], playout_max_s=rtp["playout_max_s"],
             on_played=self._played,
-            on_model_audio_latency=self._observe_model_audio_latency)
+            on_model_audio_latency=self._latency_observer("model_audio_latency_seconds"))
         self.remote: Optional[tuple[str, int]] = None
         self.session: Optional[RealtimeSession] = None
         self._bridge_made = False
@@ -190,7 +190,7 @@ class Call:
             session=ev.session_config(self.agent), handler=self,
             connect_timeout=openai["connect_timeout_s"],
             max_reconnects=openai["max_reconnects"], name=self.id,
-            on_append_sent=self._observe_caller_audio_latency)
+            on_append_sent=self._latency_observer("caller_audio_latency_seconds"))
         self.session = session      # set first, so that cleanup closes it whatever happens
         try:
             session.start()
@@ -334,11 +334,13 @@ class Call:
         if self.session is not None:
             self.session.append_audio(audio, stamp)
 
-    def _observe_caller_audio_latency(self, seconds: float) -> None:
-        self.worker.observe("caller_audio_latency_seconds", seconds)
-
-    def _observe_model_audio_latency(self, seconds: float) -> None:
-        self.worker.observe("model_audio_latency_seconds", seconds)
+    def _latency_observer(self, histogram: str) -> Callable[[float], None]:
+        """The worker histogram's own observe (called per append: no layers in between), or
+        the worker's observe() for a worker without that histogram."""
+        found = getattr(self.worker, "histograms", {}).get(histogram)
+        if found is not None:
+            return found.observe
+        return lambda seconds: self.worker.observe(histogram, seconds)
 
     def _barge_in_measured(self) -> None:
         """The first tick that sent nothing after a barge-in: the reaction is the time from

@@ -14,6 +14,7 @@ knows nothing of what the messages mean.
 from __future__ import annotations
 
 import logging
+import os
 import ssl
 import struct
 import time
@@ -77,6 +78,7 @@ class JsonWebSocket:
         self._max_message = max_message
         self._ws: Optional[websocket.WebSocket] = None
         self._sock: Any = None
+        self._fd: Optional[int] = None      # a plain TCP socket's fd: written with one write(2)
         self._backlog: deque[tuple[Union[bytes, memoryview], Optional[float]]] = deque()
         self._writing = False
         self._reader: Optional[gevent.Greenlet] = None
@@ -106,6 +108,9 @@ class JsonWebSocket:
         ws.settimeout(None)
         self._ws = ws
         self._sock = ws.sock
+        # TLS must go through the SSL object; plain TCP needs no wrapper for a write that
+        # never waits (the fd is non-blocking under gevent)
+        self._fd = None if hasattr(ws.sock, "do_handshake") else ws.sock.fileno()
         self._reader = gevent.spawn(self._read_loop)
 
     # sending
@@ -137,6 +142,11 @@ class JsonWebSocket:
 
     def _send_now(self, data: Union[bytes, memoryview]) -> int:
         """Whatever the socket takes without waiting (plain or TLS): the byte count."""
+        if self._fd is not None:
+            try:
+                return os.write(self._fd, data)
+            except (BlockingIOError, InterruptedError):
+                return 0
         sock = self._sock
         sock.settimeout(0.0)       # no yield until restored: the reader never sees it
         try:
@@ -250,6 +260,7 @@ class JsonWebSocket:
         self._report_closed(CLOSE_ABNORMAL, reason)
 
     def _shutdown(self) -> None:
+        self._fd = None       # never write(2) to a number the kernel may give to another file
         if self._ws is not None:
             try:
                 self._ws.shutdown()

@@ -163,3 +163,47 @@ def test_a_peer_that_stops_reading_never_blocks_send_and_the_backlog_is_bounded(
         assert client.ws.backlog == 0
     finally:
         client.ws.close()
+
+
+def test_tls_both_ways_and_a_peer_that_stops_reading(tmp_path, monkeypatch):
+    """wss:// (the real OpenAI's): writes that never wait go through the TLS object too."""
+    import shutil
+    import ssl
+    import subprocess
+
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is needed to make a test certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    monkeypatch.setenv("WEBSOCKET_CLIENT_CA_BUNDLE", str(cert))
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    peer = Peer()
+    handle = peer._handle
+    peer.server.stop()
+    peer.server = StreamServer(("127.0.0.1", 0),
+                               lambda sock, address: handle(
+                                   context.wrap_socket(sock, server_side=True), address))
+    peer.server.start()
+    client = Client(f"wss://127.0.0.1:{peer.server.server_port}/", send_queue_max=4)
+    try:
+        assert peer.connected.wait(5)
+        assert client.ws._fd is None                       # TLS: never a raw write(2)
+        assert client.ws.send({"type": "hello"})
+        assert peer.frames(1) == [(OP_TEXT, b'{"type":"hello"}')]
+        peer.sock.sendall(server_frame(b'{"a":1}'))
+        with gevent.Timeout(5):
+            while not client.messages:
+                gevent.sleep(0.01)
+        assert client.messages == [{"a": 1}]
+        big = {"audio": "A" * 60000}
+        accepted = sum(client.ws.send(big) for _ in range(100))   # the peer reads nothing
+        assert client.ws.send_dropped == 100 - accepted and client.ws.backlog <= 4
+        frames = peer.frames(accepted, timeout=10)
+        assert all(f == (OP_TEXT, b'{"audio":"' + b"A" * 60000 + b'"}') for f in frames)
+        assert client.ws.connected and not client.closed
+    finally:
+        client.ws.close()
+        peer.stop()
