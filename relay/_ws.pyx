@@ -202,11 +202,11 @@ cdef class FrameReader:
             else:
                 raise WebSocketProtocolError(f"unknown opcode {opcode:#x}")
         if self._start:
+            # keep only the partial frame, in a buffer of its own size: a read of many frames
+            # must not leave a connection holding tens of kilobytes until its next message
             if self._start == len(self._buffer):
                 self._buffer = bytearray()
-            elif self._start > 65536:
-                del self._buffer[:self._start]
             else:
-                return out
+                self._buffer = bytearray(memoryview(self._buffer)[self._start:])
             self._start = 0
         return out
