@@ -128,7 +128,12 @@ class Run:
         agents.mkdir()
         (agents / f"{scenario.AGENT_KEY}.json").write_text(json.dumps(scenario.AGENT))
         web_port = free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("RELAY_", "OPENAI_"))}
+        # Only the settings below: none of this shell's relay settings (RECORD_CALLS,
+        # RELAY_WORKERS, ...) may change what is measured.
+        from relay.config import ENV_VARS
+
+        env = {k: v for k, v in os.environ.items()
+               if k not in ENV_VARS and not k.startswith(("RELAY_", "OPENAI_"))}
         env.update(
             ARI_URL=pbx_url, ARI_USERNAME=PBX_AUTH[0], ARI_PASSWORD=PBX_AUTH[1],
             ARI_APP_NAME=RELAY_APP, OPENAI_API_KEY=API_KEY, OPENAI_REALTIME_URL=model_url,
