@@ -303,6 +303,8 @@ def test_a_tool_slower_than_its_timeout_and_a_fast_one_in_the_same_response(stac
     assert ("assistant", "Here.") in relay_call.transcript.turns()
     [slow] = tool_entries(relay_call, "error")["test_slow"]
     assert slow["error"]["code"] == "timeout" and slow["duration_ms"] >= 300
+    # relay_tool_calls_total counts each outcome
+    assert s.worker.counters["tool_calls"] == {"ok": 1, "timeout": 1}
 
 
 @pytest.mark.parametrize("continue_in_dialplan", [False, True])

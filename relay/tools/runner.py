@@ -189,6 +189,9 @@ class CallTools:
             log.info("call %s: tool %s failed in %.0f ms: %s %s", call.id, name, duration_ms,
                      error.code, error.message)
         call.transcript.add("tool", name, **fields)
+        count = getattr(call.worker, "count_tool_call", None)      # relay_tool_calls_total
+        if count is not None:
+            count("ok" if error is None else error.code)
         if final:
             self.turns.final(response_id)
         session = call.session
