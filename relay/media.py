@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 FRAME_S = 0.020
 SLOTS = 20                  # 1 ms slots in a 20 ms frame
 SLOT_S = FRAME_S / SLOTS
+MAX_LAG_S = 0.2             # an overloaded pacer skips frame times rather than fall further behind
 MAX_DATAGRAM = 2048
 RECEIVE_BATCH = 32          # datagrams per recvmmsg: enough to empty the queue, short enough
                             # that the pacer is not kept waiting behind one batch
@@ -58,6 +59,7 @@ class Pacer:
         self.late_ticks = 0          # ticks run more than one slot after their deadline
         self.lateness = Histogram(PACER_LATENESS_BUCKETS_S)   # each slot run: now - deadline
         self.tick_errors = 0
+        self.skipped_slots = 0       # slots given up because the pacer was MAX_LAG_S behind
 
     def __len__(self) -> int:
         return self._count
@@ -100,6 +102,15 @@ class Pacer:
             due = self._epoch + self._next_slot * SLOT_S
             if due > now:
                 gevent.sleep(due - now)
+                continue
+            if now - due > MAX_LAG_S:
+                # Overloaded (or the process was stopped): sending every missed frame now
+                # would only make every call's audio later and later. Give up the frame times
+                # missed; each stream's next tick sends its next frame, so the caller hears a
+                # gap instead of a delay that never recovers.
+                missed = int((now - due) / SLOT_S)
+                self._next_slot += missed
+                self.skipped_slots += missed
                 continue
             if now - due > SLOT_S:
                 self.late_ticks += 1

@@ -15,10 +15,11 @@ from typing import Any, Iterable, Mapping, Optional, Sequence
 
 # Upper bounds, in seconds (Prometheus base units).
 TURN_LATENCY_BUCKETS_S = (0.1, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
-BARGE_IN_BUCKETS_S = (0.0, 0.005, 0.01, 0.02, 0.04, 0.06, 0.1, 0.2, 0.5, 1.0)
+BARGE_IN_BUCKETS_S = (0.0, 0.005, 0.01, 0.02, 0.04, 0.06, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
 AUDIO_LATENCY_BUCKETS_S = (0.001, 0.002, 0.005, 0.01, 0.015, 0.02, 0.025, 0.03, 0.04, 0.05,
                            0.075, 0.1, 0.2, 0.5)
-PACER_LATENESS_BUCKETS_S = (0.0001, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1)
+PACER_LATENESS_BUCKETS_S = (0.0001, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1,
+                            0.2, 0.5)
 
 # the per-call audio figures a worker adds up as calls end (CallMedia.stats() keys)
 AUDIO_TOTALS = ("rtp_in", "rtp_out", "lost", "late", "duplicate", "malformed")
@@ -203,6 +204,9 @@ def render(worker: Any, web: Optional[Mapping[str, int]] = None) -> str:
                 pacer.late_ticks)
     out.counter("pacer_tick_errors", "Stream ticks that raised (the stream was removed).",
                 pacer.tick_errors)
+    out.counter("pacer_skipped_slots", "Pacer slots given up because it was over 200 ms "
+                "behind (overload): frame times with nothing sent.",
+                getattr(pacer, "skipped_slots", 0))
     lateness = getattr(pacer, "lateness", None)
     if lateness is not None:
         out.histogram("pacer_lateness_seconds", "Lateness of each pacer slot (1 ms) against "

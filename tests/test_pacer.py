@@ -1,0 +1,51 @@
+"""The pacer: every stream ticked once per 20 ms frame; an overloaded pacer skips, never lags."""
+
+import time
+
+import gevent
+
+from relay.media import MAX_LAG_S, SLOTS, Pacer
+
+
+class Stream:
+    def __init__(self, block_first_s: float = 0.0):
+        self.ticks: list[float] = []
+        self.block_first_s = block_first_s
+
+    def tick(self, now: float) -> None:
+        self.ticks.append(now)
+        if len(self.ticks) == 1 and self.block_first_s:
+            time.sleep(self.block_first_s)        # blocks the whole hub, like an overload
+
+
+def test_streams_are_spread_over_the_slots_and_ticked_every_frame():
+    pacer = Pacer()
+    streams = [Stream() for _ in range(SLOTS * 2)]
+    for s in streams:
+        pacer.add(s)
+    pacer.start()
+    try:
+        gevent.sleep(0.25)
+    finally:
+        pacer.stop()
+    counts = [len(s.ticks) for s in streams]
+    assert min(counts) >= 3 and max(counts) - min(counts) <= 1     # one tick per frame each
+    assert pacer.skipped_slots == 0 and len(pacer) == SLOTS * 2
+
+
+def test_a_pacer_far_behind_skips_the_missed_frames_instead_of_sending_them_late():
+    pacer = Pacer()
+    blocker, other = Stream(block_first_s=MAX_LAG_S + 0.15), Stream()
+    pacer.add(blocker)
+    pacer.add(other)
+    pacer.start()
+    try:
+        while len(blocker.ticks) < 4:
+            gevent.sleep(0.01)
+    finally:
+        pacer.stop()
+    # the frame times missed while blocked were given up, not sent in a burst afterwards
+    assert pacer.skipped_slots >= MAX_LAG_S / 0.001
+    pacer.remove(blocker)
+    pacer.remove(other)
+    assert len(pacer) == 0
