@@ -12,13 +12,20 @@ stdout and bench/out/micro.json. The load benchmark is bench/bench_load.py (benc
 
 from __future__ import annotations
 
-import importlib
-import json
-import pkgutil
-import sys
-from pathlib import Path
+# First, before any benchmark imports anything: some need cooperative sockets, and patching
+# later (bench_sim_pbx used to) walks every existing object, touched openai's lazy client proxy
+# and hung in a half-patched subprocess (ctypes' ldconfig) under trio's import.
+from gevent import monkey
 
-import bench
+monkey.patch_all()
+
+import importlib  # noqa: E402
+import json  # noqa: E402
+import pkgutil  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import bench  # noqa: E402
 
 OUT_DIR = Path(__file__).resolve().parent / "out"
 NOT_MICRO = {"bench_load"}
