@@ -101,7 +101,7 @@ class JsonWebSocket:
 
     def connect(self) -> None:
         """Open the connection (blocks this greenlet up to connect_timeout) and start the
-        reader and writer. Raises OSError / websocket exceptions when it cannot connect."""
+        reader. Raises OSError / websocket exceptions when it cannot connect."""
         ws = websocket.WebSocket(enable_multithread=False, skip_utf8_validation=True)
         ws.settimeout(self._connect_timeout)
         ws.connect(self.url, header=self._headers, suppress_origin=True)
@@ -138,7 +138,8 @@ class JsonWebSocket:
         if sent == len(frame):
             self._sent(stamp)
             return True
-        return self._defer(memoryview(frame)[sent:] if sent else frame, stamp)
+        # the rest of a frame already begun must follow it, whatever the backlog's limit
+        return self._defer(memoryview(frame)[sent:] if sent else frame, stamp, begun=sent > 0)
 
     def _send_now(self, data: Union[bytes, memoryview]) -> int:
         """Whatever the socket takes without waiting (plain or TLS): the byte count."""
@@ -156,8 +157,9 @@ class JsonWebSocket:
         finally:
             sock.settimeout(None)
 
-    def _defer(self, data: Union[bytes, memoryview], stamp: Optional[float]) -> bool:
-        if len(self._backlog) >= self._backlog_max:
+    def _defer(self, data: Union[bytes, memoryview], stamp: Optional[float],
+               begun: bool = False) -> bool:
+        if len(self._backlog) >= self._backlog_max and not begun:
             self.send_dropped += 1
             return False
         self._backlog.append((data, stamp))
