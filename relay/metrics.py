@@ -220,10 +220,15 @@ def render(worker: Any, web: Optional[Mapping[str, int]] = None) -> str:
                          "transcriber, by provider and result.", "result",
                          counters.get("fallback_transcriptions", {}), outer_label="provider")
     if web is not None:
-        out.gauge("dashboard_clients", "Dashboard WebSocket clients connected.",
-                  web.get("clients", 0))
-        out.counter("dashboard_clients_dropped", "Dashboard clients dropped for not keeping "
-                    "up with the events.", web.get("dropped", 0))
-        out.counter("dashboard_messages", "Messages queued for dashboard clients.",
-                    web.get("messages", 0))
+        dashboard_figures(out, web)
     return out.text()
+
+
+def dashboard_figures(out: Exposition, web: Mapping[str, int]) -> None:
+    """The dashboard server's own figures (a worker's, or the fleet's for its browsers)."""
+    out.gauge("dashboard_clients", "Dashboard WebSocket clients connected.",
+              web.get("clients", 0))
+    out.counter("dashboard_clients_dropped", "Dashboard clients dropped for not keeping "
+                "up with the events.", web.get("dropped", 0))
+    out.counter("dashboard_messages", "Messages queued for dashboard clients.",
+                web.get("messages", 0))

@@ -33,7 +33,7 @@ from urllib.parse import quote
 import ujson
 
 from relay.config import Settings
-from relay.metrics import Exposition
+from relay.metrics import Exposition, dashboard_figures
 from relay.web import fleet_merge as merge
 from relay.web import views
 from relay.web.api import CALL_PATH, METRICS_TYPE, allow
@@ -290,11 +290,5 @@ class FleetApi:
                     "not be read (skipped).", self.bad_metric_lines)
         out.gauge("fleet_links_connected", "Workers whose event link to the fleet dashboard "
                   "is open and synced.", self.fleet.linked())
-        web = self.web_stats() if self.web_stats else {}
-        out.gauge("dashboard_clients", "Dashboard WebSocket clients connected.",
-                  web.get("clients", 0))
-        out.counter("dashboard_clients_dropped", "Dashboard clients dropped for not keeping "
-                    "up with the events.", web.get("dropped", 0))
-        out.counter("dashboard_messages", "Messages queued for dashboard clients.",
-                    web.get("messages", 0))
+        dashboard_figures(out, self.web_stats() if self.web_stats else {})
         return out.text()
