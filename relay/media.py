@@ -248,6 +248,7 @@ class MediaSocket:
         self._sock.close()
 
     def _dispatch(self, data: bytes, remote: tuple, now: float) -> None:
+        """One datagram to the call that owns its source address (host, port[, IPv6 extras])."""
         handler = self._routes.get(remote[:2])
         if handler is None:
             self.from_strangers += 1
@@ -262,7 +263,7 @@ class MediaSocket:
         receive = self._receiver.receive        # type: ignore[union-attr]
         hub = gevent.get_hub()
         readable = hub.loop.io(self._sock.fileno(), 1)
-        routes = self._routes
+        dispatch = self._dispatch
         clock = time.monotonic
         try:
             while True:
@@ -282,14 +283,7 @@ class MediaSocket:
                 self.received += len(batch)
                 now = clock()
                 for data, remote in batch:
-                    handler = routes.get(remote)
-                    if handler is None:
-                        self.from_strangers += 1
-                        continue
-                    try:
-                        handler(data, now)
-                    except Exception:
-                        log.exception("RTP handler failed for %s", remote)
+                    dispatch(data, remote, now)
         finally:
             readable.close()
 
