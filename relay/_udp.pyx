@@ -94,7 +94,7 @@ cdef enum:
 
 
 def pack_address(host, int port):
-    """The sockaddr bytes of (host, port), for send_batch (IPv4 or IPv6 literal)."""
+    """The sockaddr bytes of (host, port), for BatchSender.send (IPv4 or IPv6 literal)."""
     cdef sockaddr_in sin
     cdef sockaddr_in6 sin6
     if ":" in host:
