@@ -41,6 +41,7 @@ def test_session_update_with_tools_pcm_and_no_turn_detection(tmp_path: Path):
 
 @pytest.mark.parametrize("event", [
     ev.input_audio_append(b"\xff" * 320),
+    json.loads(ev.input_audio_append_json(bytes(range(256)) * 2)),    # the pre-encoded one
     ev.response_create(),
     ev.response_create("Greet the caller."),
     ev.response_cancel(),
@@ -60,3 +61,8 @@ def test_the_validator_itself_refuses_an_unknown_field():
     event["session"]["input_audio_format"] = "g711_ulaw"
     with pytest.raises(ValueError):
         validate_client_event(event)
+
+
+def test_the_pre_encoded_append_is_the_same_event():
+    audio = bytes(range(256)) * 3
+    assert json.loads(ev.input_audio_append_json(audio)) == ev.input_audio_append(audio)
