@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 
 from relay.tools.context import ToolContext
 from relay.tools.errors import INVALID_ARGUMENTS, ToolError
-from relay.tools.registry import builtin
+from relay.tools.registry import builtin, refuse_unknown_keys
 
 DTMF = re.compile(r"^[0-9A-Da-d*#]{1,32}$")
 TARGET_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
@@ -24,10 +24,7 @@ TARGET_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 # end_call --------------------------------------------------------------------------------------
 
 def _end_call_config(config: dict, base_dir: Path) -> dict:
-    unknown = set(config) - {"continue_in_dialplan"}
-    if unknown:
-        raise ValueError(f"unknown key(s) {', '.join(sorted(unknown))} in 'config' "
-                         f"(known: continue_in_dialplan)")
+    refuse_unknown_keys(config, ("continue_in_dialplan",))
     value = config.get("continue_in_dialplan")
     if value is not None and not isinstance(value, bool):
         raise ValueError("'config.continue_in_dialplan' must be true or false")
@@ -50,10 +47,7 @@ def end_call(ctx: ToolContext, args: dict) -> dict:
 # transfer_call ---------------------------------------------------------------------------------
 
 def _transfer_config(config: dict, base_dir: Path) -> dict:
-    unknown = set(config) - {"targets"}
-    if unknown:
-        raise ValueError(f"unknown key(s) {', '.join(sorted(unknown))} in 'config' "
-                         f"(known: targets)")
+    refuse_unknown_keys(config, ("targets",))
     targets = config.get("targets")
     if not isinstance(targets, dict) or not targets:
         raise ValueError("'config.targets' must be a non-empty object: department -> "

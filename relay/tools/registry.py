@@ -104,3 +104,12 @@ class Registry:
 
 BUILTINS = Registry(BUILTIN_MODULES)
 builtin = BUILTINS.builtin
+
+
+def refuse_unknown_keys(config: dict, known: tuple[str, ...]) -> None:
+    """A built-in's config check: ValueError naming the keys it does not know, and the ones it
+    does."""
+    unknown = set(config) - set(known)
+    if unknown:
+        raise ValueError(f"unknown key(s) {', '.join(sorted(unknown))} in 'config' "
+                         f"(known: {', '.join(known)})")

@@ -13,17 +13,14 @@ import re
 from pathlib import Path
 
 from relay.tools.context import ToolContext
-from relay.tools.registry import builtin
+from relay.tools.registry import builtin, refuse_unknown_keys
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "config" / "sample_data" / "orders.json"
 SUMMARY_KEYS = ("order_number", "placed", "status", "total", "currency")
 
 
 def _data_config(config: dict, base_dir: Path) -> dict:
-    unknown = set(config) - {"data_file"}
-    if unknown:
-        raise ValueError(f"unknown key(s) {', '.join(sorted(unknown))} in 'config' "
-                         f"(known: data_file)")
+    refuse_unknown_keys(config, ("data_file",))
     name = config.get("data_file")
     if name is None:
         path = DEFAULT_DATA
