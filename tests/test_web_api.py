@@ -9,10 +9,10 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-import requests
 import websocket
 from realtime_schema import validate_client_event
 from stack import AGENTS_DIR, API_KEY, Stack, wait_for
+from web_client import RecordingClient
 
 from relay.config import ConfigError, load_settings
 from relay.web import WebServer
@@ -67,26 +67,9 @@ def make(tmp_path, agents_dir):
         stack.stop()
 
 
-class Client:
-    """requests against the dashboard, recording every body it receives."""
-
-    def __init__(self, web: WebServer, token: str = "") -> None:
-        self.base = web.url.rstrip("/")
-        self.headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self.bodies: list[bytes] = []
-
-    def __call__(self, method: str, path: str, **kwargs) -> requests.Response:
-        headers = dict(self.headers)
-        headers.update(kwargs.pop("headers", {}))
-        response = requests.request(method, self.base + path, headers=headers, timeout=10,
-                                    allow_redirects=False, **kwargs)
-        self.bodies.append(response.content)
-        self.bodies.append(repr(sorted(response.headers.items())).encode())
-        return response
-
-    def post_json(self, path: str, data) -> requests.Response:
-        return self("POST", path, data=json.dumps(data),
-                    headers={"Content-Type": "application/json"})
+def Client(web: WebServer, token: str = "") -> RecordingClient:
+    """requests against one worker's dashboard, recording every body it receives."""
+    return RecordingClient(web.url, token)
 
 
 def live_call(stack: Stack, script=LONG_CALL):

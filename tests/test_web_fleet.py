@@ -18,6 +18,7 @@ import pytest
 import requests
 import websocket
 from stack import AGENTS_DIR, API_KEY, Stack, greenlets_alive, wait_for
+from web_client import RecordingClient
 
 from relay.config import load_settings
 from relay.fleet.endpoints import WorkerEndpoint
@@ -258,9 +259,9 @@ class System:
                                     f"relay_dispatcher_calls_total {self.master['dispatched']}\n"),
             port=0, request_timeout_s=2.0, link_backoff_initial_s=0.05, link_backoff_max_s=0.5,
             sync_interval_s=0.1).start()
-        self.base = self.fleet.url.rstrip("/")
-        self.headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self.bodies: list[bytes] = []
+        self.http = RecordingClient(self.fleet.url, token, timeout=15)
+        self.base, self.headers, self.bodies = self.http.base, self.http.headers, self.http.bodies
+        self.request, self.get, self.post_json = self.http, self.http.get, self.http.post_json
 
     def _overrides(self, app: str) -> dict:
         overrides = {"ari.app": app, "web.port": 0, "web.token": INTERNAL,
@@ -293,23 +294,7 @@ class System:
     def member(self, app: str) -> Member:
         return next(m for m in self.members if m.app == app)
 
-    # requests to the fleet server
-    def request(self, method: str, path: str, **kwargs) -> requests.Response:
-        headers = dict(self.headers)
-        headers.update(kwargs.pop("headers", {}))
-        response = requests.request(method, self.base + path, headers=headers, timeout=15,
-                                    allow_redirects=False, **kwargs)
-        self.bodies.append(response.content)
-        self.bodies.append(repr(sorted(response.headers.items())).encode())
-        return response
-
-    def get(self, path: str, **kwargs) -> requests.Response:
-        return self.request("GET", path, **kwargs)
-
-    def post_json(self, path: str, data) -> requests.Response:
-        return self.request("POST", path, data=json.dumps(data),
-                            headers={"Content-Type": "application/json"})
-
+    # the fleet server's event socket (requests: self.request / get / post_json)
     def connect_ws(self, **kwargs) -> "Browser":
         url = self.base.replace("http://", "ws://") + "/ws"
         if "header" not in kwargs and self.headers:
