@@ -10,6 +10,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import gevent
+import gevent.event
 import pytest
 from gevent.pywsgi import WSGIServer
 from realtime_schema import validate_client_event
@@ -226,9 +227,13 @@ class FakeCall(FakeHost):
         return {e["item"]["call_id"]: json.loads(e["item"]["output"]) for e in self.session.sent}
 
 
+GATES: dict[str, gevent.event.Event] = {}
+
+
 @pytest.fixture
 def sleepy():
-    """Built-ins for these tests: one that sleeps as long as asked, one that raises."""
+    """Built-ins for these tests: one that sleeps as long as asked, one that raises, one that
+    waits until the test opens its gate (GATES)."""
     def nap(ctx, args):
         gevent.sleep(args.get("s", 0))
         return {"slept": args.get("s", 0)}
@@ -236,12 +241,20 @@ def sleepy():
     def boom(ctx, args):
         raise KeyError("missing thing")
 
+    def hold(ctx, args):
+        GATES.setdefault(args["gate"], gevent.event.Event()).wait()
+        return {"held": args["gate"]}
+
     BUILTINS.add(Builtin("test_nap", nap, "Sleeps.", {
         "type": "object", "properties": {"s": {"type": "number"}}}))
     BUILTINS.add(Builtin("test_boom", boom, "Raises."))
+    BUILTINS.add(Builtin("test_hold", hold, "Waits until the test opens its gate.", {
+        "type": "object", "properties": {"gate": {"type": "string"}}}))
     yield
     BUILTINS.remove("test_nap")
     BUILTINS.remove("test_boom")
+    BUILTINS.remove("test_hold")
+    GATES.clear()
 
 
 def tool_agent(tmp_path: Path, tools: list) -> object:
@@ -274,20 +287,29 @@ def test_the_runner_sends_every_output_then_one_create(tmp_path, sleepy):
 
 
 def test_the_per_call_limit_makes_tools_wait_within_their_timeout(tmp_path, sleepy):
-    call = FakeCall(tool_agent(tmp_path, [{"name": "test_nap", "timeout_s": 0.5}]),
+    # One slot. c1 holds it until the test opens its gate; c3 (timeout 0.3 s) finds no slot
+    # free within its timeout; then c1 ends, c2 (timeout 1.5 s) takes the slot and does not
+    # finish. The order comes from the gate, not from how fast this machine is: c2 has 1.2 s to
+    # spare before its own timeout could strike while it still waits.
+    call = FakeCall(tool_agent(tmp_path, [{"name": "test_hold", "timeout_s": 1.5},
+                                          {"name": "test_nap", "timeout_s": 0.3}]),
                     max_concurrent=1)
     tools = CallTools(call)
-    tools.on_function_call("r1", "c1", "test_nap", '{"s": 0.3}')
-    tools.on_function_call("r1", "c2", "test_nap", '{"s": 0.3}')   # waits for c1's slot
-    tools.on_function_call("r1", "c3", "test_nap", '{"s": 0.0}')   # no slot within 0.5 s
+    tools.on_function_call("r1", "c1", "test_hold", '{"gate": "c1"}')
+    tools.on_function_call("r1", "c2", "test_hold", '{"gate": "never"}')   # waits for c1's slot
+    tools.on_function_call("r1", "c3", "test_nap", '{"s": 0.0}')        # no slot within 0.3 s
     gevent.sleep(0.01)
     assert tools.running == 3
-    gevent.joinall(call.greenlets, timeout=5)
+    c1, c2, c3 = call.greenlets
+    c3.join(timeout=5)
+    assert "c1" not in call.outputs()
+    GATES["c1"].set()
+    gevent.joinall([c1, c2], timeout=5)
     outputs = call.outputs()
-    assert outputs["c1"] == {"slept": 0.3}
-    assert outputs["c2"]["error"]["message"] == "the tool did not finish within 0.5 s"
+    assert outputs["c1"] == {"held": "c1"}
+    assert outputs["c2"]["error"]["message"] == "the tool did not finish within 1.5 s"
     assert outputs["c3"]["error"]["code"] == "timeout"
-    assert "no tool slot came free" in outputs["c3"]["error"]["message"]
+    assert "no tool slot came free within 0.3 s" in outputs["c3"]["error"]["message"]
     assert tools.running == 0
 
 
