@@ -6,6 +6,8 @@ from __future__ import annotations
 import pytest
 from stack import wait_for
 
+from relay.sim.model.audio import speech_audio
+
 HELLO = "Hello, I would like to check the status of my order."
 NUMBER = "It is order number four two seven."
 BYE = "Thank you, that is all. Goodbye."
@@ -250,3 +252,38 @@ def test_continue_in_dialplan_instead_of_hanging_up(stack):
     wait_for(lambda: s.pbx.call(call_id)["continued"], 5, "the caller to continue")
     s.pbx.hangup_call(call_id)
     s.wait_calls([call_id], 10)
+
+
+def test_an_a_law_line_carries_the_conversation_both_ways(stack):
+    """An audio/pcma agent: Asterisk is asked for an alaw externalMedia channel, the caller's
+    A-law reaches the model (which recognises each phrase) and the model's A-law reaches the
+    caller as RTP payload type 8, byte for byte: no transcoding in relay."""
+    greeting = SCRIPT["greeting"]
+    s = stack(model_script=SCRIPT, settings={"agent.active": "alaw"})
+    call_id = s.call({"steps": [
+        {"wait_agent_done": {"silence_ms": 600, "timeout_ms": 15000}}, {"say": HELLO},
+        {"after_agent": BYE, "silence_ms": 600},
+        {"wait_agent_done": {"silence_ms": 600, "timeout_ms": 15000}},
+    ]})
+    relay_call = s.relay_call(call_id)
+    wait_for(lambda: relay_call.state == "active", 10, "the call to be set up")
+    capture = s.pbx.capture(call_id)
+    [result] = s.wait_calls([call_id], 60)
+    summary = s.finished(call_id)
+    assert summary["transcript"] == [
+        ("assistant", greeting), ("caller", HELLO),
+        ("assistant", "Sure. What is your order number?"), ("caller", BYE),
+        ("assistant", "You are welcome. Goodbye!")]
+    assert summary["audio"]["lost"] == 0 and summary["audio"]["malformed"] == 0
+    assert result["agent"]["voiced_packets"] > 50            # the caller heard the agent
+    # the model was configured for A-law both ways (and recognised the caller's A-law above)
+    [session] = s.model.sessions
+    assert session.config["audio"]["input"]["format"]["type"] == "audio/pcma"
+    assert session.config["audio"]["output"]["format"]["type"] == "audio/pcma"
+    # what the caller's side received: payload type 8 only, the greeting's A-law byte for byte
+    packets = capture.packets()
+    assert packets and {p["pt"] for p in packets} == {8}
+    first = talkspurts(capture)[0]
+    heard = b"".join(p["payload"] for p in first)
+    assert heard == speech_audio(greeting, "audio/pcma")[:len(heard)] and len(heard) > 8000
+    assert capture.pcm()                                     # the WAV decodes A-law

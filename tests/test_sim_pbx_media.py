@@ -12,13 +12,20 @@ import gevent
 import pytest
 from ari_swagger import AriSpec
 
-from relay._g711 import ulaw_dbov, ulaw_decode
+from relay._g711 import (
+    alaw_dbov,
+    alaw_decode,
+    alaw_encode,
+    ulaw_dbov,
+    ulaw_decode,
+    ulaw_to_alaw,
+)
 from relay._rtp import build_rtp, parse_rtp_header
 from relay.sim.pbx import SimPbx, pacing_stats
 from relay.sim.pbx.media import VOICE_DBOV
 from relay.sim.pbx.sounds import prompt_ulaw
 from relay.sim.pbx.testing import AriClient, EventStream
-from relay.sim.speech import utterance_ulaw
+from relay.sim.speech import utterance_pcm, utterance_ulaw
 
 USER, PASSWORD = "relay", "pw"
 
@@ -46,14 +53,14 @@ class Relay:
         problems = self.spec.validate_response(method, path, status, body)
         assert not problems, problems
 
-    def attach(self, call_id: str, answer: bool = True) -> str:
+    def attach(self, call_id: str, answer: bool = True, fmt: str = "ulaw") -> str:
         """StasisStart -> externalMedia + bridge with both (+ answer); the caller's channel id."""
         start = self.ev.wait_type("StasisStart")
         cid = start["channel"]["id"]
         assert start["channel"]["state"] == ("Ring" if answer else "Up")
         assert self.ari.post("/bridges", bridgeId=f"br-{call_id}")[0] == 200
         status, em = self.ari.post("/channels/externalMedia", app="voicebot",
-                                   channelId=f"em-{call_id}", format="ulaw",
+                                   channelId=f"em-{call_id}", format=fmt,
                                    external_host=f"127.0.0.1:{self.port}")
         assert status == 200
         vars_ = em["channelvars"]
@@ -90,15 +97,15 @@ class Relay:
         return False
 
     def send_paced(self, audio: bytes, ssrc: int = 0x1234, seq: int = 100, ts: int = 0,
-                   sock: socket.socket | None = None) -> list[bytes]:
+                   sock: socket.socket | None = None, pt: int = 0) -> list[bytes]:
         """Send `audio` as 20 ms RTP packets, paced; returns the packets (and keeps when the
         last one the PBX will count as voice went out, in `last_voiced_sent_at`)."""
         sent = []
         t0 = time.monotonic()
         for i in range(0, len(audio), 160):
-            pkt = build_rtp(0, i == 0, (seq + i // 160) & 0xFFFF, ts + i, ssrc, audio[i:i + 160])
+            pkt = build_rtp(pt, i == 0, (seq + i // 160) & 0xFFFF, ts + i, ssrc, audio[i:i + 160])
             (sock or self.sock).sendto(pkt, self.media_addr)
-            if ulaw_dbov(audio[i:i + 160]) > VOICE_DBOV:
+            if (alaw_dbov if pt == 8 else ulaw_dbov)(audio[i:i + 160]) > VOICE_DBOV:
                 self.last_voiced_sent_at = time.monotonic()
             sent.append(pkt)
             gevent.sleep(max(0.0, t0 + (i // 160 + 1) * 0.02 - time.monotonic()))
@@ -230,6 +237,38 @@ def test_relay_audio_is_captured_with_arrival_times_and_written_as_wav(relay: Re
     relay.ari.delete(f"/bridges/br-{call}")
     info = pbx.call(call)["externals"][f"em-{call}"]
     assert info["rx"]["packets"] == 30 and Path(info["wav"]) == path
+
+
+def test_an_alaw_external_media_channel_is_transcoded_at_its_edge(relay: Relay, pbx: SimPbx):
+    """format=alaw: the caller's u-law leaves as A-law with payload type 8; relay's A-law is
+    captured as it came, heard as the agent's voice and written to the WAV decoded."""
+    said = "Hello, I need help"
+    call = pbx.start_call({"answer": False, "steps": [{"say": said}, {"wait_hangup": 10000}]},
+                          app="voicebot")
+    relay.attach(call, fmt="alaw")
+    caller = utterance_ulaw(said)
+    packets = relay.receive(len(caller) // 160)
+    assert {p[2][0] for p in packets} == {8}
+    assert b"".join(p[1][12:] for p in packets) == ulaw_to_alaw(caller)
+    agent = alaw_encode(utterance_pcm("Your order ships tomorrow", "assistant"))[:160 * 20]
+    relay.send_paced(agent, pt=8)
+    capture = pbx.capture(call)
+    deadline = time.monotonic() + 5
+    while len(capture) < 20 and time.monotonic() < deadline:
+        gevent.sleep(0.01)
+    assert [p["pt"] for p in capture.packets()] == [8] * 20
+    assert b"".join(p["payload"] for p in capture.packets()) == agent
+    assert capture.pcm() == alaw_decode(agent)
+    pbx.hangup_call(call)
+    result = pbx.wait_calls([call], timeout=5)[0]
+    assert result["agent"]["voiced_packets"] > 0
+
+
+def test_the_formats_not_modelled_are_refused_with_501(relay: Relay, pbx: SimPbx):
+    for fmt in ("slin16", "g722"):
+        status, body = relay.ari.post("/channels/externalMedia", app="voicebot", format=fmt,
+                                      external_host=f"127.0.0.1:{relay.port}")
+        assert status == 501 and "ulaw or alaw" in body["message"]
 
 
 def test_caller_waits_for_the_agent_to_finish_then_speaks(relay: Relay, pbx: SimPbx):

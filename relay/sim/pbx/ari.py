@@ -20,6 +20,7 @@ from urllib.parse import parse_qs, unquote
 import ujson
 
 from relay.sim.pbx import events as ev
+from relay.sim.pbx.media import PAYLOAD_TYPES as EXTERNAL_MEDIA_FORMATS
 from relay.sim.pbx.model import SNOOP_DIRECTIONS, AriError, Pbx
 
 ASTERISK_VERSION = "22.10.1"
@@ -314,8 +315,9 @@ class AriApi:
         host = p.str("external_host")
         if not host:
             raise AriError(400, "external_host is required for all but websocket connections")
-        if encapsulation != "rtp" or transport != "udp" or fmt != "ulaw":
-            raise AriError(501, "The simulated PBX models externalMedia RTP/UDP with ulaw only")
+        if encapsulation != "rtp" or transport != "udp" or fmt not in EXTERNAL_MEDIA_FORMATS:
+            raise AriError(501, "The simulated PBX models externalMedia RTP/UDP with ulaw or "
+                                "alaw only")
         ch = self.pbx.external_media(app=app, external_host=host, fmt=fmt,
                                      channel_id=p.str("channelId"), data=p.str("data"),
                                      variables=p.variables(), direction=direction)

@@ -110,16 +110,17 @@ class RtpCapture:
         return out
 
     def pcm(self) -> bytes:
-        """The received audio as PCM16 at 8 kHz, placed by RTP timestamp, gaps filled with
-        silence. A new SSRC starts a new segment placed by its arrival time."""
-        from relay._g711 import ulaw_decode
+        """The received audio (u-law or A-law by payload type) as PCM16 at 8 kHz, placed by RTP
+        timestamp, gaps filled with silence. A new SSRC starts a new segment placed by its
+        arrival time."""
+        from relay._g711 import alaw_decode, ulaw_decode
 
         n = len(self.times)
         if n == 0 or not self.keep_audio:
             return b""
         limit = MAX_WAV_SECONDS * SAMPLE_RATE
         t0 = self.times[0]
-        placed: list[tuple[int, int, int]] = []   # (sample position, payload offset, length)
+        placed: list[tuple[int, int, int, int]] = []  # (sample position, offset, length, type)
         seg_ssrc = None
         base_pos = base_ts = 0
         off = 0
@@ -138,14 +139,15 @@ class RtpCapture:
             pos = base_pos + delta
             if pos < 0 or abs(pos - arrival_pos) > 60 * SAMPLE_RATE:
                 pos = arrival_pos       # a wild timestamp: trust the clock instead
-            if 0 <= pos and pos + plen <= limit and pts[i] == 0:
-                placed.append((pos, off, plen))
+            if 0 <= pos and pos + plen <= limit and pts[i] in (0, 8):
+                placed.append((pos, off, plen, pts[i]))
                 end = max(end, pos + plen)
             off += plen
         out = bytearray(2 * end)
         payload = self.payload
-        for pos, poff, plen in placed:
-            out[2 * pos:2 * (pos + plen)] = ulaw_decode(payload[poff:poff + plen])
+        for pos, poff, plen, pt in placed:
+            decode = alaw_decode if pt == 8 else ulaw_decode
+            out[2 * pos:2 * (pos + plen)] = decode(payload[poff:poff + plen])
         return bytes(out)
 
     def write_wav(self, path: Path | str) -> Path:

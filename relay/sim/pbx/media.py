@@ -12,7 +12,9 @@ frame only when there is one (no caller audio, no RTP; the first packet after si
 marker and a timestamp advanced by the wall-clock gap; a short last frame goes out short); with
 three or more participants (softmix) it sends continuous mixed frames, silence included.
 Timestamps start at 160 and advance by the samples sent; the sequence by one; one random SSRC
-per endpoint.
+per endpoint. The bridge works in u-law; an externalMedia channel asked for `alaw` is transcoded
+at its edge, as Asterisk does: it sends A-law (payload type 8) and what it receives is captured
+as it came and decoded by its payload type.
 
 Receiving: no greenlet per socket. A libev io watcher per socket runs a callback in the hub that
 reads one datagram from the non-blocking socket, parses the header (Cython) and appends to the
@@ -31,7 +33,7 @@ from collections.abc import Callable
 import gevent
 from gevent.event import Event
 
-from relay._g711 import ulaw_dbov
+from relay._g711 import alaw_dbov, ulaw_dbov, ulaw_to_alaw
 from relay._rtp import RtpError, build_rtp, parse_rtp_header
 from relay.sim.pbx.capture import RtpCapture
 from relay.sim.pbx.sounds import FRAME_TICKS, Source, mix_ulaw
@@ -41,6 +43,7 @@ log = logging.getLogger(__name__)
 VOICE_DBOV = -45.0        # a received frame louder than this counts as the agent speaking
 MAX_LAG_S = 0.2           # further behind than this, the pacer skips ahead instead of bursting
 MAX_DRAIN = 1000          # datagrams read from a socket as it closes
+PAYLOAD_TYPES = {"ulaw": 0, "alaw": 8}      # the externalMedia formats modelled (static RTP types)
 TOTALS = ("tx_packets", "tx_errors", "rx_datagrams", "rx_malformed", "rx_foreign",
           "rx_not_recorded")
 
@@ -64,6 +67,7 @@ class RtpEndpoint:
         "octets_sent",
         "override",
         "packets_sent",
+        "payload_type",
         "received",
         "remote",
         "send_errors",
@@ -80,8 +84,9 @@ class RtpEndpoint:
     )
 
     def __init__(self, channel_id: str, sock, remote: tuple[str, int], slot: int,
-                 capture: RtpCapture, rng: random.Random) -> None:
+                 capture: RtpCapture, rng: random.Random, payload_type: int = 0) -> None:
         self.channel_id = channel_id
+        self.payload_type = payload_type
         self.sock = sock
         self.local = sock.getsockname()
         self.remote = remote
@@ -141,8 +146,11 @@ class RtpEndpoint:
             self.markers_sent += 1
         self.seq = (self.seq + 1) & 0xFFFF
         self.last_tick = tick
+        pt = self.payload_type
+        if pt:
+            payload = ulaw_to_alaw(payload)
         try:
-            self.sock.sendto(build_rtp(0, marker, self.seq, self.ts, self.ssrc, payload),
+            self.sock.sendto(build_rtp(pt, marker, self.seq, self.ts, self.ssrc, payload),
                              self.remote)
         except OSError:
             self.send_errors += 1
@@ -187,8 +195,8 @@ class RtpEndpoint:
         else:
             cap.dropped += 1
         act = self.activity
-        if act is not None and pt == 0:
-            act.update(now, ulaw_dbov(payload) > VOICE_DBOV)
+        if act is not None and pt == self.payload_type:
+            act.update(now, (alaw_dbov if pt else ulaw_dbov)(payload) > VOICE_DBOV)
 
     def counts(self) -> dict:
         """The running totals of this endpoint (TOTALS keys)."""
@@ -240,7 +248,8 @@ class MediaEngine:
         i = int(t)
         return i if i == t else i + 1
 
-    def open_external(self, channel_id: str, host: str, port: int) -> tuple[str, int]:
+    def open_external(self, channel_id: str, host: str, port: int,
+                      fmt: str = "ulaw") -> tuple[str, int]:
         sock = _socket.socket(_socket.AF_INET, _socket.SOCK_DGRAM)
         try:
             sock.setblocking(False)
@@ -252,7 +261,8 @@ class MediaEngine:
         slot = self._next_slot
         self._next_slot = (slot + 7) % FRAME_TICKS       # spread phases over the 20 ms
         ep = RtpEndpoint(channel_id, sock, (host, port), slot,
-                         RtpCapture(self.max_record_packets, self.keep_audio), self.rng)
+                         RtpCapture(self.max_record_packets, self.keep_audio), self.rng,
+                         PAYLOAD_TYPES[fmt])
         watcher = gevent.get_hub().loop.io(sock.fileno(), 1)
         watcher.start(ep.on_readable)
         ep.watcher = watcher

@@ -47,7 +47,8 @@ class MediaHooks(Protocol):
     """What the model asks of the media layer (relay.sim.pbx.media.MediaEngine)."""
 
     def tick(self, now: float) -> int: ...
-    def open_external(self, channel_id: str, host: str, port: int) -> tuple[str, int]: ...
+    def open_external(self, channel_id: str, host: str, port: int,
+                      fmt: str = "ulaw") -> tuple[str, int]: ...
     def close_external(self, channel_id: str) -> None: ...
     def set_plan(self, channel_id: str, sources: list[Source], softmix: bool) -> None: ...
     def set_override(self, channel_id: str, source: Source | None) -> None: ...
@@ -63,7 +64,8 @@ class NullMedia:
     def tick(self, now: float) -> int:
         return int(now * 1000)
 
-    def open_external(self, channel_id: str, host: str, port: int) -> tuple[str, int]:
+    def open_external(self, channel_id: str, host: str, port: int,
+                      fmt: str = "ulaw") -> tuple[str, int]:
         return "127.0.0.1", next(self._port)
 
     def close_external(self, channel_id: str) -> None:
@@ -487,7 +489,7 @@ class Pbx:
         if cid in self.channels:
             raise AriError(409, "Channel with given unique ID already exists")
         try:
-            local_addr, local_port = self.media.open_external(cid, host, int(port_text))
+            local_addr, local_port = self.media.open_external(cid, host, int(port_text), fmt)
         except OSError as exc:
             raise AriError(500, f"Failed to open an RTP socket: {exc}") from None
         name = f"UnicastRTP/{external_host}-0x{0x7F60F4000000 + self.rng.getrandbits(24) * 16:x}"
