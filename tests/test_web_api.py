@@ -193,7 +193,7 @@ def test_calls_list_detail_health_and_agents(make):
     agents = api("GET", "/api/agents").json()
     assert agents["active"] == "default"
     by_key = {a["key"]: a for a in agents["agents"]}
-    assert set(by_key) == {"default", "greeter", "tooled"} and by_key["default"]["active"]
+    assert set(by_key) == {"default", "greeter", "alaw", "tooled"} and by_key["default"]["active"]
     assert [t["name"] for t in by_key["tooled"]["tools"]] == ["get_current_time", "end_call"]
     assert api("GET", "/healthz").json() == {"ok": True}
     assert api("GET", "/readyz").json()["ready"] is True

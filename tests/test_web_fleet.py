@@ -485,7 +485,7 @@ def test_one_dashboard_shows_and_drives_the_calls_of_every_worker(system):
     assert ready.status_code == 200 and ready.json()["workers_healthy"] == 3
     agents = s.get("/api/agents").json()
     assert agents["active"] == "default" and {a["key"] for a in agents["agents"]} == {
-        "default", "greeter"}
+        "default", "greeter", "alaw"}
     assert s.get("/").status_code == 200 and s.get("/static/app.js").status_code == 200
     assert s.get("/ws").status_code == 426
 
