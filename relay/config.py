@@ -59,6 +59,7 @@ ENV_VARS: dict[str, str] = {
     "ASYNC_STT_API_KEY": "stt.api_key",
     "ASYNC_STT_TIMEOUT_S": "stt.timeout_s",
     "ASYNC_STT_FALLBACK_AFTER_S": "stt.fallback_after_s",
+    "ASYNC_STT_END_OF_CALL_WAIT_S": "stt.end_of_call_wait_s",
     "ASYNC_STT_MAX_CONCURRENT": "stt.max_concurrent",
     "ASYNC_STT_OPENAI_BASE_URL": "stt.openai_base_url",
     "ASYNC_STT_GOOGLE_BASE_URL": "stt.google_base_url",
@@ -298,6 +299,8 @@ def _check_recording_and_stt(tree: dict, require) -> None:
     require(stt["timeout_s"] > 0, "stt.timeout_s", "must be positive")
     require(stt["fallback_after_s"] >= 0, "stt.fallback_after_s",
             "must be 0 (only on failure) or positive")
+    require(0 <= stt["end_of_call_wait_s"] <= 60, "stt.end_of_call_wait_s",
+            "must be 0 (turns left at the end of a call are not sent) to 60 seconds")
     require(0 < stt["max_turn_s"] <= 120, "stt.max_turn_s", "must be within 0..120 seconds")
     require(1 <= stt["max_pending_turns"] <= 64, "stt.max_pending_turns", "must be 1..64")
     require(1 <= stt["max_concurrent"] <= 1000, "stt.max_concurrent", "must be 1..1000")

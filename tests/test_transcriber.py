@@ -132,6 +132,27 @@ def test_a_new_start_closes_a_turn_that_never_stopped_and_commit_closes_an_open_
     turns.stopped("unknown", 5)                # harmless
 
 
+def test_take_all_empties_the_buffer_and_closes_the_turn_being_spoken():
+    turns = TurnBuffer()
+    feed(turns, 8 * 1000)
+    turns.started("item_1", 100)
+    turns.stopped("item_1", 600)
+    turns.committed("item_1")                  # waiting for its transcription
+    feed(turns, 8 * 1200)
+    turns.started("item_2", 1000)              # stopped, not yet committed
+    turns.stopped("item_2", 1100)
+    feed(turns, 8 * 1500)
+    turns.started("item_3", 1300)              # the caller is still speaking
+    feed(turns, 8 * 1800)
+    taken = turns.take_all()
+    assert [t.item_id for t in taken] == ["item_1", "item_2", "item_3"]
+    assert [t.unfinished for t in taken] == [False, False, True]
+    assert all(t.closed for t in taken) and len(turns) == 0
+    assert bytes(taken[2].audio) == ramp(8 * 1300, 8 * 500)   # its audio so far
+    feed(turns, 8 * 2000)
+    assert len(taken[2].audio) == 8 * 500 and turns.take_all() == []
+
+
 def test_the_ring_stays_bounded_without_turns():
     turns = TurnBuffer(preroll_s=1.0)
     feed(turns, 8 * 60_000)
@@ -269,11 +290,12 @@ def test_stt_settings_from_the_environment_with_the_original_names():
     settings = load_settings(env={"ASYNC_STT_ENABLED": "true", "ASYNC_STT_PROVIDER": "google",
                                   "GOOGLE_STT_API_KEY": "AIza-env", "ASYNC_STT_TIMEOUT_S": "4",
                                   "ASYNC_STT_FALLBACK_AFTER_S": "2.5", "RECORD_CALLS": "1",
+                                  "ASYNC_STT_END_OF_CALL_WAIT_S": "0",
                                   "RETENTION_DAYS": "30"})
     stt = settings.tree["stt"]
     assert stt["asyncSttEnabled"] is True and stt["asyncSttProvider"] == "google"
     assert stt["google_api_key"] == "AIza-env" and stt["timeout_s"] == 4.0
-    assert stt["fallback_after_s"] == 2.5
+    assert stt["fallback_after_s"] == 2.5 and stt["end_of_call_wait_s"] == 0.0
     assert settings.tree["call"]["record"] is True and settings.tree["call"]["retention_days"] == 30
     assert settings.redacted()["stt"]["google_api_key"] == "***"
 
@@ -291,5 +313,9 @@ def test_stt_settings_are_checked():
         load_settings(env={"GOOGLE_STT_KEY_IN": "body"})
     with pytest.raises(ConfigError, match="timeout_s"):
         load_settings(overrides={"stt.timeout_s": 0}, env={})
+    for wait in ("-1", "61"):
+        with pytest.raises(ConfigError, match="end_of_call_wait_s"):
+            load_settings(env={"ASYNC_STT_END_OF_CALL_WAIT_S": wait})
+    assert load_settings(env={}).tree["stt"]["end_of_call_wait_s"] == 5.0
     assert load_settings(env={"ASYNC_STT_ENABLED": "1", "OPENAI_API_KEY": "sk-1"}).tree["stt"][
         "asyncSttEnabled"]

@@ -37,6 +37,11 @@ class Turn:
     def duration_ms(self) -> int:
         return len(self.audio) // BYTES_PER_MS
 
+    @property
+    def unfinished(self) -> bool:
+        """The caller was still speaking: neither speech_stopped nor a commit came."""
+        return not self.committed and self.end is None
+
 
 class TurnBuffer:
     """Caller turns of one call by item_id (see the module docstring)."""
@@ -146,6 +151,14 @@ class TurnBuffer:
         if turn is not None and not turn.closed:
             self._close(turn)
         return turn
+
+    def take_all(self) -> list[Turn]:
+        """Remove and return every waiting turn, oldest first (an open one is closed at the
+        current position): the call has ended."""
+        turns = list(self.pending.values())
+        for turn in turns:
+            self.take(turn.item_id)
+        return turns
 
     def discard(self, item_id: str) -> bool:
         """Its transcription arrived: forget the turn's audio."""
