@@ -198,7 +198,8 @@ class Call:
             self.end(f"cannot reach the model: {exc}")
 
     def end(self, reason: str, hangup: bool = True) -> None:
-        """End the call (idempotent): stop audio, close the model, delete what relay created."""
+        """End the call (idempotent): stop audio, close the model, delete what relay created,
+        then finish the transcript (the fallback's last turns included) and write it."""
         if self.state in ("ending", "ended"):
             return
         self.state = "ending"
@@ -236,6 +237,7 @@ class Call:
                 self._quietly(ari.hangup, self.id)
         self.worker.own_channels.discard(self.media_channel_id)
         self._finish_recording()
+        self._finish_fallback()
         self.transcript.add("event", f"call ended: {self.end_reason}")
         try:
             self.transcript_path = str(self.transcript.write(
@@ -391,6 +393,17 @@ class Call:
         if path is not None:
             self.recording_path = str(path)
             self.transcript.add("event", "recording saved", recording=path.name)
+
+    def _finish_fallback(self) -> None:
+        """The caller turns the model never transcribed go to the fallback transcriber now that
+        the telephony is released: the transcript waits for them, at most the stt section's
+        end_of_call_wait_s and no later than a stopping worker's deadline (relay/stt)."""
+        if self.stt is None:
+            return
+        try:
+            self.stt.finish(deadline=lambda: self.worker.transcripts_due_by)
+        except Exception:       # never stops the cleanup
+            log.exception("call %s: cannot finish the fallback transcriptions", self.id)
 
     # the model (RealtimeHandler)
     def rt_ready(self, first: bool) -> None:

@@ -10,6 +10,7 @@ deadline) and a clean stop that ends every call properly.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections import deque
 from pathlib import Path
@@ -38,6 +39,7 @@ log = logging.getLogger(__name__)
 CALLER_GONE_EVENTS = {"StasisEnd", "ChannelDestroyed", "ChannelHangupRequest"}
 OWN_CHANNEL_PREFIXES = ("UnicastRTP/", "Snoop/", "WebSocket/", "AudioSocket/")
 RECENT_EVENTS = 500
+TRANSCRIPT_MARGIN_S = 0.25  # stop(): ending calls' transcriptions end this long before its deadline
 
 
 def resource_prefix(app: str) -> str:
@@ -72,6 +74,9 @@ class Worker:
         self.calls: dict[str, Call] = {}
         self._calls_changed = gevent.event.Event()     # set by call_ended (drain waits on it)
         self._drain_until = 0.0
+        # the monotonic time by which ending calls stop waiting for their end-of-call fallback
+        # transcriptions (relay/stt): none but their own until stop() brings it forward
+        self.transcripts_due_by = math.inf
         self.own_channels: set[str] = set()
         self.accepting = True
         self.recent: deque[dict] = deque(maxlen=RECENT_EVENTS)
@@ -105,10 +110,12 @@ class Worker:
     def stop(self, timeout: float = 10.0) -> None:
         """Stop taking calls, end every call cleanly (within timeout), release everything."""
         self.accepting = False
+        timeout = max(0.0, timeout)
+        deadline = time.monotonic() + timeout
+        self.transcripts_due_by = deadline - min(TRANSCRIPT_MARGIN_S, timeout / 4)
         calls = list(self.calls.values())
         for call in calls:
             call.end("relay shutting down")
-        deadline = time.monotonic() + timeout
         for call in calls:
             call.wait_ended(max(0.0, deadline - time.monotonic()))
         self.events.stop()

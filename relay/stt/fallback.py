@@ -11,13 +11,22 @@ Duplicates: the first text of a turn wins. A fallback answer for a turn whose mo
 arrived meanwhile is discarded (counted); a model transcript arriving after the fallback's text
 entered the transcript is not added as a second caller turn: an "event" entry records it (with
 `model_text`). Failures are counted by the service and logged once per call (rate-limited
-worker-wide), and leave the transcript as it was. Nothing here ever makes the call wait: the
+worker-wide), and leave the transcript as it was. Nothing here makes a live call wait: the
 requests run in the call's own greenlets (`spawn`), killed when the call ends.
+
+The end of the call (`finish`, once the model session is closed and the telephony released):
+every turn still without text — committed, stopped, still being spoken, or whose request the
+end of the call cut off — goes to the provider at once, marked `at_call_end` (and `unfinished`
+when the caller was still speaking), and `finish` waits for the answers for at most
+`end_of_call_wait_s` (0: nothing is sent) and no later than the deadline its caller gives (a
+stopping worker's). What has not answered by then is cut short, counted and logged as a
+failure; no greenlet is left behind.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections import OrderedDict
 from typing import Any, Callable
@@ -31,6 +40,9 @@ from relay.stt.turns import Turn, TurnBuffer
 log = logging.getLogger(__name__)
 
 REMEMBERED_ITEMS = 256
+FINISH_POLL_S = 0.05        # finish(): how often it looks at its deadline again
+KILL_WAIT_S = 1.0           # how long killed greenlets get to run their handlers
+CALL_ENDED = "call_ended"   # the reason of a turn sent because the call ended before its text
 # what happened to an item's transcription
 MODEL, ASKED, FALLBACK, EMPTY, FAILED = "model", "asked", "fallback", "empty", "failed"
 
@@ -51,12 +63,16 @@ class CallFallback:
         self._connections = 0
         self._items: OrderedDict[str, str] = OrderedDict()
         self._logged = False
+        self._greenlets: set[gevent.Greenlet] = set()   # deadlines waiting, requests in flight
+        self._cut_off: list[tuple[Turn, str]] = []       # requests the call's end interrupted
+        self._finished = False
         # statistics
         self.sent = 0
         self.ok = 0
         self.failed = 0
         self.discarded = 0          # answers that came after the model's own transcript
         self.late_model = 0         # model transcripts that came after the fallback's text
+        self.at_call_end = 0        # of which sent when the call ended
 
     # the caller's audio (packet path: once per input_audio_buffer.append)
     def on_input(self, audio: bytes, connections: int) -> None:
@@ -80,7 +96,7 @@ class CallFallback:
     def committed(self, item_id: str) -> None:
         turn = self.turns.committed(item_id)
         if turn is not None and self.service.fallback_after_s > 0:
-            self._spawn(self._after_deadline, item_id)
+            self._start(self._after_deadline, item_id)
 
     def model_transcript(self, item_id: str, text: str) -> bool:
         """The model's transcription arrived: True when it goes into the transcript as usual,
@@ -95,33 +111,77 @@ class CallFallback:
         return True
 
     def model_failed(self, item_id: str) -> None:
-        turn = self.turns.take(item_id)
-        if turn is not None:
-            self._spawn(self._transcribe, turn, "failed")
+        if item_id in self.turns.pending:
+            self._start(self._transcribe_waiting, item_id, "failed")
+
+    # the end of the call
+    def finish(self, deadline: Callable[[], float] = lambda: math.inf) -> None:
+        """The call has ended and its model session is closed: send every turn still without
+        text, wait for the answers for at most the service's end_of_call_wait_s and no later
+        than deadline() (a monotonic time, read again while waiting), cut the rest short.
+        Idempotent; never raises; leaves none of its greenlets alive."""
+        if self._finished:
+            return
+        self._finished = True
+        _kill(list(self._greenlets))        # their requests cut off go to self._cut_off
+        left = self._cut_off + [(turn, CALL_ENDED) for turn in self.turns.take_all()]
+        self._cut_off = []
+        due = self._clock() + self.service.end_of_call_wait_s
+
+        def until() -> float:
+            return min(due, deadline())
+
+        if not left or until() <= self._clock():
+            if left:
+                log.debug("call %s: %d turn(s) left untranscribed at the end of the call",
+                          self.call_id, len(left))
+            return
+        requests = [self._start(self._transcribe, turn, reason, True) for turn, reason in left]
+        try:
+            running = requests
+            while running and until() > self._clock():
+                gevent.joinall(running, timeout=min(until() - self._clock(), FINISH_POLL_S))
+                running = [greenlet for greenlet in running if not greenlet.dead]
+        finally:
+            _kill(requests)                 # counted and logged as failures by _transcribe
 
     # sending
+    def _start(self, fn, *args) -> gevent.Greenlet:
+        greenlet = self._spawn(fn, *args)
+        self._greenlets.add(greenlet)
+        greenlet.link(self._greenlets.discard)
+        return greenlet
+
     def _after_deadline(self, item_id: str) -> None:
         gevent.sleep(self.service.fallback_after_s)
+        self._transcribe_waiting(item_id, "missing")
+
+    def _transcribe_waiting(self, item_id: str, reason: str) -> None:
         turn = self.turns.take(item_id)
         if turn is not None:
-            self._transcribe(turn, "missing")
+            self._transcribe(turn, reason)
 
-    def _transcribe(self, turn: Turn, reason: str) -> None:
+    def _transcribe(self, turn: Turn, reason: str, at_call_end: bool = False) -> None:
         """Runs in a call greenlet: ask the provider, put the answer into the transcript."""
         item_id = turn.item_id
         if not turn.audio or self._items.get(item_id) == MODEL:
             return
         self._remember(item_id, ASKED)
         self.sent += 1
+        if at_call_end:
+            self.at_call_end += 1
         started = self._clock()
         try:
             text = self.service.transcribe(bytes(turn.audio), self.line_format)
         except gevent.GreenletExit:
+            if at_call_end:     # finish() gave up waiting
+                self._failed(item_id, SttError("no answer before the ended call's transcript "
+                                               "was closed (stt.end_of_call_wait_s)"))
+            else:               # the call is ending: finish() sends it again
+                self._cut_off.append((turn, reason))
             raise
         except Exception as exc:    # SttError, and anything unexpected: never ends the call
-            self.failed += 1
-            self._remember(item_id, FAILED)
-            self._log_failure(exc)
+            self._failed(item_id, exc)
             return
         self.ok += 1
         latency_ms = round((self._clock() - started) * 1000.0, 1)
@@ -137,7 +197,16 @@ class CallFallback:
                                   "reason": reason, "audio_ms": turn.duration_ms}
         if turn.truncated:
             fields["truncated"] = True
+        if at_call_end:
+            fields["at_call_end"] = True
+            if turn.unfinished:
+                fields["unfinished"] = True
         self.transcript.add("caller", text, **fields)
+
+    def _failed(self, item_id: str, exc: Exception) -> None:
+        self.failed += 1
+        self._remember(item_id, FAILED)
+        self._log_failure(exc)
 
     def _log_failure(self, exc: Exception) -> None:
         if self._logged or not self.service.should_log():
@@ -161,5 +230,11 @@ class CallFallback:
     def stats(self) -> dict:
         return {"provider": self.service.name, "sent": self.sent, "ok": self.ok,
                 "failed": self.failed, "discarded": self.discarded,
-                "late_model": self.late_model, "waiting_turns": len(self.turns),
-                "dropped_turns": self.turns.dropped}
+                "late_model": self.late_model, "at_call_end": self.at_call_end,
+                "waiting_turns": len(self.turns), "dropped_turns": self.turns.dropped}
+
+
+def _kill(greenlets: list[gevent.Greenlet]) -> None:
+    """Kill greenlets and let them run their exception handlers (bounded)."""
+    gevent.killall(greenlets, block=False)
+    gevent.joinall(greenlets, timeout=KILL_WAIT_S)

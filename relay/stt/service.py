@@ -2,9 +2,11 @@
 
 Owns, for one worker: the `requests` session (a connection pool sized for `max_concurrent`),
 the provider chosen by the `stt` settings with its credentials (never logged), the limit on
-requests in flight and waiting, the counters (per provider: ok, failed, skipped) and a
-worker-wide rate limit on the warnings failures log. `transcribe` blocks only the greenlet that
-calls it (a call's own, see CallFallback); it never runs on the packet path.
+requests in flight and waiting, the counters (per provider: ok; failed: an error, a timeout, or
+given up in flight when a call ended; skipped: not sent, too many waiting or given up while
+waiting for a slot) and a worker-wide rate limit on the warnings failures log. `transcribe`
+blocks only the greenlet that calls it (a call's own, see CallFallback); it never runs on the
+packet path.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ class FallbackTranscriber:
         self.config = config
         self.timeout_s = float(stt["timeout_s"])
         self.fallback_after_s = float(stt["fallback_after_s"])
+        self.end_of_call_wait_s = float(stt["end_of_call_wait_s"])
         self.max_turn_s = float(stt["max_turn_s"])
         self.max_pending_turns = int(stt["max_pending_turns"])
         self.max_concurrent = int(stt["max_concurrent"])
@@ -88,12 +91,15 @@ class FallbackTranscriber:
         self.waiting += 1
         try:
             self._slots.acquire()
+        except BaseException:           # given up while waiting (the call ended): not sent
+            counts["skipped"] += 1
+            raise
         finally:
             self.waiting -= 1
         self.in_flight += 1
         try:
             text = self._send(audio, line_format)
-        except Exception:
+        except BaseException:           # an error, a timeout, or given up (the call ended)
             counts["failed"] += 1
             raise
         finally:
