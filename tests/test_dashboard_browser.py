@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from realtime_schema import validate_client_event
-from stack import Stack, wait_for
+from stack import AGENTS_DIR, Stack, wait_for
 
 from relay.web import WebServer
 
@@ -175,7 +175,8 @@ def test_a_live_transcript_and_an_instructions_change_from_the_page(browser, sys
     stats = text_of(browser, "#audio-stats")
     assert "RTP in" in stats and "jitter" in stats and "last turn" in stats
     wait.until(lambda d: "3 live" in d.find_element(By.ID, "chip-calls").text)
-    assert len(browser.find_elements(By.CSS_SELECTOR, "#agents li")) == 2
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#agents li")) == len(
+        list(AGENTS_DIR.glob("*.json")))
 
     browser.execute_script("document.querySelector('.side-panels').scrollTop = 0;")
     screenshot = tmp_path / "dashboard.png"
