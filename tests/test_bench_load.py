@@ -57,6 +57,8 @@ def test_four_calls_through_relay_and_the_floor(tmp_path: Path):
     assert figures["window"]["pacer_lateness_ms"]["count"] > 0
     assert figures["worker"]["calls_active"] == 0
     assert set(relay["runqueue_wait_share"]) == {"relay", "sim_model", "sim_pbx"}
+    assert set(relay["kernel_share_of_cpu"]) == {"relay", "sim_model", "sim_pbx"}
+    assert all(0.0 <= share <= 1.0 for share in relay["kernel_share_of_cpu"].values())
     assert figures["gc_in_window"] is not None and len(figures["gc_in_window"]["count"]) == 3
 
     floor = run_floor(CALLS, opts)

@@ -55,10 +55,18 @@ def _pair(a: Any, b: Any, spec: str = ".1f") -> str:
     return f"{_fmt(a, spec)}/{_fmt(b, spec)}"
 
 
+def _kernel_pair(relay: dict, floor: dict) -> str:
+    def share(result: dict, name: str):
+        value = result.get("kernel_share_of_cpu", {}).get(name)
+        return None if value is None else 100 * value
+    return _pair(share(relay, "relay"), share(floor, "floor"))
+
+
 def tables(results: list[dict]) -> str:
     """The two tables: cost, then quality. `relay waited %`: the share of the window relay's
     hub thread was runnable but not running (the machine's other processes had the CPUs):
     when it is more than a few percent, pacing and latency figures measure the machine.
+    `kernel %`: the part of relay's CPU time (and the floor's) the kernel spent on its behalf.
     `lateness` is measured at the PBX (relay's, then the floor's), `pacer p99` is relay's own
     pacer_lateness_seconds (its histogram ends at 100 ms: 100 reads "100 or more").
     `barge-in`: relay's reaction (speech_started to its last frame); `heard`: at the PBX, the
@@ -68,7 +76,7 @@ def tables(results: list[dict]) -> str:
     head = (f"{'calls':>5}  {'relay %core':>11} {'%/call':>7} {'floor %core':>11} "
             f"{'ratio':>5}  {'us/pkt relay/floor':>18}  {'RSS KB/call':>11}  "
             f"{'sim-pbx %':>9} {'sim-model %':>11} {'machine cores':>13} "
-            f"{'relay waited %':>14}")
+            f"{'relay waited %':>14} {'kernel % relay/floor':>20}")
     lines += [head, "-" * len(head)]
     for r in results:
         relay, floor = r["relay"], r.get("floor") or {}
@@ -82,7 +90,8 @@ def tables(results: list[dict]) -> str:
             f"{100 * relay['cpu_share'].get('sim_pbx', 0):>9.1f} "
             f"{100 * relay['cpu_share'].get('sim_model', 0):>11.1f} "
             f"{relay['cpu_share']['machine']:>13.2f} "
-            f"{_fmt(100 * relay.get('runqueue_wait_share', {}).get('relay', 0)):>14}")
+            f"{_fmt(100 * relay.get('runqueue_wait_share', {}).get('relay', 0)):>14} "
+            f"{_kernel_pair(relay, floor):>20}")
     lines.append("")
     head = (f"{'calls':>5}  {'loss in/out':>11} {'gaps':>4}  {'lateness p99/max ms':>19} "
             f"{'floor':>11}  {'pacer p99':>9}  {'dev p99 ms':>10} {'floor':>5}  "

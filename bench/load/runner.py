@@ -186,8 +186,10 @@ class Run:
 
     def cpu(self) -> dict[str, float]:
         """CPU seconds of each process and of the machine, and each process's wait for a CPU
-        (`NAME_wait`)."""
+        (`NAME_wait`), and the kernel's part of each process's CPU time (`NAME_sys`)."""
         out = {name: proc.cpu_seconds() for name, proc in self.procs.items()}
+        out.update({f"{name}_sys": proc.system_cpu_seconds()
+                    for name, proc in self.procs.items()})
         out.update({f"{name}_wait": proc.runqueue_wait_seconds()
                     for name, proc in self.procs.items()})
         out["machine"] = machine_cpu()[0]
@@ -279,8 +281,10 @@ def measure(run: Run, calls: int, pbx_url: str, app: str, main: str,
     m_end = _scrape(web)
 
     shares = {name: (c1[name] - c0[name]) / window_s for name in c0}
-    cpu = {k: v for k, v in shares.items() if not k.endswith("_wait")}
+    cpu = {k: v for k, v in shares.items() if not k.endswith(("_wait", "_sys"))}
     waits = {k[:-5]: v for k, v in shares.items() if k.endswith("_wait")}
+    kernel = {k[:-4]: v / cpu[k[:-4]] if cpu[k[:-4]] else 0.0
+              for k, v in shares.items() if k.endswith("_sys")}
     packets_in = p1["rtp"]["tx_packets"] - p0["rtp"]["tx_packets"]
     packets_out = p1["rtp"]["rx_datagrams"] - p0["rtp"]["rx_datagrams"]
     main_cpu_s = c1[main] - c0[main]
@@ -295,6 +299,8 @@ def measure(run: Run, calls: int, pbx_url: str, app: str, main: str,
         "cpu_share": {k: round(v, 4) for k, v in cpu.items()},
         # the share of the window each process's hub thread was runnable but not running
         "runqueue_wait_share": {k: round(v, 4) for k, v in waits.items()},
+        # the part of each process's CPU time spent in the kernel on its behalf
+        "kernel_share_of_cpu": {k: round(v, 3) for k, v in kernel.items()},
         "cpu_per_call_pct": 100.0 * cpu[main] / calls,
         "packets": {"in": packets_in, "out": packets_out,
                     "in_per_call_s": packets_in / window_s / calls,
