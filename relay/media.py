@@ -5,7 +5,7 @@ calls (relay/_udp.pyx), the demultiplexing of incoming datagrams to the call tha
 source address (packets from any other address are dropped and counted), and the pacer: one
 greenlet that gives each registered stream a tick every 20 ms against absolute deadlines.
 Streams are spread over the 20 one-millisecond slots of a timer wheel, so sends are even rather
-than bursty. No call logic here.
+than bursty; the pacer wakes only for slots that have streams. No call logic here.
 """
 
 from __future__ import annotations
@@ -57,7 +57,8 @@ class Pacer:
         self._count = 0
         self._wake = gevent.event.Event()
         self.late_ticks = 0          # ticks run more than one slot after their deadline
-        self.lateness = Histogram(PACER_LATENESS_BUCKETS_S)   # each slot run: now - deadline
+        self.lateness = Histogram(PACER_LATENESS_BUCKETS_S)   # each slot with streams run:
+                                                              # now - deadline
         self.tick_errors = 0
         self.skipped_slots = 0       # slots given up because the pacer was MAX_LAG_S behind
 
@@ -92,12 +93,19 @@ class Pacer:
 
     def _run(self) -> None:
         clock = self._clock
+        slots = self._slots
         while True:
             if not self._count:
                 self._wake.clear()
                 self._wake.wait()
                 # restart the wheel now, so no catch-up burst after an idle period
                 self._epoch = clock() - self._next_slot * SLOT_S
+            # A slot without streams is not woken for (nor counted as late): with few calls
+            # the pacer sleeps until the next slot that has some.
+            for _ in range(SLOTS - 1):
+                if slots[self._next_slot % SLOTS]:
+                    break
+                self._next_slot += 1
             now = clock()
             due = self._epoch + self._next_slot * SLOT_S
             if due > now:
@@ -115,7 +123,7 @@ class Pacer:
             if now - due > SLOT_S:
                 self.late_ticks += 1
             self.lateness.observe(now - due)
-            streams = self._slots[self._next_slot % SLOTS]
+            streams = slots[self._next_slot % SLOTS]
             self._next_slot += 1
             for stream in tuple(streams):
                 try:

@@ -33,6 +33,21 @@ def test_streams_are_spread_over_the_slots_and_ticked_every_frame():
     assert pacer.skipped_slots == 0 and len(pacer) == SLOTS * 2
 
 
+def test_slots_without_streams_are_neither_woken_for_nor_counted():
+    pacer = Pacer()
+    stream = Stream()
+    pacer.add(stream)
+    pacer.start()
+    try:
+        gevent.sleep(0.25)
+    finally:
+        pacer.stop()
+    # one slot of twenty has a stream: the pacer ran (and judged the lateness of) that one only
+    assert len(stream.ticks) >= 10
+    assert pacer.lateness.snapshot()["count"] == len(stream.ticks)
+    assert pacer.late_ticks <= len(stream.ticks)
+
+
 def test_a_pacer_far_behind_skips_the_missed_frames_instead_of_sending_them_late():
     pacer = Pacer()
     blocker, other = Stream(block_first_s=MAX_LAG_S + 0.15), Stream()
