@@ -94,11 +94,8 @@ class Proc:
                 return None
         return self.popen.returncode
 
-    def cpu_seconds(self) -> float:
-        return cpu_seconds(self.pid)
-
-    def system_cpu_seconds(self) -> float:
-        return cpu_seconds(self.pid, user=False)
+    def cpu_times(self) -> tuple[float, float]:
+        return cpu_times(self.pid)
 
     def rss_kb(self) -> int:
         return rss_kb(self.pid)
@@ -124,12 +121,12 @@ def _die_with_parent() -> None:
         pass
 
 
-def cpu_seconds(pid: int, user: bool = True) -> float:
-    """CPU time of a process so far: user + system (/proc/PID/stat utime + stime), or only the
-    system part (the kernel's work on its behalf: system calls, socket I/O) with user=False."""
+def cpu_times(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of a process so far (/proc/PID/stat utime, stime); system is
+    the kernel's work on its behalf (system calls, socket I/O)."""
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
-    return ((int(fields[11]) if user else 0) + int(fields[12])) / CLOCK_TICKS
+    return int(fields[11]) / CLOCK_TICKS, int(fields[12]) / CLOCK_TICKS
 
 
 def runqueue_wait_seconds(pid: int) -> float:

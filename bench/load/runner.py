@@ -187,9 +187,10 @@ class Run:
     def cpu(self) -> dict[str, float]:
         """CPU seconds of each process and of the machine, and each process's wait for a CPU
         (`NAME_wait`), and the kernel's part of each process's CPU time (`NAME_sys`)."""
-        out = {name: proc.cpu_seconds() for name, proc in self.procs.items()}
-        out.update({f"{name}_sys": proc.system_cpu_seconds()
-                    for name, proc in self.procs.items()})
+        out = {}
+        for name, proc in self.procs.items():
+            user, system = proc.cpu_times()
+            out[name], out[f"{name}_sys"] = user + system, system
         out.update({f"{name}_wait": proc.runqueue_wait_seconds()
                     for name, proc in self.procs.items()})
         out["machine"] = machine_cpu()[0]
@@ -283,8 +284,8 @@ def measure(run: Run, calls: int, pbx_url: str, app: str, main: str,
     shares = {name: (c1[name] - c0[name]) / window_s for name in c0}
     cpu = {k: v for k, v in shares.items() if not k.endswith(("_wait", "_sys"))}
     waits = {k[:-5]: v for k, v in shares.items() if k.endswith("_wait")}
-    kernel = {k[:-4]: v / cpu[k[:-4]] if cpu[k[:-4]] else 0.0
-              for k, v in shares.items() if k.endswith("_sys")}
+    kernel = {name: shares[f"{name}_sys"] / share if share else 0.0
+              for name, share in cpu.items() if f"{name}_sys" in shares}
     packets_in = p1["rtp"]["tx_packets"] - p0["rtp"]["tx_packets"]
     packets_out = p1["rtp"]["rx_datagrams"] - p0["rtp"]["rx_datagrams"]
     main_cpu_s = c1[main] - c0[main]
