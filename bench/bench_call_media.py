@@ -67,26 +67,23 @@ def run() -> list[Row]:
 
     playing = _media()
     playing.add_model_audio("item", bytes(FRAME_BYTES * 6 * PACKETS))
-    ticks = iter(range(1, 6 * PACKETS + 1))
-
-    def tick_playing() -> None:
-        now = next(ticks) * 0.02
-        playing._last_rtp_at = now           # the caller talks: no silence fill due
-        playing.tick(now)
-
-    idle = _media()
-    idle_ticks = iter(range(1, 6 * PACKETS + 1))
-
-    def tick_idle() -> None:
-        now = next(idle_ticks) * 0.02
-        idle._last_rtp_at = now
-        idle.tick(now)
-
     return [
         Row("CallMedia.on_rtp, per packet", time_per_call_ns(receive, PACKETS), len(PACKET),
             label, reference),
-        Row("CallMedia.tick playing, per frame", time_per_call_ns(tick_playing, PACKETS),
+        Row("CallMedia.tick playing, per frame", time_per_call_ns(_ticker(playing), PACKETS),
             len(PACKET), label, reference),
-        Row("CallMedia.tick idle, per frame", time_per_call_ns(tick_idle, PACKETS),
+        Row("CallMedia.tick idle, per frame", time_per_call_ns(_ticker(_media()), PACKETS),
             len(PACKET), label, reference),
     ]
+
+
+def _ticker(media: CallMedia):
+    """One pacer tick of `media` per call, 20 ms apart, the caller talking (no silence fill)."""
+    ticks = iter(range(1, 6 * PACKETS + 1))
+
+    def tick() -> None:
+        now = next(ticks) * 0.02
+        media._last_rtp_at = now
+        media.tick(now)
+
+    return tick

@@ -236,5 +236,4 @@ class CallFallback:
 
 def _kill(greenlets: list[gevent.Greenlet]) -> None:
     """Kill greenlets and let them run their exception handlers (bounded)."""
-    gevent.killall(greenlets, block=False)
-    gevent.joinall(greenlets, timeout=KILL_WAIT_S)
+    gevent.killall(greenlets, timeout=KILL_WAIT_S)
