@@ -8,6 +8,7 @@ starts with that worker's app name."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 from collections import Counter
@@ -201,7 +202,12 @@ def test_workers_drain_by_themselves_when_the_master_is_killed(fleet):
             return True
     wait_for(lambda: all(exited(p) for p in pids), 30, "the orphaned workers to exit")
     f.wait_no_leftovers(5)
-    assert f.log().count("draining: 1 call(s) live") == 2
+    # Each worker drained with the calls it carried: usually one each, but a worker whose
+    # /readyz answer was late on a loaded machine is passed over, and the other takes both.
+    carried = Counter(f.worker_of(i) for i in live)
+    drained = {m.group(1): int(m.group(2)) for m in re.finditer(
+        r"\[(\S+)\] relay: draining: (\d+) call\(s\) live", f.log())}
+    assert drained == {app: carried[app] for app in f.started()}, f.log()[-3000:]
 
 
 def test_a_crash_loop_backs_off_and_callers_are_refused_meanwhile(fleet):
