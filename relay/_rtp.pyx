@@ -37,16 +37,8 @@ from libc.string cimport memcpy, memmove, memset
 RTP_VERSION = 2
 RTP_HEADER_SIZE = 12
 
-# JitterBuffer.push() statuses. Values below PUSH_DUPLICATE mean the packet was stored.
-cdef enum:
-    _PUSH_OK = 0
-    _PUSH_REORDERED = 1
-    _PUSH_RESTARTED = 2
-    _PUSH_DUPLICATE = 3
-    _PUSH_LATE = 4
-    _PUSH_MALFORMED = 5
-    _PUSH_TOO_LARGE = 6
-
+# JitterBuffer.push() statuses. Their C enum (_PUSH_*), like the attributes of RtpSender and
+# JitterBuffer, is declared in relay/_rtp.pxd for other extensions to cimport.
 PUSH_OK = _PUSH_OK
 PUSH_REORDERED = _PUSH_REORDERED
 PUSH_RESTARTED = _PUSH_RESTARTED
@@ -517,14 +509,6 @@ cdef class RtpSender:
     (2**16, 2**32). The first packet of the stream and of every talkspurt carries the marker.
     """
 
-    cdef uint32_t _ssrc
-    cdef int _payload_type
-    cdef uint16_t _sequence
-    cdef uint32_t _timestamp
-    cdef bint _marker_next
-    cdef readonly long long packets_sent
-    cdef readonly long long octets_sent
-
     def __init__(self, ssrc=None, int payload_type=0, initial_sequence=None,
                  initial_timestamp=None):
         cdef long long s = _random32() if ssrc is None else ssrc
@@ -557,7 +541,7 @@ cdef class RtpSender:
         """The timestamp the next packet gets."""
         return self._timestamp
 
-    def start_talkspurt(self, long long silent_samples=0):
+    cpdef void start_talkspurt(self, long long silent_samples=0):
         """The next packet starts a talkspurt: it carries the marker, and the timestamp first
         advances by silent_samples (the time nothing was sent, so timestamps follow the clock)."""
         if silent_samples < 0:
@@ -565,7 +549,7 @@ cdef class RtpSender:
         self._timestamp = <uint32_t>(self._timestamp + <uint32_t>silent_samples)
         self._marker_next = True
 
-    cdef inline void _advance(self, Py_ssize_t size, long long samples) noexcept:
+    cdef void _advance(self, Py_ssize_t size, long long samples) noexcept:
         self._sequence = <uint16_t>(self._sequence + 1)
         if samples == -1:
             samples = size      # G.711: one byte, one sample
@@ -574,7 +558,7 @@ cdef class RtpSender:
         self.packets_sent += 1
         self.octets_sent += size
 
-    def build(self, payload, long long samples=-1):
+    cpdef bytes build(self, payload, long long samples=-1):
         """The next packet of the stream; samples defaults to len(payload) (G.711)."""
         if samples < -1:
             _bad_samples(samples)
@@ -601,14 +585,6 @@ cdef enum _SlotState:
     _POPPED = 2      # popped; kept to tell a duplicate from a late packet
 
 
-cdef struct _Slot:
-    int64_t ext          # extended (32+ bit) sequence number of the packet in the slot
-    uint32_t timestamp
-    int32_t length
-    uint8_t state
-    uint8_t marker
-
-
 cdef class JitterBuffer:
     """Receive-side reordering of one RTP stream over a power-of-two ring of preallocated
     payload slots, indexed by extended sequence number (RFC 3550 A.1 serial arithmetic).
@@ -619,43 +595,6 @@ cdef class JitterBuffer:
     sequence jump beyond the window restarts the stream; a timestamp jump is never loss.
     relay/_rtp.pyi documents the full contract and the counters.
     """
-
-    cdef _Slot* _slots
-    cdef uint8_t* _data
-    cdef int _capacity
-    cdef int64_t _mask
-    cdef readonly int depth
-    cdef readonly int max_payload
-    cdef readonly int bytes_per_sample
-
-    cdef bint _started
-    cdef uint32_t _ssrc
-    cdef int64_t _next          # extended sequence number pop() wants next
-    cdef int64_t _highest       # highest extended sequence number stored
-    cdef int _waiting
-
-    cdef bint _has_last
-    cdef int64_t _last_ext
-    cdef uint32_t _last_ts
-    cdef int64_t _last_duration
-
-    cdef readonly long long received
-    cdef readonly long long popped
-    cdef readonly long long lost
-    cdef readonly long long late
-    cdef readonly long long duplicate
-    cdef readonly long long reordered
-    cdef readonly long long malformed
-    cdef readonly long long too_large
-    cdef readonly long long dropped
-    cdef readonly long long restarts
-    cdef readonly long long ssrc_changes
-
-    cdef readonly int last_sequence
-    cdef readonly long long last_timestamp
-    cdef readonly bint last_marker
-    cdef readonly long long last_gap_packets
-    cdef readonly long long last_gap_samples
 
     def __cinit__(self, int capacity=32, int depth=3, int max_payload=1500,
                   int bytes_per_sample=1):
@@ -803,7 +742,7 @@ cdef class JitterBuffer:
         self._store(ext, p + h.payload_offset, <int>h.payload_length, h.timestamp, h.marker)
         return _PUSH_REORDERED
 
-    def push(self, data):
+    cpdef int push(self, data) except -1:
         """Take one raw datagram; returns a PUSH_* status and never raises for bad bytes."""
         cdef _Bytes b
         cdef int status
@@ -812,7 +751,7 @@ cdef class JitterBuffer:
         _release(&b)
         return status
 
-    def pop(self, bint force=False):
+    cpdef object pop(self, bint force=False):
         """The next in-order payload, or None when it is not there yet."""
         cdef _Slot* s
         cdef int64_t ext, gap, duration, ts_gap, shortest, longest
