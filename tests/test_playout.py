@@ -70,3 +70,16 @@ def test_drop_item_removes_its_queued_audio_only():
     queue.drop_item("a")
     assert queue.queued_bytes == 320
     assert all(f[:1] == b"\x02" for f in drain(queue))
+
+
+def test_only_the_last_max_items_are_remembered_but_the_one_playing_stays():
+    queue = PlayoutQueue(max_items=2)
+    assert not queue
+    queue.add("a", b"\x01" * 160)
+    assert queue
+    assert queue.next_frame() is not None and not queue      # "a" is the item playing
+    queue.add("b", b"\x02" * 160)
+    queue.add("c", b"\x03" * 160)
+    queue.add("d", b"\x04" * 160)
+    assert set(queue.items) == {"a", "c", "d"}
+    assert queue.last_item is queue.items["a"] and queue.items["a"].sent == 160
