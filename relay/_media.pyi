@@ -1,10 +1,18 @@
 """The per-call media path as extension types (Cython: relay/_media.pyx), re-exported by
-relay/playout.py."""
+relay/playout.py and relay/call_media.py."""
 
-from typing import Optional
+from typing import Callable, Optional
 
+from relay._rtp import JitterBuffer, RtpSender
+
+SAMPLE_RATE: int        # 8000
+FRAME_S: float          # 0.020
 FRAME_BYTES: int        # 160: 20 ms of G.711 at 8 kHz
 BYTES_PER_MS: int       # 8
+MAX_FILL_S: float       # at most this much silence is added in one go
+MAX_PAYLOAD: int        # 320: larger RTP payloads are refused
+# agent audio format -> (externalMedia format, RTP payload type, silence byte)
+LINE_FORMATS: dict[str, tuple[str, int, int]]
 
 class ItemProgress:
     """How much audio of one assistant item came from the model and how much was sent."""
@@ -48,3 +56,47 @@ class PlayoutQueue:
         the item the caller was hearing (None when nothing was being played)."""
     def drop_item(self, item_id: str) -> None:
         """Ignore any further audio of this item (its response was cancelled)."""
+
+class CallMedia:
+    """Audio of one call. on_rtp() is fed by the worker's socket, tick() by the pacer."""
+
+    line_format: str        # read-only, like every attribute but on_input, enabled, _last_rtp_at
+    model_format: str
+    jitter: JitterBuffer
+    sender: RtpSender
+    playout: PlayoutQueue
+    # each chunk of caller audio handed to the model, in the line codec, silence fill
+    # included (recording, fallback transcription); set by the call only when needed
+    on_input: Optional[Callable[[bytes], None]]
+    enabled: bool
+    frames_out: int
+    talkspurts: int
+    silence_filled_bytes: int
+    last_frame_out_at: float
+    jitter_samples: float   # RFC 3550 interarrival jitter of caller packets
+    _last_rtp_at: float
+    _first_timestamp: int   # the RTP timestamp of a frame sent by the first tick
+
+    def __init__(self, *, model_format: str, send_rtp: Callable[[bytes], None],
+                 send_to_model: Callable[[bytes, Optional[float]], None], jitter_depth: int = 3,
+                 append_frames: int = 2, playout_max_s: float = 120.0,
+                 on_played: Optional[Callable[[bytes], None]] = None,
+                 on_heard: Optional[Callable[[bytes], None]] = None,
+                 on_model_audio_latency: Optional[Callable[[float], None]] = None) -> None: ...
+    @property
+    def ticks(self) -> int:
+        """Pacer ticks so far: the frame sent by the current tick has index ticks - 1."""
+    @property
+    def started_at(self) -> Optional[float]: ...
+    def start(self, now: float) -> None: ...
+    def on_rtp(self, data: bytes, now: float) -> None: ...
+    def add_model_audio(self, item_id: str, audio: bytes,
+                        arrived: Optional[float] = None) -> int:
+        """Queue a delta from the model (converted to the line codec when needed). arrived
+        (time.monotonic() of its event) starts the model-audio latency clock when the playout
+        was idle: the time to its first RTP frame is relay's own delay, not queued speech."""
+    def tick(self, now: float) -> None:
+        """One 20 ms frame time: send the next frame, if any; keep the input flowing."""
+    def flush_playout(self) -> Optional[ItemProgress]:
+        """Barge-in: nothing more is sent from what was queued; returns the item cut short."""
+    def stats(self) -> dict: ...

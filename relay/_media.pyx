@@ -1,24 +1,48 @@
 # cython: language_level=3
 """The per-call media path as extension types: the playout queue (PlayoutQueue and ItemProgress,
-re-exported by relay/playout.py, which says what it owns). The constants live here, beside the
-C code that uses them.
+re-exported by relay/playout.py) and one call's audio (CallMedia, re-exported by
+relay/call_media.py); those modules say what each owns. The constants live here, beside the C
+code that uses them.
 
-Attributes are typed C fields and the per-tick methods call each other in C: no dictionary
-lookup or interpreter dispatch of their own (bench/bench_call_media.py measures them).
+Attributes are typed C fields, and the per-packet and per-tick methods call each other, and
+JitterBuffer and RtpSender (relay/_rtp.pxd), in C: no dictionary lookup or interpreter dispatch
+of their own (bench/bench_call_media.py measures them).
 """
 
 from collections import deque
 
 cimport cython
+from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE, PyByteArray_Resize
 from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from libc.stdint cimport uint8_t, uint32_t
+from libc.string cimport memset
+
+from relay._g711 import Resampler, ulaw_decode, ulaw_encode
+
+from relay._rtp cimport _PUSH_DUPLICATE, JitterBuffer, RtpSender
 
 cdef enum:
+    _SAMPLE_RATE = 8000
     _FRAME_BYTES = 160         # 20 ms of G.711 at 8 kHz
     _BYTES_PER_MS = 8
+    _MAX_PAYLOAD = 320         # 40 ms of G.711: larger RTP payloads are refused (memory per call)
 
+SAMPLE_RATE = _SAMPLE_RATE
+FRAME_S = 0.020
 FRAME_BYTES = _FRAME_BYTES
 BYTES_PER_MS = _BYTES_PER_MS
+MAX_FILL_S = 1.0          # at most this much silence is added in one go
+MAX_PAYLOAD = _MAX_PAYLOAD
+
+cdef Py_ssize_t _MAX_FILL = int(MAX_FILL_S * SAMPLE_RATE)     # in samples
+
+# agent audio format -> (externalMedia format, RTP payload type, silence byte)
+LINE_FORMATS = {
+    "audio/pcmu": ("ulaw", 0, 0xFF),
+    "audio/pcma": ("alaw", 8, 0xD5),
+    "audio/pcm": ("ulaw", 0, 0xFF),      # the relay converts to/from 24 kHz PCM16
+}
 
 
 # --------------------------------------------------------------------------- playout
@@ -170,3 +194,247 @@ cdef class PlayoutQueue:
         kept = deque((p, b) for p, b in self._chunks if p.item_id != item_id)
         self.queued_bytes = sum(len(b) for _, b in kept)
         self._chunks = kept
+
+
+# --------------------------------------------------------------------------- one call's audio
+
+cdef class CallMedia:
+    """Audio of one call. on_rtp() is fed by the worker's socket, tick() by the pacer."""
+
+    cdef readonly str line_format
+    cdef readonly str model_format
+    cdef uint8_t _silence_byte
+    cdef object _send_rtp
+    cdef object _send_to_model
+    cdef object _on_played               # each frame sent to the caller (recordings)
+    cdef object _on_heard                # each caller frame (recordings, fallback STT)
+    # seconds from a model delta's arrival (into an idle playout) to its first RTP frame
+    cdef object _on_model_audio_latency
+    # each chunk of caller audio handed to the model, in the line codec, silence fill
+    # included (recording, fallback transcription); set by the call only when needed
+    cdef public object on_input
+    cdef readonly JitterBuffer jitter
+    cdef readonly RtpSender sender
+    cdef readonly PlayoutQueue playout
+    cdef Py_ssize_t _append_bytes
+    cdef bytearray _pending
+    cdef bint _pending_stamped
+    cdef double _pending_since           # arrival of its oldest caller packet, when stamped
+    cdef bint _first_delta_waiting
+    cdef double _first_delta_at          # a delta waiting for its first frame
+    cdef bint _pcm
+    cdef object _up
+    cdef object _down
+    cdef bytes _pcm_rest
+    cdef bint _started
+    cdef double _started_at
+    cdef long long _input_bytes          # caller audio handed to the model, silence included
+    cdef public double _last_rtp_at
+    cdef double _fill_slack
+    cdef double _fill_due                # before this, _keep_input_flowing has nothing to do
+    cdef long long _ticks
+    cdef bint _talking
+    cdef readonly uint32_t _first_timestamp
+    cdef public bint enabled
+    # statistics
+    cdef readonly long long frames_out
+    cdef readonly long long talkspurts
+    cdef readonly long long silence_filled_bytes
+    cdef readonly double last_frame_out_at
+    cdef readonly double jitter_samples  # RFC 3550 interarrival jitter of caller packets
+    cdef bint _has_transit
+    cdef double _transit
+
+    def __init__(self, *, str model_format, send_rtp, send_to_model, int jitter_depth=3,
+                 int append_frames=2, double playout_max_s=120.0, on_played=None,
+                 on_heard=None, on_model_audio_latency=None):
+        self.line_format, payload_type, self._silence_byte = LINE_FORMATS[model_format]
+        self.model_format = model_format
+        self._send_rtp = send_rtp
+        self._send_to_model = send_to_model
+        self._on_played = on_played
+        self._on_heard = on_heard
+        self._on_model_audio_latency = on_model_audio_latency
+        self.on_input = None
+        self.jitter = JitterBuffer(capacity=32, depth=jitter_depth, max_payload=_MAX_PAYLOAD)
+        self.sender = RtpSender(payload_type=payload_type)
+        self.playout = PlayoutQueue(max_bytes=int(playout_max_s * _SAMPLE_RATE))
+        self._append_bytes = append_frames * _FRAME_BYTES
+        self._pending = bytearray()
+        self._pcm = model_format == "audio/pcm"
+        self._up = Resampler(8000, 24000) if self._pcm else None
+        self._down = Resampler(24000, 8000) if self._pcm else None
+        self._pcm_rest = b""
+        self._fill_slack = (jitter_depth + 1) * FRAME_S
+        self._first_timestamp = self.sender._timestamp
+        self.enabled = True
+        # the other C fields start at 0, 0.0 or False: not started, no ticks, nothing pending
+
+    @property
+    def ticks(self):
+        """Pacer ticks so far: the frame sent by the current tick has index ticks - 1."""
+        return self._ticks
+
+    @property
+    def started_at(self):
+        return self._started_at if self._started else None
+
+    def start(self, double now):
+        self._started = True
+        self._started_at = now
+        self._last_rtp_at = now
+        self._fill_due = now
+
+    # caller -> model
+    cpdef void on_rtp(self, data, double now):
+        if not self.enabled or self.jitter.push(data) >= _PUSH_DUPLICATE:
+            return
+        self._last_rtp_at = now
+        self._measure_jitter(data, now)
+        if not self._pending_stamped:
+            self._pending_stamped = True
+            self._pending_since = now
+        self._drain(False)
+
+    cdef int _measure_jitter(self, data, double now) except -1:
+        """RFC 3550 section 6.4.1: J += (|D| - J) / 16, in samples (a stream restart's
+        timestamp jump of a second or more is not jitter). data: a packet the jitter buffer
+        took, so at least an RTP header long."""
+        cdef Py_buffer view
+        cdef const uint8_t* p
+        cdef double transit, d
+        PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+        p = <const uint8_t*>view.buf
+        transit = now * _SAMPLE_RATE - <double>(
+            (<uint32_t>p[4] << 24) | (<uint32_t>p[5] << 16) | (<uint32_t>p[6] << 8) | p[7])
+        PyBuffer_Release(&view)
+        if self._has_transit:
+            d = abs(transit - self._transit)
+            if d < _SAMPLE_RATE:
+                self.jitter_samples += (d - self.jitter_samples) / 16.0
+        self._has_transit = True
+        self._transit = transit
+        return 0
+
+    cdef int _drain(self, bint force) except -1:
+        cdef JitterBuffer jitter = self.jitter
+        cdef bytes payload
+        cdef long long gap
+        while True:
+            payload = jitter.pop(force)
+            if payload is None:
+                break
+            gap = jitter.last_gap_samples
+            if gap > 0:
+                self._fill_silence(min(gap, _MAX_FILL))
+            self._pending += payload
+            if self._on_heard is not None:
+                self._on_heard(payload)
+        if PyByteArray_GET_SIZE(self._pending) >= self._append_bytes:
+            self._flush_input()
+        return 0
+
+    cdef int _fill_silence(self, Py_ssize_t samples) except -1:
+        cdef Py_ssize_t size = PyByteArray_GET_SIZE(self._pending)
+        PyByteArray_Resize(self._pending, size + samples)
+        memset(PyByteArray_AS_STRING(self._pending) + size, self._silence_byte, samples)
+        self.silence_filled_bytes += samples
+        return 0
+
+    cdef int _flush_input(self) except -1:
+        cdef Py_ssize_t size = PyByteArray_GET_SIZE(self._pending)
+        if not size:
+            return 0
+        audio = PyBytes_FromStringAndSize(PyByteArray_AS_STRING(self._pending), size)
+        PyByteArray_Resize(self._pending, 0)
+        stamp = self._pending_since if self._pending_stamped else None
+        self._pending_stamped = False
+        self._input_bytes += size
+        if self.on_input is not None:
+            self.on_input(audio)
+        if self._pcm:
+            audio = self._up.process(ulaw_decode(audio))
+        self._send_to_model(audio, stamp)
+        return 0
+
+    cdef int _keep_input_flowing(self, double now) except -1:
+        """While the caller is silent Asterisk may send nothing: keep the model's input clock
+        running with silence, a jitter-buffer depth behind real time."""
+        cdef double slack = self._fill_slack
+        cdef long long due, missing
+        if now < self._fill_due or not self._started:
+            return 0
+        if now - self._last_rtp_at < slack:
+            self._fill_due = self._last_rtp_at + slack
+            return 0
+        self._drain(True)
+        due = <long long>((now - self._started_at - slack) * _SAMPLE_RATE)
+        missing = due - self._input_bytes - PyByteArray_GET_SIZE(self._pending)
+        if missing >= self._append_bytes:
+            self._fill_silence(min(missing, _MAX_FILL))
+            self._flush_input()
+        # nothing more to do until one more append's worth of audio is missing
+        self._fill_due = self._started_at + slack + <double>(
+            self._input_bytes + PyByteArray_GET_SIZE(self._pending) + self._append_bytes
+        ) / _SAMPLE_RATE
+        return 0
+
+    # model -> caller
+    def add_model_audio(self, item_id, audio, arrived=None):
+        """Queue a delta from the model (converted to the line codec when needed). arrived
+        (time.monotonic() of its event) starts the model-audio latency clock when the playout
+        was idle: the time to its first RTP frame is relay's own delay, not queued speech."""
+        if arrived is not None and not self._talking and not self.playout.queued_bytes:
+            self._first_delta_waiting = True
+            self._first_delta_at = arrived
+        if self._pcm:
+            audio = self._pcm_rest + audio
+            cut = len(audio) - len(audio) % 2
+            self._pcm_rest = audio[cut:]
+            audio = ulaw_encode(self._down.process(audio[:cut]))
+        return self.playout.add(item_id, audio)
+
+    cpdef void tick(self, double now):
+        """One 20 ms frame time: send the next frame, if any; keep the input flowing."""
+        cdef bytes frame = None
+        cdef uint32_t due_ts, behind
+        self._ticks += 1
+        if self.playout.queued_bytes and self.enabled:
+            frame = self.playout.next_frame()
+        if frame is not None:
+            if not self._talking:
+                self._talking = True
+                self.talkspurts += 1
+                due_ts = self._first_timestamp + <uint32_t>(self._ticks - 1) * _FRAME_BYTES
+                behind = due_ts - self.sender._timestamp
+                self.sender.start_talkspurt(behind if behind < 0x80000000 else 0)
+            self._send_rtp(self.sender.build(frame))
+            self.frames_out += 1
+            self.last_frame_out_at = now
+            if self._first_delta_waiting:
+                if self._on_model_audio_latency is not None:
+                    self._on_model_audio_latency(now - self._first_delta_at)
+                self._first_delta_waiting = False
+            if self._on_played is not None:
+                self._on_played(frame)
+        else:
+            self._talking = False
+        self._keep_input_flowing(now)
+
+    def flush_playout(self):
+        """Barge-in: nothing more is sent from what was queued; returns the item cut short."""
+        self._talking = False
+        self._first_delta_waiting = False
+        return self.playout.flush()
+
+    def stats(self):
+        cdef JitterBuffer jb = self.jitter
+        return {
+            "rtp_in": jb.received, "lost": jb.lost, "late": jb.late, "duplicate": jb.duplicate,
+            "reordered": jb.reordered, "malformed": jb.malformed,
+            "rtp_out": self.frames_out, "talkspurts": self.talkspurts,
+            "silence_filled_ms": self.silence_filled_bytes // 8,
+            "playout_overflow_bytes": self.playout.overflow_bytes,
+            "queued_ms": self.playout.queued_bytes // 8,
+            "jitter_ms": round(self.jitter_samples / (_SAMPLE_RATE / 1000), 2),
+        }

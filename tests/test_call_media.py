@@ -1,5 +1,7 @@
 """CallMedia: caller frames to the model (batched, silence-filled), model audio to paced RTP."""
 
+import pytest
+
 from relay._rtp import RtpPacket, build_rtp
 from relay.call_media import CallMedia
 
@@ -137,3 +139,35 @@ def test_model_audio_latency_runs_from_a_delta_into_idle_playout_to_its_first_fr
     media.flush_playout()
     media.tick(1.02)
     assert len(seen) == 1
+
+
+def test_a_lost_packet_is_filled_with_the_line_codecs_silence():
+    wire = Wire()
+    media = wire.media(model_format="audio/pcma", append_frames=1, jitter_depth=1)
+    for seq in (1, 2, 4):                 # 3 never comes
+        media.on_rtp(caller_packet(seq, 160 * seq, bytes([seq]) * 160), 0.02 * seq)
+    assert b"".join(wire.to_model) == b"\x01" * 160 + b"\x02" * 160 + b"\xd5" * 160 + b"\x04" * 160
+    assert media.stats()["lost"] == 1 and media.stats()["silence_filled_ms"] == 20
+
+
+def test_interarrival_jitter_follows_rfc3550_and_ignores_a_stream_restart():
+    wire = Wire()
+    media = wire.media()
+    for i, arrival in enumerate((0.0, 0.02, 0.05, 0.06)):   # the third one 10 ms late
+        media.on_rtp(caller_packet(1 + i, 160 * i), arrival)
+    # transit differences 0, 80, 80 samples: J = 80/16, then J += (80 - J)/16
+    assert media.jitter_samples == pytest.approx(80 / 16 + (80 - 80 / 16) / 16)
+    assert media.stats()["jitter_ms"] == 1.21
+    media.on_rtp(caller_packet(5, 160 * 4 + 16000), 0.08)   # a two-second timestamp jump
+    assert media.stats()["jitter_ms"] == 1.21
+
+
+def test_nothing_is_filled_before_the_media_starts():
+    sent: list = []
+    media = CallMedia(model_format="audio/pcmu", send_rtp=lambda p: None,
+                      send_to_model=lambda audio, stamp: sent.append(audio))
+    for n in range(1, 100):
+        media.tick(0.02 * n)
+    assert media.started_at is None and sent == []
+    media.start(2.0)
+    assert media.started_at == 2.0
