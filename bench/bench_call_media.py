@@ -1,8 +1,8 @@
-"""The per-call Python of the media path, beside the kernel's cost of one loopback datagram.
+"""The per-call code of the media path, beside the kernel's cost of one loopback datagram.
 
 Owns one question from the load profile: how much of relay's cost per packet is the per-call
-Python of relay/call_media.py (the inclusive figures of a py-spy profile also count the system
-calls made beneath each function). Measured in the same run:
+code of `CallMedia` (relay/_media.pyx, Cython; the inclusive figures of a py-spy profile also
+count the system calls made beneath each function). Measured in the same run:
 
 - `CallMedia.on_rtp`, per caller packet: jitter buffer push and pop, interarrival jitter,
   the append batch (the send to the model is a no-op here);
@@ -11,8 +11,10 @@ calls made beneath each function). Measured in the same run:
 - the reference: one datagram of the same size sent and received on 127.0.0.1 (a blocking
   `sendto` then `recv`: the kernel's part of one RTP packet each way, no gevent).
 
-Reported, not judged. With one call hot in the CPU's caches this is the floor of that Python;
-in a worker with hundreds of calls taking turns it costs several times more (bench/RESULTS.md).
+Reported, not judged. Each figure includes the benchmark's own Python per call (a closure,
+next(), for the tick the write of `_last_rtp_at`: about 0.1 µs). With one call hot in the CPU's
+caches this is the floor of that code; in a worker with hundreds of calls taking turns it costs
+several times more (bench/RESULTS.md).
 """
 
 from __future__ import annotations
