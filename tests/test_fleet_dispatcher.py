@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import gevent
 import pytest
 import requests
 from gevent.pywsgi import WSGIServer
@@ -248,6 +249,29 @@ def test_callers_waiting_in_the_public_app_are_dispatched_on_connection(pbx, fle
     assert dispatcher.counters["calls"] == 2
     for call_id in ids:
         pbx.hangup_call(call_id)
+
+
+def test_a_caller_both_heard_arriving_and_listed_at_connection_is_moved_once(pbx, fleet):
+    # The listing of the public app made as the socket connected (and the caller's details,
+    # read before its move) can come back after the caller's own StasisStart was handled:
+    # moved on, it must not be moved again (a second move ends its call in the worker).
+    targets = [Target("w0")]
+    dispatcher = fleet(targets)
+    [call_id] = pbx.start_calls(WAIT, count=1, app=PUBLIC)
+    wait_for(lambda: len(targets[0].got) == 1, 10, "the caller to be moved")
+    channel_id = pbx.call(call_id)["channel_id"]
+    moved = dispatcher.ari.get_channel(channel_id)
+    as_listed = {**moved, "dialplan": {**moved["dialplan"], "app_data": PUBLIC}}
+    request = dispatcher.ari.request
+    dispatcher.ari.request = lambda method, path, *args, **kwargs: (
+        {"channel_ids": [channel_id]} if path == f"/applications/{PUBLIC}" else
+        request(method, path, *args, **kwargs))
+    dispatcher.ari.get_channel = lambda cid: as_listed if cid == channel_id else {}
+    dispatcher._adopt_waiting()          # what _on_connected spawned, answered late
+    gevent.sleep(0.3)
+    assert len(targets[0].got) == 1 and dispatcher.counters["calls"] == 1
+    assert caller_channel(pbx, call_id).get("stasis_app") == "w0"
+    pbx.hangup_call(call_id)
 
 
 def test_a_second_connection_for_the_public_app_is_reported(pbx, fleet):

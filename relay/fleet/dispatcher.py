@@ -16,7 +16,9 @@ still chooses the agent), what a failed move means, the refusals, and its counte
 - No worker to take it (none healthy, or every one failed), or the master draining: the caller
   is hung up with cause congestion and counted (`refused`, by reason).
 - On every (re)connection, callers already waiting in the public app (their StasisStart was
-  lost with the connection, or a previous master never moved them) are dispatched too.
+  lost with the connection, or a previous master never moved them) are dispatched too; not
+  those this connection has seen arrive or leave meanwhile (a caller arriving as the socket
+  connects is in the listing and in a StasisStart: moved twice, its call would end).
 - Another connection taking the public app (Asterisk's ApplicationReplaced: a second master
   with the same app name) is logged as an error and shown (`connected` false); the dispatcher
   does not take it back, which would make the two flap.
@@ -109,6 +111,8 @@ class Dispatcher:
                                 initial_backoff=reconnect_initial_s, max_backoff=reconnect_max_s)
         self._pool = Pool(MAX_CONCURRENT_MOVES)
         self._attempts: OrderedDict[str, _Attempt] = OrderedDict()
+        # callers whose StasisEnd this connection heard (moved on, or gone): not to be adopted
+        self._left: OrderedDict[str, None] = OrderedDict()
         self._turn = 0
         self.refusing: Optional[str] = None
         self.replaced = False     # another connection took the public app (ApplicationReplaced)
@@ -164,10 +168,14 @@ class Dispatcher:
             self._move_failed(channel_id, str(event.get("destination", "")))
         elif kind == "StasisEnd":
             self._attempts.pop(channel_id, None)    # moved on (or hung up)
+            self._left[channel_id] = None
+            while len(self._left) > MAX_ATTEMPTS_KEPT:
+                self._left.popitem(last=False)
 
     def _begin(self, channel_id: str, args: list[str]) -> None:
         if channel_id in self._attempts:
             return
+        self._left.pop(channel_id, None)      # back in the public app
         attempt = _Attempt(args)
         self._attempts[channel_id] = attempt
         while len(self._attempts) > MAX_ATTEMPTS_KEPT:
@@ -264,11 +272,16 @@ class Dispatcher:
     # connections
     def _on_connected(self) -> None:
         self.replaced = False
+        self._left.clear()          # what left while disconnected may have come back unheard
         gevent.spawn(self._adopt_waiting)
 
     def _on_disconnected(self, reason: str) -> None:
         log.warning("dispatcher: the public app's events socket dropped (%s): new callers "
                     "wait in Asterisk until it is back", reason)
+
+    def _known(self, channel_id: str) -> bool:
+        """Being dispatched, or heard leaving the public app on this connection."""
+        return channel_id in self._attempts or channel_id in self._left
 
     def _adopt_waiting(self) -> None:
         """Dispatch the callers already in the public app that nobody is dispatching."""
@@ -279,8 +292,8 @@ class Dispatcher:
                 log.warning("dispatcher: cannot list the callers waiting in %s: %s",
                             self.app, exc)
             return
-        waiting = [str(c) for c in info.get("channel_ids") or [] if str(c) not in
-                   self._attempts][:MAX_ADOPTED]
+        waiting = [str(c) for c in info.get("channel_ids") or []
+                   if not self._known(str(c))][:MAX_ADOPTED]
         for channel_id in waiting:
             try:
                 channel = self.ari.get_channel(channel_id)
@@ -291,7 +304,7 @@ class Dispatcher:
                     channel.get("name", "")).startswith(OWN_CHANNEL_PREFIXES):
                 continue
             app, _, rest = str(dialplan.get("app_data", "")).partition(",")
-            if app != self.app or channel_id in self._attempts:
+            if app != self.app or self._known(channel_id):    # heard of since the listing
                 continue
             log.info("dispatcher: %s was waiting in %s; dispatching it", channel_id, self.app)
             self.counters["calls"] += 1
