@@ -46,6 +46,8 @@ def fleet(tmp_path):
 
     yield make
     for f in made:
+        # shown by pytest with a failure (and only then): what relay said at the end
+        print(f"--- the end of relay's log ---\n{f.log()[-8000:]}")
         f.close()
 
 
