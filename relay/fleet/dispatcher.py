@@ -83,6 +83,13 @@ def least_loaded(targets: Sequence[Target], exclude: Iterable[str] = (),
     return best
 
 
+def _remember(table: OrderedDict, channel_id: str, value: object) -> None:
+    """table[channel_id] = value, the oldest entries dropped beyond MAX_ATTEMPTS_KEPT."""
+    table[channel_id] = value
+    while len(table) > MAX_ATTEMPTS_KEPT:
+        table.popitem(last=False)
+
+
 @dataclass
 class _Attempt:
     """One caller being dispatched."""
@@ -168,18 +175,14 @@ class Dispatcher:
             self._move_failed(channel_id, str(event.get("destination", "")))
         elif kind == "StasisEnd":
             self._attempts.pop(channel_id, None)    # moved on (or hung up)
-            self._left[channel_id] = None
-            while len(self._left) > MAX_ATTEMPTS_KEPT:
-                self._left.popitem(last=False)
+            _remember(self._left, channel_id, None)
 
     def _begin(self, channel_id: str, args: list[str]) -> None:
         if channel_id in self._attempts:
             return
         self._left.pop(channel_id, None)      # back in the public app
         attempt = _Attempt(args)
-        self._attempts[channel_id] = attempt
-        while len(self._attempts) > MAX_ATTEMPTS_KEPT:
-            self._attempts.popitem(last=False)
+        _remember(self._attempts, channel_id, attempt)
         attempt.greenlet = self._pool.spawn(self._dispatch, channel_id, attempt)
 
     def _move_failed(self, channel_id: str, destination: str) -> None:
