@@ -238,10 +238,15 @@ class AriEvents:
             gevent.sleep(backoff)
 
     def _message(self, message: Any) -> None:
-        if isinstance(message, dict) and isinstance(message.get("type"), str):
-            self._on_event(message)
-        else:
+        """One event to the owner; an event the owner cannot handle is logged and counted,
+        never fatal to the socket (the events after it still come)."""
+        if not (isinstance(message, dict) and isinstance(message.get("type"), str)):
             self._bad_message(str(message)[:200], ValueError("not an ARI event object"))
+            return
+        try:
+            self._on_event(message)
+        except Exception as exc:
+            self._bad_message(str(message)[:200], exc)
 
     def _bad_message(self, text: str, error: Exception) -> None:
         self.bad_messages += 1

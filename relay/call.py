@@ -19,6 +19,7 @@ import gevent.event
 
 from relay import realtime_events as ev
 from relay.ari import AriError
+from relay.janitor import retryable
 from relay.call_media import CallMedia
 from relay.config import VOICES, AgentConfig
 from relay.dtmf import DtmfCollector
@@ -39,6 +40,29 @@ MEDIA_ARG = "relay-media"           # the `data` of our externalMedia channels (
 HOUSEKEEPING_S = 0.25
 PLAYOUT_POLL_S = 0.02        # end_after_playout: how often it looks at the playout queue
 AFTER_PLAYOUT_S = 0.2        # ... and how long after the last frame it waits (far-end buffers)
+SETUP_TRIES = 3              # an ARI request of the setup that got a 5xx or no answer: tries
+SETUP_RETRY_S = 0.1          # ... the pause before the second try (doubling)
+ADD_CHANNEL_TRIES = 6        # addChannel answered 422 (media channel not in the app yet): tries
+ADD_CHANNEL_RETRY_S = 0.02   # ... 20, 40, 80, 160, 320 ms apart
+SETUP_STEPS = {              # what each step of the setup does, for reasons and counters
+    "answer": "answer the caller", "bridge": "create the bridge",
+    "media_channel": "create the externalMedia channel",
+    "add_channel": "add the caller and the media channel to the bridge",
+    "internal": "set up the call",
+}
+
+
+class SetupFailed(Exception):
+    """A step of the call's setup failed (`step`: a key of SETUP_STEPS)."""
+
+    def __init__(self, step: str, detail: str) -> None:
+        super().__init__(f"{SETUP_STEPS[step]}: {detail}")
+        self.step = step
+        self.detail = detail
+
+
+class SetupStopped(Exception):
+    """The call ended while it was being set up: the setup stops quietly."""
 
 
 class Call:
@@ -79,6 +103,8 @@ class Call:
         self._bridge_made = False
         self._setup_greenlet: Optional[gevent.Greenlet] = None
         self._media_channel_made = False
+        self._media_in_app = gevent.event.Event()    # its StasisStart came
+        self._uncertain: set[str] = set()    # ids whose creation request had no answer
         self._caller_gone = False
         self._ended = gevent.event.Event()
         self._greenlets: set[gevent.Greenlet] = set()
@@ -125,11 +151,8 @@ class Call:
                 # e.g. the caller hung up while the bridge was being made: not an error
                 log.info("call %s: %s stopped by the end of the call: %s", self.id, name, exc)
                 return
-            if fn == self._setup and isinstance(exc, AriError) and exc.status in (404, 409, 422):
-                # Asterisk no longer has the caller (its hangup events may still be on the way)
-                log.info("call %s: the caller left during setup (%s)", self.id, exc)
-                self._caller_gone = True
-                self.end("caller hung up during setup", hangup=False)
+            if fn == self._setup:
+                self._setup_failed(exc)
                 return
             log.exception("call %s: %s failed", self.id, name)
             self.end(f"internal error: {exc}")
@@ -138,38 +161,40 @@ class Call:
         self._setup_greenlet = self.spawn(self._setup)
 
     def _setup(self) -> None:
+        """Answer, bridge, externalMedia, then the bridge joined once the media channel is in
+        the app (Asterisk answers externalMedia before the channel enters Stasis: FACTS.md),
+        then audio once the model session is open. Each step checks that the call is still
+        being set up; a failure is judged by _setup_failed from what Asterisk said."""
         tree = self.settings.tree
         log.info("call %s: from %r, agent %s", self.id, self.caller_number, self.agent.key)
         self.transcript.add("event", f"call from {self.caller_number or 'unknown'}",
                             agent=self.agent.key)
         model = self.spawn(self._open_session)
         ari = self.worker.ari
-        ari.answer(self.id)
-        if self.state != "setup":
-            return
+        self._step("answer", ari.answer, self.id)
         # The ids are ours, so cleanup can delete what may exist before the answer arrives.
         self._bridge_made = True
-        ari.create_bridge(self.bridge_id, "mixing", name=f"relay {self.id}")
-        if self.state != "setup":
-            return
+        self.worker.owned[self.bridge_id] = self
+        self._step("bridge", ari.create_bridge, self.bridge_id, "mixing",
+                   name=f"relay {self.id}", created_id=self.bridge_id)
         media = self.worker.media
         external_host = f"{tree['rtp']['advertise_host']}:{media.port}"
-        self.worker.own_channels.add(self.media_channel_id)
+        self.worker.owned[self.media_channel_id] = self
         self._media_channel_made = True
-        channel = ari.external_media(self.media_channel_id, external_host,
-                                     self.media.line_format, data=MEDIA_ARG)
-        if self.state != "setup":
-            return
+        channel = self._step("media_channel", ari.external_media, self.media_channel_id,
+                             external_host, self.media.line_format, data=MEDIA_ARG,
+                             created_id=self.media_channel_id)
+        if channel is None:     # a retry found it created by an earlier, unanswered attempt
+            channel = self._step("media_channel", ari.get_channel, self.media_channel_id)
         variables = (channel or {}).get("channelvars") or {}
         try:
             self.remote = (str(variables["UNICASTRTP_LOCAL_ADDRESS"]),
                            int(variables["UNICASTRTP_LOCAL_PORT"]))
-        except (KeyError, ValueError):
-            raise RuntimeError(f"externalMedia gave no UNICASTRTP address: {variables}") from None
+        except (KeyError, ValueError, TypeError):
+            raise SetupFailed("media_channel", "externalMedia gave no UNICASTRTP address: "
+                              f"{str(variables)[:200]}") from None
         media.route(self.remote, self.media.on_rtp)
-        ari.add_channel(self.bridge_id, [self.id, self.media_channel_id])
-        if self.state != "setup":
-            return
+        self._join_bridge(tree["call"]["media_stasis_wait_s"])
         model.join(timeout=tree["openai"]["connect_timeout_s"] + 1)
         if self.state != "setup" or self.session is None or not self.session.connected:
             return   # ended meanwhile, or _open_session has ended the call
@@ -182,6 +207,86 @@ class Call:
         self.state = "active"
         self.setup_ms = (time.monotonic() - self.started_mono) * 1000.0
         self.worker.publish_call(self)
+
+    def _step(self, step: str, fn, *args, created_id: str = "", **kwargs) -> Any:
+        """One ARI request of the setup, asked again after a 5xx or no answer (SETUP_TRIES
+        in all, with a growing pause). A creation (`created_id`) that had no answer may still
+        land on Asterisk: its id is remembered as uncertain for the cleanup, and a 409 to the
+        next try means the earlier one did land (None is returned). SetupFailed otherwise."""
+        for attempt in range(SETUP_TRIES):
+            self._still_setting_up()
+            try:
+                return fn(*args, **kwargs)
+            except AriError as exc:
+                if exc.status == 0 and created_id:
+                    self._uncertain.add(created_id)
+                if created_id and attempt > 0 and exc.status == 409:
+                    return None
+                if not retryable(exc) or attempt == SETUP_TRIES - 1:
+                    raise SetupFailed(step, str(exc)) from exc
+                log.info("call %s: %s: %s; trying again", self.id, SETUP_STEPS[step], exc)
+                gevent.sleep(SETUP_RETRY_S * 2 ** attempt)
+        raise AssertionError("unreachable")
+
+    def _join_bridge(self, wait_s: float) -> None:
+        """Add the caller and the media channel to the bridge once the media channel's
+        StasisStart has come (at most wait_s); a 422 (not in the app yet) is asked again a few
+        times, a few ms apart, before it counts as a failure."""
+        if not self._media_in_app.wait(wait_s):
+            log.info("call %s: no StasisStart for the media channel within %.1f s; adding it "
+                     "to the bridge anyway", self.id, wait_s)
+        for attempt in range(ADD_CHANNEL_TRIES):
+            self._still_setting_up()
+            try:
+                self.worker.ari.add_channel(self.bridge_id, [self.id, self.media_channel_id])
+                return
+            except AriError as exc:
+                last = attempt == ADD_CHANNEL_TRIES - 1
+                if last or not (exc.status == 422 or retryable(exc)):
+                    if exc.status == 422:
+                        raise SetupFailed("add_channel", "the media channel did not enter the "
+                                          f"app in time ({exc.message})") from exc
+                    raise SetupFailed("add_channel", str(exc)) from exc
+                if exc.status == 422:
+                    self.worker.count("add_channel_retries")
+                gevent.sleep(ADD_CHANNEL_RETRY_S * 2 ** attempt)
+
+    def _still_setting_up(self) -> None:
+        if self.state != "setup":
+            raise SetupStopped()
+
+    def _setup_failed(self, exc: Exception) -> None:
+        """The setup failed: conclude that the caller left only from evidence (its hangup
+        events, or a 404 for its own channel); otherwise hang up (or continue in the dialplan)
+        with the reason logged and counted, so the caller is never left in silence."""
+        if isinstance(exc, SetupStopped):
+            return
+        if self._caller_gone or self._caller_absent():
+            self._caller_gone = True
+            log.info("call %s: the caller left during setup (%s)", self.id, exc)
+            self.end("caller hung up during setup", hangup=False)
+            return
+        step = exc.step if isinstance(exc, SetupFailed) else "internal"
+        if isinstance(exc, SetupFailed):
+            log.warning("call %s: setup failed: cannot %s: %s", self.id, SETUP_STEPS[step],
+                        exc.detail)
+            reason = f"setup failed: cannot {SETUP_STEPS[step]}: {exc.detail}"
+        else:
+            log.exception("call %s: setup failed", self.id)
+            reason = f"setup failed: {exc}"
+        self.worker.count_setup_failure(step)
+        self.transcript.add("event", reason, level="error")
+        self.end(reason)
+
+    def _caller_absent(self) -> bool:
+        """True only when Asterisk says the caller's channel no longer exists (404)."""
+        if self._caller_gone:
+            return True
+        try:
+            self.worker.ari.get_channel(self.id)
+        except AriError as exc:
+            return exc.status == 404
+        return False
 
     def _open_session(self) -> None:
         openai = self.settings.tree["openai"]
@@ -207,12 +312,12 @@ class Call:
         log.info("call %s: ending (%s)", self.id, reason)
         self.worker.pacer.remove(self)
         self.media.enabled = False
+        self._media_in_app.set()        # a setup waiting for it stops now
         if self.remote is not None:
             self.worker.media.unroute(self.remote)
         gevent.spawn(self._cleanup, hangup)
 
     def _cleanup(self, hangup: bool) -> None:
-        ari = self.worker.ari
         # Let an ARI request of the setup finish (each has a timeout): killing it mid-request
         # could leave a bridge or channel created after its DELETE.
         setup = self._setup_greenlet
@@ -224,18 +329,16 @@ class Call:
         for greenlet in list(self._greenlets):
             if greenlet is not current:
                 greenlet.kill(block=False)
+        janitor = self.worker.janitor
         if self._media_channel_made:
-            self._quietly(ari.hangup, self.media_channel_id)
+            janitor.remove("channel", self.media_channel_id,
+                           uncertain=self.media_channel_id in self._uncertain)
         if self._bridge_made:
-            self._quietly(ari.destroy_bridge, self.bridge_id)
+            janitor.remove("bridge", self.bridge_id, uncertain=self.bridge_id in self._uncertain)
         if hangup and not self._caller_gone:
-            if self.handoff is not None:
-                self._hand_off(*self.handoff)
-            elif self.settings.tree["call"]["continue_in_dialplan"]:
-                self._quietly(ari.continue_in_dialplan, self.id)
-            else:
-                self._quietly(ari.hangup, self.id)
-        self.worker.own_channels.discard(self.media_channel_id)
+            self._release_caller()
+        self.worker.owned.pop(self.media_channel_id, None)
+        self.worker.owned.pop(self.bridge_id, None)
         self._finish_recording()
         self._finish_fallback()
         self.transcript.add("event", f"call ended: {self.end_reason}")
@@ -248,12 +351,15 @@ class Call:
         self.worker.call_ended(self)
         self._ended.set()
 
-    def _quietly(self, fn, *args) -> None:
-        try:
-            fn(*args)
-        except AriError as exc:
-            if exc.status != 404:     # already gone is fine
-                log.warning("call %s: cleanup %s: %s", self.id, fn.__name__, exc)
+    def _release_caller(self) -> None:
+        """The caller leaves relay: the transfer a tool asked for, the dialplan, or a hangup
+        (retried until Asterisk confirms it: a caller is never left in silence)."""
+        if self.handoff is not None:
+            self._hand_off(*self.handoff)
+        elif self.settings.tree["call"]["continue_in_dialplan"]:
+            self._hand_off(self.worker.ari.continue_in_dialplan, self.id)
+        else:
+            self.worker.janitor.remove("caller", self.id)
 
     def end_after_playout(self, reason: str, response_id: str = "",
                           handoff: Optional[tuple] = None) -> None:
@@ -281,16 +387,23 @@ class Call:
         self.end(reason)
 
     def _hand_off(self, fn, *args) -> None:
-        """The transfer (or end) a tool asked for; hang up if Asterisk refuses it."""
-        try:
-            fn(*args)
-        except AriError as exc:
-            if exc.status == 404:
+        """The transfer (or continue, or end) asked for; a 5xx or no answer is asked again;
+        hang up if Asterisk refuses it or never answers."""
+        for attempt in range(SETUP_TRIES):
+            try:
+                fn(*args)
                 return
-            log.warning("call %s: %s refused (%s); hanging up", self.id, fn.__name__, exc)
-            self.transcript.add("event", f"{fn.__name__} failed: {exc}; hanging up",
-                                level="warning")
-            self._quietly(self.worker.ari.hangup, self.id)
+            except AriError as exc:
+                if exc.status == 404:
+                    return
+                if retryable(exc) and attempt < SETUP_TRIES - 1:
+                    gevent.sleep(SETUP_RETRY_S * 2 ** attempt)
+                    continue
+                log.warning("call %s: %s refused (%s); hanging up", self.id, fn.__name__, exc)
+                self.transcript.add("event", f"{fn.__name__} failed: {exc}; hanging up",
+                                    level="warning")
+                self.worker.janitor.remove("caller", self.id)
+                return
 
     def wait_ended(self, timeout: Optional[float] = None) -> bool:
         return self._ended.wait(timeout)
@@ -299,6 +412,22 @@ class Call:
     def on_caller_gone(self) -> None:
         self._caller_gone = True
         self.end("caller hung up", hangup=False)
+
+    def on_media_in_app(self) -> None:
+        """The externalMedia channel's StasisStart: it may join the bridge now."""
+        self._media_in_app.set()
+
+    def on_resource_gone(self, what: str) -> None:
+        """Asterisk destroyed the call's media channel or bridge (not relay): the caller
+        would hear nothing more, so the call ends and the caller is hung up."""
+        if self.state in ("ending", "ended"):
+            return
+        if what == "channel":
+            self._media_channel_made = False
+        else:
+            self._bridge_made = False
+        self.end(f"the {'media channel' if what == 'channel' else 'bridge'} was removed on "
+                 "Asterisk")
 
     def on_dtmf(self, digit: str) -> None:
         result = self.dtmf.digit(digit, time.monotonic())

@@ -42,7 +42,10 @@ ENV_VARS: dict[str, str] = {
     "RTP_ADVERTISE_HOST": "rtp.advertise_host",
     "RTP_PORT_MIN": "rtp.port_min",
     "RTP_PORT_MAX": "rtp.port_max",
+    "ARI_SWEEP_INTERVAL_S": "ari.sweep_interval_s",
     "MAX_CALL_DURATION_S": "call.max_duration_s",
+    "MEDIA_STASIS_WAIT_S": "call.media_stasis_wait_s",
+    "WAITING_CALLERS": "call.waiting_callers",
     "TRANSCRIPTS_DIR": "call.transcripts_dir",
     "DTMF_INTER_DIGIT_TIMEOUT_MS": "dtmf.inter_digit_timeout_ms",
     "DTMF_MAX_DIGITS": "dtmf.max_digits",
@@ -77,6 +80,7 @@ ENV_VARS: dict[str, str] = {
 VOICES = ("alloy", "ash", "ballad", "coral", "echo", "sage", "shimmer", "verse", "marin", "cedar")
 AUDIO_FORMATS = ("audio/pcmu", "audio/pcma", "audio/pcm")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+WAITING_CALLER_POLICIES = ("take_over", "hang_up")
 STT_PROVIDERS = ("openai", "google")
 SECRETS = ("ari.password", "openai.api_key", "stt.api_key", "stt.google_api_key",
            "stt.google_bearer_token")
@@ -218,10 +222,24 @@ def _check_tree(tree: dict) -> None:
             f"must be one of {', '.join(LOG_LEVELS)}")
     for section, key in (("ari", "request_timeout_s"), ("openai", "connect_timeout_s")):
         require(tree[section][key] > 0, f"{section}.{key}", "must be positive")
+    _check_reconciliation(tree, require)
     _check_recording_and_stt(tree, require)
     _check_fleet(tree, require)
     _check_web(tree, require)
     _check_tools(tree, require)
+
+
+def _check_reconciliation(tree: dict, require) -> None:
+    """How the worker keeps itself and Asterisk in agreement (relay.worker, relay.janitor)."""
+    ari, call = tree["ari"], tree["call"]
+    require(ari["sweep_interval_s"] == 0 or 1 <= ari["sweep_interval_s"] <= 3600,
+            "ari.sweep_interval_s", "(ARI_SWEEP_INTERVAL_S) must be 0 (off) or 1..3600 seconds")
+    require(0 <= ari["waiting_confirm_s"] <= 10, "ari.waiting_confirm_s",
+            "must be 0..10 seconds")
+    require(0 < call["media_stasis_wait_s"] <= 60, "call.media_stasis_wait_s",
+            "(MEDIA_STASIS_WAIT_S) must be within 0..60 seconds")
+    require(call["waiting_callers"] in WAITING_CALLER_POLICIES, "call.waiting_callers",
+            f"(WAITING_CALLERS) must be one of {', '.join(WAITING_CALLER_POLICIES)}")
 
 
 def _check_tools(tree: dict, require) -> None:

@@ -18,9 +18,11 @@ from typing import Any, Callable, Optional
 
 import gevent
 import gevent.event
+import gevent.lock
 
 from relay.ari import AriClient, AriError, AriEvents
 from relay.call import MEDIA_ARG, Call
+from relay.janitor import OWN_CHANNEL_PREFIXES, Janitor, backoff_delays
 from relay.config import PACKAGE_ROOT, AgentConfig, Settings
 from relay.media import MediaSocket, Pacer
 from relay.metrics import (
@@ -37,8 +39,9 @@ from relay.tools.webhook import WebhookClient
 log = logging.getLogger(__name__)
 
 CALLER_GONE_EVENTS = {"StasisEnd", "ChannelDestroyed", "ChannelHangupRequest"}
-OWN_CHANNEL_PREFIXES = ("UnicastRTP/", "Snoop/", "WebSocket/", "AudioSocket/")
+MEDIA_GONE_EVENTS = {"StasisEnd", "ChannelDestroyed"}
 RECENT_EVENTS = 500
+LEFT_KEPT = 4096            # callers heard leaving the app, not to be taken over from a listing
 TRANSCRIPT_MARGIN_S = 0.25  # stop(): ending calls' transcriptions end this long before its deadline
 
 
@@ -71,13 +74,19 @@ class Worker:
         self.transcripts_dir = transcripts if transcripts.is_absolute() else (
             PACKAGE_ROOT / transcripts)
         self.resource_prefix = resource_prefix(ari["app"])
+        # removes what relay created on Asterisk, however the requests fail (relay.janitor)
+        self.janitor = Janitor(self.ari, self.resource_prefix)
         self.calls: dict[str, Call] = {}
+        # every bridge and channel id a live call owns (created, or about to be) -> that call
+        self.owned: dict[str, Call] = {}
+        self._reconcile_lock = gevent.lock.Semaphore()
+        self._background: set[gevent.Greenlet] = set()     # reconciliations, the sweeper
+        self._stopping = False
         self._calls_changed = gevent.event.Event()     # set by call_ended (drain waits on it)
         self._drain_until = 0.0
         # the monotonic time by which ending calls stop waiting for their end-of-call fallback
         # transcriptions (relay/stt): none but their own until stop() brings it forward
         self.transcripts_due_by = math.inf
-        self.own_channels: set[str] = set()
         self.accepting = True
         self.recent: deque[dict] = deque(maxlen=RECENT_EVENTS)
         self._observers: list[Callable[[dict], None]] = []
@@ -86,6 +95,13 @@ class Worker:
             "ari_reconnects": 0, "model_errors": {},
             "tool_calls": {},                   # {result: n}: count_tool_call()
             "fallback_transcriptions": {},      # {provider: {result: n}}: the transcriber's
+            "setup_failures": {},               # {step: n}: calls hung up because setup failed
+            "add_channel_retries": 0,           # addChannel 422s asked again
+            "ari_bad_events": 0,                # events of an unexpected shape, ignored
+            "reconciliations": 0,               # completed reconciliations with Asterisk
+            "reconcile_failures": 0,            # attempts that failed (retried)
+            "leftovers_removed": {"bridge": 0, "channel": 0},  # found by a sweep, deleted
+            "waiting_callers": {"taken_over": 0, "hung_up": 0},  # found with no conversation
         }
         self.finished: deque[dict] = deque(maxlen=1000)   # summaries of ended calls
         # /metrics: histograms the calls observe into, and the audio figures of ended calls
@@ -104,6 +120,9 @@ class Worker:
         self.pacer.start()
         self.events.start()
         self.retention.start()
+        interval = self.settings.tree["ari"]["sweep_interval_s"]
+        if interval > 0:
+            self._spawn_background(self._sweep_periodically, interval)
         log.info("worker: app %r, RTP on %s:%d, agent %r", self.settings.get("ari.app"),
                  self.media.host, self.media.port, self.settings.get("agent.active"))
 
@@ -118,6 +137,9 @@ class Worker:
             call.end("relay shutting down")
         for call in calls:
             call.wait_ended(max(0.0, deadline - time.monotonic()))
+        self._stopping = True
+        gevent.killall(list(self._background), block=True, timeout=2)
+        self.janitor.stop()
         self.events.stop()
         self.pacer.stop()
         self.media.close()
@@ -206,14 +228,37 @@ class Worker:
 
     # ARI
     def on_ari_event(self, event: dict) -> None:
+        """One event of the app: never raises (an event of an unexpected shape is logged,
+        counted and ignored; the events socket goes on)."""
         self.counters["ari_events"] += 1
+        try:
+            self._route_event(event)
+        except Exception as exc:
+            self._bad_event(event, exc)
+
+    def _bad_event(self, event: Any, error: Exception) -> None:
+        count = self.counters["ari_bad_events"] = self.counters["ari_bad_events"] + 1
+        if count <= 5 or count % 1000 == 0:
+            log.warning("worker: ignoring an ARI event of unexpected shape #%d (%s: %s): %.200s",
+                        count, type(error).__name__, error, event)
+
+    def _route_event(self, event: dict) -> None:
         kind = event.get("type")
         if kind == "StasisStart":
             self._stasis_start(event)
             return
-        channel = event.get("channel") or {}
-        call = self.calls.get(channel.get("id", ""))
+        if kind == "BridgeDestroyed":
+            bridge = _field(event, "bridge")
+            owner = self.owned.get(str(bridge.get("id", "")))
+            if owner is not None:
+                owner.on_resource_gone("bridge")
+            return
+        channel_id = str(_field(event, "channel").get("id", ""))
+        call = self.calls.get(channel_id)
         if call is None:
+            owner = self.owned.get(channel_id)
+            if owner is not None and kind in MEDIA_GONE_EVENTS:
+                owner.on_resource_gone("channel")
             return
         if kind in CALLER_GONE_EVENTS:
             call.on_caller_gone()
@@ -221,19 +266,32 @@ class Worker:
             call.on_dtmf(str(event.get("digit", "")))
 
     def _stasis_start(self, event: dict) -> None:
-        channel = event.get("channel") or {}
+        channel = _field(event, "channel")
         channel_id = channel.get("id")
+        if not isinstance(channel_id, str) or not channel_id:
+            raise ValueError("StasisStart without a channel id")
+        owner = self.owned.get(channel_id)
+        if owner is not None:       # a call's externalMedia channel entered the app
+            owner.on_media_in_app()
+            return
+        raw_args = event.get("args") or []
+        if not isinstance(raw_args, list):
+            raise ValueError("StasisStart args is not a list")
         # A dispatcher's move carries the original args comma-joined in one appArgs
         # (relay.fleet): "agent=support,x" counts as two args, as in Stasis(app,agent=support,x).
-        args = [part for a in event.get("args") or [] for part in str(a).split(",")]
-        if (not channel_id or channel_id in self.own_channels or MEDIA_ARG in args
-                or str(channel.get("name", "")).startswith(OWN_CHANNEL_PREFIXES)):
-            return
+        args = [part for a in raw_args for part in str(a).split(",")]
+        if MEDIA_ARG in args or str(channel.get("name", "")).startswith(OWN_CHANNEL_PREFIXES):
+            return      # relay's own channel of no live call: the sweep removes it
+        self._take_call(channel, args)
+
+    def _take_call(self, channel: dict, args: list[str]) -> Optional[Call]:
+        """A caller in the app with no conversation: a new call (or refused when draining)."""
+        channel_id = channel["id"]
         if channel_id in self.calls:
-            return
+            return None
         if not self.accepting:
             gevent.spawn(self._refuse, channel_id)
-            return
+            return None
         try:
             agent = self._agent_for(args)
         except KeyError as exc:
@@ -244,6 +302,7 @@ class Worker:
         self.counters["calls_total"] += 1
         call.start()
         self.publish_call(call)
+        return call
 
     def _agent_for(self, args: list[str]) -> AgentConfig:
         """The agent chosen by the Stasis args (`agent=KEY` or a bare agent key)."""
@@ -256,15 +315,21 @@ class Worker:
         return self.settings.agent()
 
     def _refuse(self, channel_id: str) -> None:
-        try:
-            self.ari.hangup(channel_id, "congestion")
-        except AriError as exc:
-            log.warning("refusing call %s: %s", channel_id, exc)
+        """A caller this worker will not take (it drains): hung up with congestion."""
+        self.janitor.remove("caller", channel_id, reason="congestion")
+
+    def count(self, counter: str) -> None:
+        self.counters[counter] += 1
+
+    def count_setup_failure(self, step: str) -> None:
+        failures = self.counters["setup_failures"]
+        failures[step] = failures.get(step, 0) + 1
 
     def call_ended(self, call: Call) -> None:
         self.calls.pop(call.id, None)
         self.counters["calls_ended"] += 1
-        if call.end_reason.startswith(("internal error", "cannot reach", "model")):
+        if call.end_reason.startswith(("internal error", "cannot reach", "model",
+                                       "setup failed")):
             self.counters["calls_failed"] += 1
         summary = call.summary()
         for key in AUDIO_TOTALS:
@@ -277,21 +342,110 @@ class Worker:
     def _on_ari_connected(self) -> None:
         if self.events.connections > 1:
             self.counters["ari_reconnects"] += 1
-            gevent.spawn(self._reconcile)
+        # On start (a previous run may have crashed) and after every reconnection (events
+        # were lost): make relay's view and Asterisk's agree.
+        self._spawn_background(self._reconcile)
 
     def _on_ari_disconnected(self, reason: str) -> None:
         log.warning("worker: ARI events lost (%s); calls keep their audio", reason)
 
-    def _reconcile(self) -> None:
-        """After a reconnect: end the calls whose caller Asterisk no longer has."""
-        try:
-            alive = {c.get("id") for c in self.ari.list_channels()}
-        except AriError as exc:
-            log.warning("worker: cannot reconcile calls: %s", exc)
+    def _spawn_background(self, fn, *args) -> None:
+        if self._stopping:
             return
-        for call in list(self.calls.values()):
-            if call.id not in alive:
-                call.on_caller_gone()
+        greenlet = gevent.spawn(fn, *args)
+        self._background.add(greenlet)
+        greenlet.link(self._background.discard)
+
+    def _reconcile(self) -> None:
+        """Reconcile until it succeeds (a failed listing is asked again, with backoff), as
+        long as this events connection lasts: the next one starts its own."""
+        connection = self.events.connections
+        ari = self.settings.tree["ari"]
+        for delay in backoff_delays(ari["reconnect_initial_s"], ari["reconnect_max_s"], 10_000):
+            if self._stopping or self.events.connections != connection:
+                return
+            try:
+                self.reconcile_once()
+                return
+            except AriError as exc:
+                self.counters["reconcile_failures"] += 1
+                log.warning("worker: cannot reconcile with Asterisk (%s); trying again in "
+                            "%.1f s", exc, delay)
+            gevent.sleep(delay)
+
+    def _sweep_periodically(self, interval: float) -> None:
+        while not self._stopping:
+            gevent.sleep(interval)
+            if not self.events.connected:
+                continue            # the reconnection reconciles
+            try:
+                self.reconcile_once()
+            except AriError as exc:
+                self.counters["reconcile_failures"] += 1
+                log.warning("worker: periodic sweep failed: %s", exc)
+
+    def reconcile_once(self) -> None:
+        """One reconciliation with Asterisk (AriError when it cannot list):
+        1. end the calls whose caller Asterisk no longer has (their hangup was not heard);
+        2. delete the bridges and channels with our prefix that no live call owns (a crashed
+           run's, a DELETE that failed, a creation that landed after its DELETE);
+        3. callers in our app with no conversation (a lost StasisStart, a crashed run): taken
+           over as new calls or hung up (call.waiting_callers), once a second listing a moment
+           later confirms they are still waiting (their StasisStart may be on its way)."""
+        with self._reconcile_lock:
+            asked_at = time.monotonic()
+            channels = self.janitor.list_channels()
+            alive = {c.get("id") for c in channels}
+            for call in list(self.calls.values()):
+                if call.started_mono < asked_at and call.id not in alive:
+                    call.on_caller_gone()
+            leftovers = self.janitor.leftovers(lambda: set(self.owned), channels)
+            for kind, ids in (("bridge", leftovers.bridges), ("channel", leftovers.channels)):
+                for resource_id in ids:
+                    log.info("worker: removing %s %s left on Asterisk by no live call", kind,
+                             resource_id)
+                    self.counters["leftovers_removed"][kind] += 1
+                    self.janitor.remove(kind, resource_id)
+            app = self.settings.tree["ari"]["app"]
+            waiting = self._waiting(app, channels)
+            if waiting:
+                gevent.sleep(self.settings.tree["ari"]["waiting_confirm_s"])
+                again = {c["id"] for c in self._waiting(app, self.janitor.list_channels())}
+                for channel in waiting:
+                    if channel["id"] in again and channel["id"] not in self.calls:
+                        self._waiting_caller(channel)
+            self.counters["reconciliations"] += 1
+
+    def _waiting(self, app: str, channels: list[dict]) -> list[dict]:
+        return [c for c in self.janitor.waiting_callers(app, channels)
+                if c.get("id") not in self.calls]
+
+    def _waiting_caller(self, channel: dict) -> None:
+        """A caller sitting in our app that no conversation has: take it over (its Stasis
+        args from its dialplan) or hang it up, as call.waiting_callers says."""
+        channel_id = str(channel["id"])
+        policy = self.settings.tree["call"]["waiting_callers"]
+        if policy == "take_over" and self.accepting:
+            app_data = str((channel.get("dialplan") or {}).get("app_data") or "")
+            args = [a for a in app_data.split(",")[1:] if a]
+            log.info("call %s: waiting in the app with no conversation; taking it over",
+                     channel_id)
+            self.counters["waiting_callers"]["taken_over"] += 1
+            self._take_call(channel, args)
+            return
+        log.info("call %s: waiting in the app with no conversation; hanging up", channel_id)
+        self.counters["waiting_callers"]["hung_up"] += 1
+        self.janitor.remove("caller", channel_id)
 
     def find_call(self, call_id: str) -> Optional[Call]:
         return self.calls.get(call_id)
+
+
+def _field(event: dict, name: str) -> dict:
+    """event[name] when it is an object; {} when absent; ValueError for any other shape."""
+    value = event.get(name)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ValueError(f"{name} is a {type(value).__name__}, not an object")
+    return value

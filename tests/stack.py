@@ -120,7 +120,7 @@ class Stack:
         assert self.worker.calls == {}
         assert self.worker.media.routes == 0
         assert len(self.worker.pacer) == 0
-        assert self.worker.own_channels == set()
+        assert self.worker.owned == {}
 
     def stop(self, check: bool = True) -> None:
         try:
