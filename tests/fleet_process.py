@@ -11,7 +11,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Any, Callable, Optional
 
 from stack import AGENTS_DIR, wait_for
 
@@ -31,15 +31,23 @@ class FleetProcess:
 
     def __init__(self, tmp_path: Path, workers: int, model_script: dict,
                  fleet: Optional[dict] = None, args: tuple[str, ...] = (),
-                 agent: str = "default", extra_env: Optional[dict] = None) -> None:
+                 agent: str = "default", extra_env: Optional[dict] = None,
+                 ari: Optional[dict] = None,
+                 ari_proxy: Optional[Callable[[SimPbx], Any]] = None) -> None:
+        """ari: settings of the config file's "ari" section; ari_proxy(pbx) -> a started
+        proxy in front of the PBX (with .url and .stop()) that relay is given as ARI_URL."""
         self.tmp_path = tmp_path
         self.pbx = SimPbx(recordings_dir=tmp_path / "pbx", keep_audio=False).start()
         self.model = SimModel(api_key=API_KEY, script=model_script).start()
+        self.ari_proxy = ari_proxy(self.pbx) if ari_proxy is not None else None
         self.transcripts = tmp_path / "transcripts"
         self.config = tmp_path / "relay.json"
+        self.ari_settings = dict(ari or {})
         self.write_config(agent, fleet)
+        ari_url = self.ari_proxy.url if self.ari_proxy is not None else \
+            f"http://127.0.0.1:{self.pbx.port}"
         env = dict(os.environ,
-                   ARI_URL=f"http://127.0.0.1:{self.pbx.port}", ARI_USERNAME=self.pbx.user,
+                   ARI_URL=ari_url, ARI_USERNAME=self.pbx.user,
                    ARI_PASSWORD=self.pbx.password, ARI_APP_NAME=APP,
                    OPENAI_API_KEY=API_KEY, OPENAI_REALTIME_URL=self.model.url,
                    REALTIME_MODEL="gpt-realtime", AGENT_CONFIGS_DIR=str(AGENTS_DIR),
@@ -59,6 +67,8 @@ class FleetProcess:
     def write_config(self, agent: str, fleet: Optional[dict] = None) -> None:
         settings = {"agent": {"active": agent},
                     "fleet": {"health_interval_s": 0.1, **(fleet or {})}}
+        if self.ari_settings:
+            settings["ari"] = self.ari_settings
         self.config.write_text(json.dumps(settings))
 
     # what it says
@@ -148,6 +158,8 @@ class FleetProcess:
                 except ProcessLookupError:
                     pass
         finally:
+            if self.ari_proxy is not None:
+                self.ari_proxy.stop()
             self.model.stop()
             self.pbx.stop()
 

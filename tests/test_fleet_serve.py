@@ -15,7 +15,8 @@ from collections import Counter
 
 import pytest
 import requests
-from fleet_process import CONGESTION, FleetProcess
+from ari_gate import EventsGate
+from fleet_process import APP, CONGESTION, FleetProcess
 from stack import wait_for
 
 HI = "Hi, just checking."
@@ -272,3 +273,59 @@ def test_a_lone_relay_serve_drains_on_sigterm_too(fleet):
     assert completed(result) and f.worker_of(live) == "pub"
     assert f.process.wait(30) == 0
     f.wait_no_leftovers(5)
+
+
+def _readyz(f: FleetProcess) -> requests.Response:
+    return requests.get(f.dashboard() + "readyz", timeout=10)
+
+
+def test_readyz_is_ready_only_while_the_public_app_is_registered_on_the_pbx(fleet):
+    # The gate keeps the public app's events socket (the dispatcher's) out of the PBX until let
+    # in: the workers come up and are healthy meanwhile, which is when /readyz used to say 200
+    # although Stasis(pub) would fail for want of the app.
+    f = fleet(2, ari={"reconnect_max_s": 0.5},
+              ari_proxy=lambda pbx: EventsGate(pbx.port, APP).start())
+    gate = f.ari_proxy
+    wait_for(lambda: "master: dispatching app 'pub'" in f.log() and gate.refused >= 1, 60,
+             "the workers to be up and the dispatcher to be kept out")
+
+    def workers_up_app_missing():
+        answer = _readyz(f)
+        assert answer.status_code == 503, answer.text
+        body = answer.json()
+        assert body["ready"] is False and body["public_app_connected"] is False, body
+        return body if body["workers_accepting"] == 2 else None
+    body = wait_for(workers_up_app_missing, 20, "both workers to accept calls")
+    assert body["reasons"] == ["the public ARI app 'pub' is not registered on Asterisk yet "
+                               "(dispatcher not connected)"]
+    assert not f.pbx.model.app_active(APP)
+
+    gate.let_in()
+
+    def ready():
+        answer = _readyz(f)
+        if answer.status_code != 200:
+            assert answer.status_code == 503, answer.text
+            return None
+        assert f.pbx.model.app_active(APP)      # a caller sent now finds the app
+        return answer.json()
+    body = wait_for(ready, 30, "/readyz to say ready")
+    assert body["ready"] is True and body["public_app_connected"] is True, body
+    assert body["workers_accepting"] >= 1 and body["reasons"] == []
+    [call] = f.calls(talk_after(300))
+    [result] = f.pbx.wait_calls([call], 40)
+    assert completed(result), result
+
+    # the public app's events socket drops (an Asterisk restart) and cannot come back yet
+    gate.shut()
+    not_ready = wait_for(lambda: (a := _readyz(f)).status_code == 503 and a.json(), 20,
+                         "/readyz to say not ready")
+    assert not_ready["public_app_connected"] is False, not_ready
+    assert not_ready["reasons"][0] == ("the public ARI app 'pub' is not registered on Asterisk "
+                                       "(the dispatcher's events connection dropped; it "
+                                       "reconnects)"), not_ready
+    wait_for(lambda: not f.pbx.model.app_active(APP), 10, "the PBX to drop the public app")
+    gate.let_in()
+    wait_for(lambda: _readyz(f).status_code == 200, 30, "/readyz to say ready again")
+    assert f.pbx.model.app_active(APP)
+    assert f.stop(signal.SIGTERM) == 0

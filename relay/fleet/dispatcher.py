@@ -138,8 +138,14 @@ class Dispatcher:
 
     @property
     def connected(self) -> bool:
-        """Its events socket is up and still hears the public app."""
+        """Its events socket is up and still hears the public app: the app is registered on
+        Asterisk (connecting the socket is what registers it), so Stasis(<app>) finds it."""
         return self.events.connected and not self.replaced
+
+    @property
+    def was_connected(self) -> bool:
+        """Its events socket has been up at least once (if down now, it dropped)."""
+        return self.events.connections > 0
 
     def refuse_all(self, reason: str) -> None:
         """From now on every new caller is refused (the master is draining or stopping)."""

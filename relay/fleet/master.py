@@ -178,7 +178,8 @@ class Master:
             return
         self.web = FleetWebServer(self.settings, self.endpoints, self.token,
                                   master_status=lambda: status.master_status(self),
-                                  master_metrics=lambda: status.master_metrics(self))
+                                  master_metrics=lambda: status.master_metrics(self),
+                                  readiness=lambda: status.readiness(self))
         self.web.start()
 
     # the processes

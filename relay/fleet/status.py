@@ -1,8 +1,12 @@
-"""What the master shows of itself: its status (JSON) and its Prometheus families.
+"""What the master shows of itself: its status (JSON), its readiness, its Prometheus families.
 
-Owns the shape of both, read from a relay.fleet.master.Master; the fleet web server
-(relay.web.fleet) puts the status under "master" in /api/calls and adds the families to the
-workers' merged /metrics. Their names do not collide with a worker's. Labels are bounded: a
+Owns the shape of all three, read from a relay.fleet.master.Master; the fleet web server
+(relay.web.fleet) puts the status under "master" in /api/calls, answers /readyz with the
+readiness and adds the families to the workers' merged /metrics. Their names do not collide with
+a worker's. The readiness rule (`verdict`): ready when the public ARI app is registered on
+Asterisk (the dispatcher's events socket is connected: connecting it is what registers the app,
+and until then `Stasis(<app>)` fails), at least one worker of the current generation accepts
+calls, and the master is not refusing callers (draining, stopping). Labels are bounded: a
 worker's dispatch and restart counts are by slot (`worker="w0"`: a restarted worker and its
 successors in later generations keep their slot), never by app name, which changes with each
 spawn. No I/O; cheap enough to be read on every request.
@@ -10,7 +14,7 @@ spawn. No I/O; cheap enough to be read on every request.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Optional
 
 from relay.metrics import Exposition
 
@@ -68,6 +72,49 @@ def master_status(master: "Master") -> dict[str, Any]:
         "reloads": master.counters["reloads"],
         "reloads_failed": master.counters["reloads_failed"],
     }
+
+
+def verdict(app: str, public_app_connected: Optional[bool], workers_accepting: int, *,
+            dropped: bool = False, replaced: bool = False,
+            refusing: Optional[str] = None) -> dict[str, Any]:
+    """The readiness rule: {"ready", "public_app_connected", "workers_accepting",
+    "accepting" (a worker accepts and the master does not refuse), "reasons"}.
+
+    public_app_connected None: not known (a fleet web server without a master), not part of
+    the rule. dropped: the public app's connection was up before (it reconnects); replaced:
+    another connection took the app; refusing: the master refuses callers ("draining", ...).
+    The reasons say what is missing, in that order; none when ready."""
+    reasons = []
+    if public_app_connected is False:
+        if replaced:
+            reasons.append(f"another connection took the public ARI app {app!r} (a second "
+                           "master with the same app name on this Asterisk?): this master gets "
+                           "no callers")
+        elif dropped:
+            reasons.append(f"the public ARI app {app!r} is not registered on Asterisk (the "
+                           "dispatcher's events connection dropped; it reconnects)")
+        else:
+            reasons.append(f"the public ARI app {app!r} is not registered on Asterisk yet "
+                           "(dispatcher not connected)")
+    if refusing:
+        reasons.append(f"the master is {refusing}: new callers are refused")
+    if workers_accepting <= 0:
+        reasons.append("no worker accepts calls (none of the current generation is up, "
+                       "connected to ARI and not draining)")
+    return {"ready": not reasons, "public_app_connected": public_app_connected,
+            "workers_accepting": workers_accepting,
+            "accepting": workers_accepting > 0 and not refusing, "reasons": reasons}
+
+
+def readiness(master: "Master") -> dict[str, Any]:
+    """The master's /readyz verdict: its dispatcher's connection and the workers it may send
+    callers to (the current generation's healthy ones). No I/O."""
+    dispatcher = master.dispatcher
+    connected = dispatcher is not None and dispatcher.connected
+    return verdict(master.app, connected, sum(1 for p in master.targets() if p.healthy),
+                   dropped=dispatcher is not None and dispatcher.was_connected,
+                   replaced=dispatcher is not None and dispatcher.replaced,
+                   refusing=dispatcher.refusing if dispatcher is not None else None)
 
 
 def _state(process, current: bool) -> str:

@@ -32,10 +32,12 @@ class FleetWebServer(DashboardServer):
     endpoints() -> the master's current list of WorkerEndpoint (called often: keep it cheap and
     non-blocking); internal_token: the bearer token of the workers' servers; master_status() ->
     a JSON-able dict shown as "master" in /api/calls; master_metrics() -> Prometheus text
-    lines (with their HELP/TYPE) added to /metrics. Settings from the `web` section; host and
-    port may be overridden. request_timeout_s bounds each request to a worker; link_* tune the
-    event links' reconnection; sync_interval_s is how often endpoints() is read for workers that
-    came or went.
+    lines (with their HELP/TYPE) added to /metrics; readiness() -> the /readyz verdict
+    (relay.fleet.status.verdict: "ready", "public_app_connected", "workers_accepting",
+    "reasons"; without it, /readyz is about the listed workers alone). Settings from the `web`
+    section; host and port may be overridden. request_timeout_s bounds each request to a
+    worker; link_* tune the event links' reconnection; sync_interval_s is how often endpoints()
+    is read for workers that came or went.
     """
 
     label = "fleet dashboard"
@@ -44,6 +46,7 @@ class FleetWebServer(DashboardServer):
                  internal_token: str, master_status: Optional[Callable[[], dict]] = None,
                  master_metrics: Optional[Callable[[], str]] = None,
                  host: Optional[str] = None, port: Optional[int] = None, *,
+                 readiness: Optional[Callable[[], dict]] = None,
                  request_timeout_s: float = 3.0, link_backoff_initial_s: float = 0.2,
                  link_backoff_max_s: float = 5.0, sync_interval_s: float = 0.5) -> None:
         super().__init__(settings, host, port, extra_secrets=[internal_token])
@@ -59,7 +62,8 @@ class FleetWebServer(DashboardServer):
         self.fleet.listener = self.hub
         self.http = WorkerHttp(internal_token, request_timeout_s)
         self.api = FleetApi(settings, self.fleet, self.http, web_stats=self.hub.stats,
-                            master_status=master_status, master_metrics=master_metrics)
+                            master_status=master_status, master_metrics=master_metrics,
+                            readiness=readiness)
 
     def _start_backend(self) -> None:
         self.hub.start()

@@ -14,7 +14,11 @@ the workers' internal APIs (relay.web.fleet_http):
                                   unknown call, any worker) does not answer
     GET  /api/agents              a healthy worker's answer, else the master's own settings
     GET  /healthz                 the master answers
-    GET  /readyz                  200 when at least one worker is healthy (the master's list)
+    GET  /readyz                  the master's readiness (relay.fleet.status.readiness): 200
+                                  when the public ARI app is registered on Asterisk (the
+                                  dispatcher is connected) and a worker accepts calls, else
+                                  503 with the reasons; without a master, 200 when a listed
+                                  worker is healthy and not draining
     GET  /metrics                 the workers' expositions summed (relay.web.fleet_metrics),
                                   with the fleet's own families; a worker that does not answer
                                   is left out and counted (relay_fleet_scrape_errors_total)
@@ -33,6 +37,7 @@ from urllib.parse import quote
 import ujson
 
 from relay.config import Settings
+from relay.fleet.status import verdict
 from relay.metrics import Exposition, dashboard_figures
 from relay.web import fleet_merge as merge
 from relay.web import views
@@ -78,13 +83,15 @@ class FleetApi:
     def __init__(self, settings: Settings, fleet: "Fleet", http: WorkerHttp, *,
                  web_stats: Optional[Callable[[], dict]] = None,
                  master_status: Optional[Callable[[], dict]] = None,
-                 master_metrics: Optional[Callable[[], str]] = None) -> None:
+                 master_metrics: Optional[Callable[[], str]] = None,
+                 readiness: Optional[Callable[[], dict]] = None) -> None:
         self.settings = settings
         self.fleet = fleet
         self.http = http
         self.web_stats = web_stats
         self.master_status = master_status
         self.master_metrics = master_metrics
+        self.readiness = readiness
         self.scrape_errors = 0
         self.forward_errors = 0
         self.bad_metric_lines = 0
@@ -124,11 +131,22 @@ class FleetApi:
     def _ready(self) -> Response:
         endpoints = self.fleet.endpoints()
         healthy = [ep for ep in endpoints if ep.healthy]
-        body = {"ready": bool(healthy), "ari_connected": bool(healthy),
-                "accepting": any(not ep.draining for ep in healthy),
-                "calls_active": sum(ep.calls_active for ep in endpoints),
-                "workers": len(endpoints), "workers_healthy": len(healthy)}
-        return json_response(body, 200 if body["ready"] else 503)
+        if self.readiness is not None:
+            try:
+                body = dict(self.readiness())
+            except Exception:
+                log.exception("fleet: the master's readiness failed")
+                body = {"ready": False, "reasons": ["the master's readiness could not be "
+                                                    "read (see its log)"]}
+        else:       # no master: the workers alone
+            body = verdict(self.settings.get("ari.app"), None,
+                           sum(1 for ep in healthy if not ep.draining))
+        ready = body.get("ready") is True
+        connected = body.get("public_app_connected")
+        body.update(ready=ready, ari_connected=bool(healthy if connected is None else connected),
+                    calls_active=sum(ep.calls_active for ep in endpoints),
+                    workers=len(endpoints), workers_healthy=len(healthy))
+        return json_response(body, 200 if ready else 503)
 
     # the calls of every worker
     def calls(self) -> dict:
