@@ -144,6 +144,7 @@ def test_sigterm_drains_live_calls_and_refuses_new_ones(fleet):
         assert completed(result), result
     assert f.process.wait(40) == 0
     assert f.log().count("exited (exit code 0)") == 2
+    assert_no_link_reconnection(f.log(), f.started())
     f.wait_no_leftovers(5)
 
 
@@ -183,6 +184,7 @@ def test_sighup_starts_new_workers_while_an_old_call_finishes(fleet):
     exited = f"worker {first_app} (pid {f.started()[first_app]}) exited (exit code 0)"
     wait_for(lambda: exited in f.log(), 20, "the old worker to exit")
     f.wait_no_leftovers()
+    assert_no_link_reconnection(f.log(), [first_app])     # the retired worker's link
     assert f.stop(signal.SIGTERM) == 0
 
 
@@ -275,6 +277,9 @@ def test_a_lone_relay_serve_drains_on_sigterm_too(fleet):
     f.wait_no_leftovers(5)
 
 
+EXPECTED_CLOSE = re.compile(r"fleet: event link to worker (\S+) closed .* as expected")
+
+
 def _readyz(f: FleetProcess) -> requests.Response:
     return requests.get(f.dashboard() + "readyz", timeout=10)
 
@@ -329,3 +334,31 @@ def test_readyz_is_ready_only_while_the_public_app_is_registered_on_the_pbx(flee
     wait_for(lambda: _readyz(f).status_code == 200, 30, "/readyz to say ready again")
     assert f.pbx.model.app_active(APP)
     assert f.stop(signal.SIGTERM) == 0
+
+
+def _links(f: FleetProcess) -> float:
+    metrics = requests.get(f.dashboard() + "metrics", timeout=10).text
+    [line] = [line for line in metrics.splitlines()
+              if line.startswith("relay_fleet_links_connected ")]
+    return float(line.split()[1])
+
+
+def assert_no_link_reconnection(log: str, apps) -> None:
+    """The master did not warn about, nor try to reopen, an event link to a worker it had told
+    to stop; each such close was logged once at most."""
+    assert "; reconnecting" not in log and "cannot open the event link" not in log, \
+        [line for line in log.splitlines() if "event link" in line]
+    closes = Counter(m.group(1) for m in EXPECTED_CLOSE.finditer(log))
+    assert set(closes) <= set(apps) and all(n == 1 for n in closes.values()), closes
+
+
+@pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_stopping_a_fleet_does_not_reconnect_its_event_links(fleet, how):
+    f = fleet(2)
+    f.wait_dispatching()
+    wait_for(lambda: _links(f) == 2, 20, "the master's event links to both workers")
+    f.send(how)
+    assert f.process.wait(40) == 0
+    log = f.log()
+    assert_no_link_reconnection(log, f.started())
+    assert "master: stopped" in log

@@ -7,6 +7,7 @@ that stops answering is skipped and counted, and nothing is left behind."""
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import re
@@ -218,12 +219,13 @@ class Member:
         self.app, self.worker, self.web, self.index = app, worker, web, index
         self.listed = True
         self.healthy: Optional[bool] = None      # None: the worker's own readiness
+        self.draining = False                    # the master told it to drain or stop
 
     def endpoint(self) -> WorkerEndpoint:
         healthy = self.worker.ready if self.healthy is None else self.healthy
         return WorkerEndpoint(name=self.app, index=self.index, pid=os.getpid(),
                               web_url=self.web.url.rstrip("/"), healthy=healthy,
-                              calls_active=len(self.worker.calls))
+                              calls_active=len(self.worker.calls), draining=self.draining)
 
     def get(self, path: str) -> requests.Response:
         return requests.get(self.web.url.rstrip("/") + path, timeout=10,
@@ -683,6 +685,42 @@ def test_stopping_the_fleet_closes_its_dashboards_and_its_links(system):
     assert call.state == "active"       # the calls do not depend on the dashboard
     browser.close()
     # the leak checks (sockets and greenlets of the fleet server) run when the system stops
+
+
+def test_a_draining_workers_link_closes_quietly_and_a_running_ones_comes_back(system, caplog):
+    s = system()
+    wait_for(lambda: s.fleet.fleet.linked() == 3, 10, "the three event links")
+    caplog.set_level(logging.INFO, logger="relay.web.fleet_links")
+    links = s.fleet.fleet.links
+
+    # w2 drains (as the master tells it), then its server closes, as a worker's does at its exit
+    leaving = s.member("relay-w2")
+    leaving.draining = True
+    leaving.web.stop()
+    wait_for(lambda: links["relay-w2"].idle, 10, "w2's link to be given up")
+    assert links["relay-w2"].connections == 1 and not links["relay-w2"].synced
+    # w1, running, drops its link (as it does with a dashboard that does not keep up): a fault
+    s.member("relay-w1").web.hub.clients[0].drop("test")
+    wait_for(lambda: links["relay-w1"].connections == 2 and links["relay-w1"].synced, 10,
+             "w1's link to come back")
+
+    def said(worker: str, level: int) -> list[str]:
+        return [r.getMessage() for r in caplog.records
+                if r.levelno == level and f"worker {worker} " in r.getMessage()]
+    assert said("relay-w2", logging.WARNING) == []
+    assert said("relay-w2", logging.INFO) == [
+        "fleet: event link to worker relay-w2 closed (1001 relay is stopping) as expected: it "
+        "is draining or stopping; not reopened"]
+    [warning] = said("relay-w1", logging.WARNING)
+    assert "closed" in warning and warning.endswith("; reconnecting")
+    assert len(said("relay-w1", logging.INFO)) == 1      # "... is back"
+
+    # once the master is stopping its workers, a running worker's link closing is expected too
+    s.fleet.expect_workers_to_stop()
+    s.member("relay-w0").web.stop()
+    wait_for(lambda: links["relay-w0"].idle, 10, "w0's link to be given up")
+    assert said("relay-w0", logging.WARNING) == []
+    assert links["relay-w0"].ended == "the master is stopping its workers"
 
 
 # ---------------------------------------------------------------------------- the page

@@ -416,6 +416,8 @@ class Master:
     def _shutdown(self) -> int:
         mode = self._stop_mode or "fast"
         self.state = "draining" if mode == "drain" else "stopping"
+        if self.web is not None:      # the dashboard's links to the workers close as they exit
+            self.web.expect_workers_to_stop()
         if self.dispatcher is not None:
             self.dispatcher.refuse_all("draining" if mode == "drain" else "stopping")
         if self._reloading is not None:

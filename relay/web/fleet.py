@@ -37,7 +37,8 @@ class FleetWebServer(DashboardServer):
     "reasons"; without it, /readyz is about the listed workers alone). Settings from the `web`
     section; host and port may be overridden. request_timeout_s bounds each request to a
     worker; link_* tune the event links' reconnection; sync_interval_s is how often endpoints()
-    is read for workers that came or went.
+    is read for workers that came or went. expect_workers_to_stop(): the master is stopping its
+    workers, their links' closes are expected (no warning, no reconnection).
     """
 
     label = "fleet dashboard"
@@ -64,6 +65,11 @@ class FleetWebServer(DashboardServer):
         self.api = FleetApi(settings, self.fleet, self.http, web_stats=self.hub.stats,
                             master_status=master_status, master_metrics=master_metrics,
                             readiness=readiness)
+
+    def expect_workers_to_stop(self) -> None:
+        """The master is stopping every worker: their event links close as they exit, which is
+        logged at INFO and not reconnected (relay.web.fleet_links)."""
+        self.fleet.expect_workers_to_stop()
 
     def _start_backend(self) -> None:
         self.hub.start()

@@ -2,8 +2,7 @@
 
 Owns:
 - `WorkerLink`: one client connection (relay.wsclient.JsonWebSocket, with the internal token)
-  to a worker's /ws, kept open by its own greenlet (reconnecting with a doubling backoff, reset
-  once a connection has delivered its snapshot), and the mirror of what that worker said: its
+  to a worker's /ws, kept open by its own greenlet, and the mirror of what that worker said: its
   live calls, its last ended calls, its recent events and its status. A snapshot replaces the
   mirror whole (so a reconnection repairs anything missed); a "call" message moves a call
   between live and ended; a "stats" message refreshes the status and the figures of calls
@@ -12,6 +11,13 @@ Owns:
   mirror (its connection open, its snapshot received) counts: when the connection ends, the
   worker's calls leave the merged views until it is back (a worker that died takes its calls
   with it; one that dropped the link for being slow is back, whole, within a backoff).
+  A close is a fault (a warning, then reconnections with a doubling backoff, reset once a
+  connection has delivered its snapshot) unless it is expected (`Fleet.expected_close`): the
+  master has told the worker to drain or stop (SIGTERM, SIGINT, a reload retiring it, a kill),
+  no longer lists it, or is stopping all its workers. An expected close is logged once, at
+  INFO, and the link is not reopened: a draining worker's server closes only as it exits (a
+  failed connection to such a worker is logged at DEBUG and not retried either; were a
+  draining worker to drop the link for being slow, its calls would leave the page early).
 - `Fleet`: the links, kept in step with the master's `endpoints()` (a worker that vanished, or
   whose address changed, has its link closed and its mirror dropped), and the owner of each
   call id seen (live calls from the mirrors first, then a bounded memory of the ids seen in
@@ -73,8 +79,9 @@ class WorkerLink:
     """One worker's event socket and the mirror of what it said (see the module docstring)."""
 
     def __init__(self, endpoint: "WorkerEndpoint", token: str, listener: LinkListener, *,
-                 backoff_initial_s: float, backoff_max_s: float,
-                 connect_timeout_s: float) -> None:
+                 backoff_initial_s: float, backoff_max_s: float, connect_timeout_s: float,
+                 expected_close: Callable[["WorkerLink"], Optional[str]] = lambda link: None
+                 ) -> None:
         self.endpoint = endpoint
         self.name = endpoint.name
         self.url = ws_url(endpoint.web_url)
@@ -83,6 +90,7 @@ class WorkerLink:
         self.backoff_initial_s = backoff_initial_s
         self.backoff_max_s = backoff_max_s
         self.connect_timeout_s = connect_timeout_s
+        self._expected_close = expected_close
         # the mirror
         self.calls: dict[str, dict] = {}
         self.finished: deque[dict] = deque(maxlen=FINISHED_KEPT)     # the last to end first
@@ -94,13 +102,20 @@ class WorkerLink:
         self.connections = 0
         self.failures = 0
         self.last_error = ""
+        self.ended: Optional[str] = None     # why it was given up (an expected close)
         self._ws: Optional[JsonWebSocket] = None
         self._runner: Optional[gevent.Greenlet] = None
         self._stopping = False
         self._synced_on = 0          # the connection (its number) that delivered a snapshot
 
     def start(self) -> None:
+        self.ended = None
         self._runner = gevent.spawn(self._run)
+
+    @property
+    def idle(self) -> bool:
+        """Given up after an expected close, its greenlet done (start() opens it again)."""
+        return self.ended is not None and (self._runner is None or self._runner.dead)
 
     def stop(self) -> None:
         self._stopping = True
@@ -127,6 +142,12 @@ class WorkerLink:
                 ws.connect()
             except Exception as exc:    # refused, timed out, bad status: all retried alike
                 self.failures += 1
+                why = None if self._stopping else self._expected_close(self)
+                if why is not None:
+                    self.ended = why
+                    log.debug("fleet: event link to worker %s not opened (%s: %s) as expected: "
+                              "%s; not retried", self.name, type(exc).__name__, exc, why)
+                    break
                 self._failed(f"{type(exc).__name__}: {exc}")
             else:
                 self._ws = ws
@@ -141,7 +162,7 @@ class WorkerLink:
                 if self._synced_on == this_connection:     # it delivered its snapshot
                     delay = self.backoff_initial_s
                 self.connected = self.synced = False
-            if self._stopping:
+            if self._stopping or self.ended is not None:
                 break
             gevent.sleep(delay)
             delay = min(delay * 2, self.backoff_max_s)
@@ -156,8 +177,14 @@ class WorkerLink:
         was_synced, self.synced = self.synced, False
         if not self._stopping:
             self.last_error = f"closed ({code}): {reason}"
-            log.warning("fleet: event link to worker %s closed (%s %s); reconnecting",
-                        self.name, code, reason)
+            why = self._expected_close(self)
+            if why is not None:
+                self.ended = why
+                log.info("fleet: event link to worker %s closed (%s %s) as expected: %s; not "
+                         "reopened", self.name, code, reason, why)
+            else:
+                log.warning("fleet: event link to worker %s closed (%s %s); reconnecting",
+                            self.name, code, reason)
             if was_synced:
                 self.listener.on_link_lost(self)
         closed.set()
@@ -235,6 +262,7 @@ class Fleet:
         self.owners: OrderedDict[str, str] = OrderedDict()
         self._last: list["WorkerEndpoint"] = []
         self._endpoints_failing = False
+        self.workers_stopping = False    # the master is stopping them all: links end quietly
         self._watch: Optional[gevent.Greenlet] = None
 
     # the master's list
@@ -254,6 +282,23 @@ class Fleet:
     def start(self) -> None:
         self.sync()
         self._watch = gevent.spawn(self._watch_loop)
+
+    def expect_workers_to_stop(self) -> None:
+        """The master is stopping every worker: their links' closes are expected from now on
+        (logged at INFO, not reopened)."""
+        self.workers_stopping = True
+
+    def expected_close(self, link: WorkerLink) -> Optional[str]:
+        """Why a close of this link is expected now (not a fault: no warning, no reconnection),
+        or None. Asks the master's list afresh: a worker told to drain a moment ago counts."""
+        if self.workers_stopping:
+            return "the master is stopping its workers"
+        endpoint = next((ep for ep in self.endpoints() if ep.name == link.name), None)
+        if endpoint is None or endpoint.web_url != link.endpoint.web_url:
+            return "it is no longer running"
+        if endpoint.draining:
+            return "it is draining or stopping"
+        return None
 
     def stop(self) -> None:
         if self._watch is not None:
@@ -279,6 +324,8 @@ class Fleet:
             endpoint = wanted.get(name)
             if endpoint is not None and endpoint.web_url == link.endpoint.web_url:
                 link.endpoint = endpoint
+                if link.idle and self.expected_close(link) is None:
+                    link.start()        # given up as expected, yet listed and running again
                 continue
             del self.links[name]
             link.stop()
@@ -286,7 +333,8 @@ class Fleet:
             self.on_link_gone(link)
         for name, endpoint in wanted.items():
             if name not in self.links:
-                link = WorkerLink(endpoint, self.token, self, **self._link_options)
+                link = WorkerLink(endpoint, self.token, self, expected_close=self.expected_close,
+                                  **self._link_options)
                 self.links[name] = link
                 link.start()
 
