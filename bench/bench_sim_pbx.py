@@ -88,11 +88,22 @@ def _measure_pbx(calls: int, echo_port: int) -> tuple[float, int, int]:
             assert time.monotonic() < deadline, "calls did not start"
             gevent.sleep(0.05)
         pbx._op()
-        for i, cid in enumerate(ids):
-            ch = pbx.scenario.calls[cid].channel
+        for i in range(len(ids)):
             pbx.model.external_media(app="bench", external_host=f"127.0.0.1:{echo_port}",
                                      channel_id=f"em{i}")
             pbx.model.create_bridge(f"b{i}")
+            if i % 100 == 99:
+                gevent.sleep(0)
+        pbx._after_op()
+        # As in Asterisk, an externalMedia channel enters Stasis a moment after its answer:
+        # bridge each once it has.
+        ems = [pbx.model.channels[f"em{i}"] for i in range(len(ids))]
+        while any(em.stasis_app is None for em in ems):
+            assert time.monotonic() < deadline, "externalMedia channels did not enter Stasis"
+            gevent.sleep(0.01)
+        pbx._op()
+        for i, cid in enumerate(ids):
+            ch = pbx.scenario.calls[cid].channel
             pbx.model.add_channels(f"b{i}", [ch.id, f"em{i}"])
             if i % 100 == 99:
                 gevent.sleep(0)

@@ -457,8 +457,10 @@ def test_cleanup_is_not_automatic(sim: Sim):
         sim.ari.post("/bridges", bridgeId="b1")
         sim.ari.post("/channels/externalMedia", app="voicebot", channelId="em1", format="ulaw",
                      external_host=f"127.0.0.1:{rtp.getsockname()[1]}")
-        sim.ari.post("/bridges/b1/addChannel", channel=f"{cid},em1")
+        ev.wait_type("StasisStart", channel="em1")      # it enters after the answer
+        assert sim.ari.post("/bridges/b1/addChannel", channel=f"{cid},em1")[0] == 204
         sim.ari.post("/channels/em1/snoop", app="voicebot", spy="both", snoopId="sn1")
+        ev.wait_type("StasisStart", channel="sn1")
         hangup = ev.wait_type("ChannelHangupRequest", channel=cid)
         assert hangup["cause"] == 16 and "soft" not in hangup
         destroyed = ev.wait_type("ChannelDestroyed", channel=cid)

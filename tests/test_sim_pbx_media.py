@@ -65,6 +65,8 @@ class Relay:
         assert status == 200
         vars_ = em["channelvars"]
         self.media_addr = (vars_["UNICASTRTP_LOCAL_ADDRESS"], int(vars_["UNICASTRTP_LOCAL_PORT"]))
+        # As Asterisk, the channel enters the app after the 200 answer: bridge it once it has.
+        self.ev.wait_type("StasisStart", channel=f"em-{call_id}")
         assert self.ari.post(f"/bridges/br-{call_id}/addChannel",
                              channel=f"{cid},em-{call_id}")[0] == 204
         if answer:

@@ -13,6 +13,7 @@ from relay.sim.pbx.caller import AgentActivity, CallerRun, parse_script
 from relay.sim.pbx.capture import RtpCapture, interarrival_jitter_ms, pacing_stats
 from relay.sim.pbx.model import AriError, NullMedia, Pbx
 from relay.sim.pbx.sounds import SILENCE, Source, UnknownMedia, media_audio, mix_ulaw
+from relay.sim.pbx.timing import PbxTiming
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +28,9 @@ class Conn:
 @pytest.fixture
 def pbx(spec: AriSpec):
     media = NullMedia()
-    model = Pbx(media, wall=lambda: 1795000000.25, now=100.0)
+    # The model's event sequences step by step: everything synchronous (test_sim_pbx_timing.py
+    # covers the realistic delays).
+    model = Pbx(media, wall=lambda: 1795000000.25, now=100.0, timing=PbxTiming.instant())
     model.conn = Conn()
     model.register_app("voicebot", model.conn)
     yield model

@@ -10,6 +10,15 @@ Sans-IO: operations mutate state, append `(apps, event, connection)` to `outbox`
 timers (`next_deadline()` / `advance(now)`), and tell a MediaHooks object which audio sources
 feed which externalMedia channel. Errors are AriError(status, message). No sockets, no greenlets;
 time comes in as values (`now` monotonic seconds, `wall()` for timestamps).
+
+Asynchronous as Asterisk is (relay.sim.pbx.timing, drawn from `timing_rng`): an externalMedia or
+snoop channel exists, with its Dial/ChannelStateChange events, when the operation returns, and
+enters Stasis (STASISSTATUS, StasisStart; `stasis_app` set) on a timer `stasis_entry_ms` later,
+unless it was hung up first; until then it answers 409/422 "not in Stasis" but can be hung up.
+`move`, `continue` and the teardown after DELETE /channels/{id} (after its ChannelHangupRequest)
+are commands run `command_ms` later, in order per channel. A channel originated into an app
+that has no events connection when it would enter fails as Stasis() does: STASISSTATUS=FAILED,
+hung up. `PbxTiming.instant()` makes all of it synchronous (the model's own unit tests).
 """
 
 from __future__ import annotations
@@ -24,6 +33,7 @@ from typing import Any, Protocol
 
 from relay.sim.pbx import events as ev
 from relay.sim.pbx.sounds import Source, UnknownMedia, media_audio
+from relay.sim.pbx.timing import PbxTiming, Range, draw_s
 
 RECORDING_FORMATS = ("wav", "wav16", "gsm", "ulaw", "alaw", "sln", "sln16", "g722", "g729")
 BRIDGE_TYPES = ("mixing", "holding", "dtmf_events", "proxy_media", "video_sfu", "video_single",
@@ -113,6 +123,7 @@ class Channel:
     pending_caller: tuple[str, str] | None = None   # Local ;2: connected line to propagate
     hanging: bool = False
     destroyed: bool = False
+    command_due: float = 0.0        # when the last command queued on the channel runs (FIFO)
 
     def set_stasis_dialplan(self, app: str, args: list[str]) -> None:
         self.app_name = "Stasis"
@@ -200,11 +211,15 @@ class Pbx:
 
     def __init__(self, media: MediaHooks | None = None, *, asterisk_id: str = "02:fc:00:00:00:01",
                  wall: Callable[[], float] = time.time, rng: random.Random | None = None,
-                 listener: Listener | None = None, now: float = 0.0) -> None:
+                 listener: Listener | None = None, now: float = 0.0,
+                 timing: PbxTiming | None = None,
+                 timing_rng: random.Random | None = None) -> None:
         self.media: MediaHooks = media if media is not None else NullMedia()
         self.asterisk_id = asterisk_id
         self.wall = wall
         self.rng = rng or random.Random()
+        self.timing = timing if timing is not None else PbxTiming.realistic()
+        self.timing_rng = timing_rng or random.Random()
         self.listener = listener
         self.now = now
         self.started_wall = wall()
@@ -239,6 +254,25 @@ class Pbx:
 
     def _at(self, when: float, fn: Callable[[], None]) -> None:
         heapq.heappush(self._timers, (when, next(self._timer_seq), fn))
+
+    def _later(self, ms: Range, fn: Callable[[], None]) -> None:
+        """Run `fn` after a delay drawn from `ms`; at once (inside this step) when it is 0."""
+        delay = draw_s(self.timing_rng, ms)
+        if delay <= 0.0:
+            fn()
+        else:
+            self._at(self.now + delay, fn)
+
+    def _command(self, ch: Channel, fn: Callable[[], None]) -> None:
+        """A command queued to the channel's Stasis thread: run `command_ms` later, after the
+        commands queued before it on the same channel."""
+        when = self.now + draw_s(self.timing_rng, self.timing.command_ms)
+        if when <= self.now and ch.command_due <= self.now:
+            fn()
+            return
+        when = max(when, ch.command_due)
+        ch.command_due = when
+        self._at(when, fn)
 
     # ------------------------------------------------------------------ events
     def _send(self, type_: str, ch: Channel | None = None, br: Bridge | None = None,
@@ -347,12 +381,27 @@ class Pbx:
         }
 
     # ------------------------------------------------------------------ entering Stasis
-    def _enter_stasis(self, ch: Channel, app: str, args: list[str]) -> None:
+    def _enter_stasis(self, ch: Channel, app: str, args: list[str], varset: bool = True) -> None:
         ch.stasis_app = app
         ch.subscribers.add(app)
         ch.set_stasis_dialplan(app, args)
-        self._varset(ch, "STASISSTATUS", "")
+        if varset:
+            self._varset(ch, "STASISSTATUS", "")
         self._chan_event("StasisStart", ch, args=list(args))
+
+    def _originated_enters(self, ch: Channel, app: str, args: list[str],
+                           varset: bool = True) -> None:
+        """An originated channel, answered, runs Stasis(app): it enters, or, with no events
+        connection for the app ("Stasis app 'x' not active"), STASISSTATUS=FAILED and it is hung
+        up. Nothing when it was hung up meanwhile."""
+        if ch.destroyed or ch.hanging or ch.stasis_app is not None:
+            return
+        if not self.app_active(app):
+            ch.set_stasis_dialplan(app, args)
+            self._varset(ch, "STASISSTATUS", "FAILED")
+            self._hangup(ch, 16, soft=False)
+            return
+        self._enter_stasis(ch, app, args, varset)
 
     def inbound_call(self, app: str, *, call_id: str, caller: tuple[str, str] = ("", ""),
                      endpoint: str = "caller", exten: str = "s", context: str = "from-external",
@@ -456,7 +505,9 @@ class Pbx:
         self._send("Dial", one, dialstatus="ANSWER", forward="", dialstring=dest,
                    peer=ev.channel_json(one))
         if app:
-            self._enter_stasis(one, app, args)
+            self._originated_enters(one, app, args)
+            if one.destroyed:
+                return
         if self.listener is not None:
             self.listener("local_dialplan", two, {"voice": one, "context": two.context,
                                                   "exten": two.exten})
@@ -472,7 +523,9 @@ class Pbx:
         self._send("Dial", ch, dialstatus="ANSWER", forward="", dialstring=dialstring,
                    peer=ev.channel_json(ch))
         if app:
-            self._enter_stasis(ch, app, args)
+            self._originated_enters(ch, app, args)
+            if ch.destroyed:
+                return
         if self.listener is not None:
             self.listener("outbound_answered", ch, {"endpoint": dialstring})
 
@@ -481,7 +534,9 @@ class Pbx:
                        channel_id: str | None = None, data: str | None = None,
                        variables: dict[str, str] | None = None,
                        direction: str = "both") -> Channel:
-        """POST /channels/externalMedia (RTP over UDP)."""
+        """POST /channels/externalMedia (RTP over UDP). The channel is created and answered now;
+        it enters `app` `timing.stasis_entry_ms` later (FACTS.md: the 200 answer does not mean
+        the channel is in the app yet)."""
         host, _, port_text = external_host.rpartition(":")
         if not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
             raise AriError(400, "external_host must be in the format host:port")
@@ -510,12 +565,14 @@ class Pbx:
         self._chan_event("ChannelStateChange", ch)
         self._send("Dial", ch, dialstatus="ANSWER", forward="", dialstring=dialstring,
                    peer=ev.channel_json(ch))
-        self._enter_stasis(ch, app, [data] if data else [])
+        args = [data] if data else []
+        self._later(self.timing.stasis_entry_ms, lambda: self._originated_enters(ch, app, args))
         return ch
 
     def snoop(self, cid: str, *, app: str, spy: str = "none", whisper: str = "none",
               app_args: str | None = None, snoop_id: str | None = None) -> Channel:
-        """POST /channels/{id}/snoop: a Snoop/ channel on `cid` entering `app`."""
+        """POST /channels/{id}/snoop: a Snoop/ channel on `cid`, entering `app`
+        `timing.stasis_entry_ms` later (no STASISSTATUS event for snoops, as in the trace)."""
         target = self.get_channel(cid)
         if snoop_id and snoop_id in self.channels:
             raise AriError(409, "Channel with given unique ID already exists")
@@ -527,9 +584,8 @@ class Pbx:
         if target.bridge is not None:
             self._bridgepeer_noise(target.bridge)
         args = split_args(app_args)
-        sn.stasis_app = app
-        sn.set_stasis_dialplan(app, args)
-        self._chan_event("StasisStart", sn, args=args)
+        self._later(self.timing.stasis_entry_ms,
+                    lambda: self._originated_enters(sn, app, args, varset=False))
         return sn
 
     # ------------------------------------------------------------------ channel operations
@@ -555,9 +611,13 @@ class Pbx:
             if reason not in ev.HANGUP_REASONS:
                 raise AriError(400, "Invalid reason for hangup provided")
             cause = ev.HANGUP_REASONS[reason]
-        if ch.hanging:
+        if ch.hanging:          # already being hung up: Asterisk still finds it, 204
             return
-        self._hangup(ch, cause, soft=True)
+        ch.hanging = True
+        self._chan_event("ChannelHangupRequest", ch, cause=ev.SOFTHANGUP_EXPLICIT, soft=True)
+        # The soft hangup is noticed by the channel's thread, which then tears it down: until
+        # then the channel is still listed, in its bridge and in Stasis.
+        self._command(ch, lambda: self._teardown(ch, cause))
 
     def caller_hangup(self, ch: Channel, cause: int = 16) -> None:
         """The far end hangs up (SIP BYE, or the dialplan of a Local ;2 ends)."""
@@ -571,6 +631,13 @@ class Pbx:
             self._chan_event("ChannelHangupRequest", ch, cause=ev.SOFTHANGUP_EXPLICIT, soft=True)
         else:
             self._chan_event("ChannelHangupRequest", ch, cause=cause)
+        self._teardown(ch, cause)
+
+    def _teardown(self, ch: Channel, cause: int) -> None:
+        """After the hangup request: stop its media, leave the bridge and Stasis, the Local
+        peer and the snoops go too, destroyed."""
+        if ch.destroyed:
+            return
         self._stop_channel_media(ch)
         if ch.bridge is not None:
             self._leave_bridge(ch)
@@ -640,8 +707,15 @@ class Pbx:
                              extension: str | None = None, priority: int | None = None,
                              label: str | None = None) -> None:
         """POST /channels/{id}/continue: leave Stasis. The simulated dialplan then ends the call
-        (the app, no longer subscribed, hears nothing more about it)."""
+        (the app, no longer subscribed, hears nothing more about it). A command: it happens
+        `timing.command_ms` after the 204."""
         ch = self._stasis_channel(cid)
+        self._command(ch, lambda: self._continue(ch, context, extension, priority, label))
+
+    def _continue(self, ch: Channel, context: str | None, extension: str | None,
+                  priority: int | None, label: str | None) -> None:
+        if ch.destroyed or ch.hanging or ch.stasis_app is None:
+            return
         if ch.bridge is not None:
             self._leave_bridge(ch)
         self._leave_stasis(ch)
@@ -664,9 +738,16 @@ class Pbx:
         self._at(self.now, lambda: self.caller_hangup(ch))
 
     def move(self, cid: str, app: str, app_args: str | None = None) -> None:
-        """POST /channels/{id}/move: StasisEnd in the current app, StasisStart in `app`."""
+        """POST /channels/{id}/move: StasisEnd in the current app, StasisStart in `app` (or
+        ApplicationMoveFailed when `app` is not active). A command: it happens
+        `timing.command_ms` after the 204."""
         ch = self._stasis_channel(cid)
         args = split_args(app_args)
+        self._command(ch, lambda: self._move(ch, app, args))
+
+    def _move(self, ch: Channel, app: str, args: list[str]) -> None:
+        if ch.destroyed or ch.hanging or ch.stasis_app is None:
+            return
         if not self.app_active(app):
             self._send("ApplicationMoveFailed", ch, channel=ev.channel_json(ch),
                        destination=app, args=args)
