@@ -13,7 +13,7 @@ import requests
 from gevent.monkey import get_original
 
 from relay._rtp import build_rtp
-from relay.sim.pbx import RtpCapture, SimPbx
+from relay.sim.pbx import PbxTiming, RtpCapture, SimPbx
 from relay.sim.pbx.caller import AgentActivity
 from relay.sim.pbx.stats import WindowStats, summary
 
@@ -130,7 +130,9 @@ def test_stats_over_http_after_a_call_that_was_answered(tmp_path: Path):
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.bind(("127.0.0.1", 0))
     sock.settimeout(5.0)
-    pbx = SimPbx(user="u", password="p", recordings_dir=tmp_path, keep_audio=False).start()
+    # The test drives the model directly, step by step: no Stasis entry or hangup delays.
+    pbx = SimPbx(user="u", password="p", recordings_dir=tmp_path, keep_audio=False,
+                 timing=PbxTiming.instant()).start()
     try:
         pbx.model.register_app("bench", _NoEvents())
         [call_id] = pbx.start_calls({"steps": [{"say": "Hello, can you hear me?"},
@@ -202,10 +204,14 @@ def test_stats_over_http_after_a_call_that_was_answered(tmp_path: Path):
 
 def test_datagrams_queued_when_the_channel_goes_are_still_received(tmp_path: Path):
     """The hangup of an externalMedia channel can be handled before its socket's io watcher
-    runs: what already arrived counts as received, not lost."""
-    pbx = SimPbx(user="u", password="p", recordings_dir=tmp_path, keep_audio=False).start()
+    runs: what already arrived counts as received, not lost (the hangup applied at once: no
+    teardown delay)."""
+    pbx = SimPbx(user="u", password="p", recordings_dir=tmp_path, keep_audio=False,
+                 timing=PbxTiming.instant()).start()
     sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
+        # As in Asterisk, a channel originated into an app with no events connection is hung up.
+        pbx.model.register_app("bench", _NoEvents())
         pbx._op()
         em = pbx.model.external_media(app="bench", channel_id="em1",
                                       external_host="127.0.0.1:9")

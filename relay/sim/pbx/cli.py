@@ -1,4 +1,11 @@
-"""`relay sim-pbx`: run the simulated Asterisk until SIGINT/SIGTERM, then stop it cleanly."""
+"""`relay sim-pbx`: run the simulated Asterisk until SIGINT/SIGTERM, then stop it cleanly.
+
+`--timing realistic` (the default) races REST answers against their events and makes
+externalMedia/snoop channels enter Stasis after their answer, as Asterisk does; `--timing instant`
+is the old in-order behaviour. `--stasis-entry-ms`, `--command-ms`, `--rest-latency-ms` and
+`--event-latency-ms LOW,HIGH` override one range (relay.sim.pbx.timing). Faults are added at run
+time over HTTP (`POST /sim/faults`, relay.sim.pbx.faults).
+"""
 
 from __future__ import annotations
 
@@ -24,6 +31,37 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-audio", action="store_true",
                         help="keep only the arrival times and headers of the RTP the relay "
                              "sends, no audio and no WAV files (load tests: memory)")
+    parser.add_argument("--timing", choices=("realistic", "instant"), default="realistic",
+                        help="realistic (default): REST answers and events race, externalMedia "
+                             "and snoop channels enter Stasis after their answer, as in "
+                             "Asterisk; instant: everything in order, at once")
+    for name, what in (("stasis-entry-ms", "externalMedia/snoop channels entering the app"),
+                       ("command-ms", "move, continue and the DELETE teardown"),
+                       ("rest-latency-ms", "each REST answer"),
+                       ("event-latency-ms", "each event on its WebSocket")):
+        parser.add_argument(f"--{name}", type=_range, default=None, metavar="LOW,HIGH",
+                            help=f"delay range in ms of {what} (overrides --timing)")
+
+
+def _range(text: str) -> tuple[float, float]:
+    parts = text.split(",")
+    try:
+        values = [float(p) for p in parts]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected LOW,HIGH in ms, got {text!r}") from None
+    if len(values) == 1:
+        values *= 2
+    if len(values) != 2 or not 0 <= values[0] <= values[1]:
+        raise argparse.ArgumentTypeError(f"expected 0 <= LOW <= HIGH, got {text!r}")
+    return values[0], values[1]
+
+
+def timing_from_args(args: argparse.Namespace):
+    from relay.sim.pbx.timing import FIELDS, PbxTiming
+
+    overrides = {f: getattr(args, f, None) for f in FIELDS}
+    return PbxTiming.named(args.timing,
+                           **{k: v for k, v in overrides.items() if v is not None})
 
 
 def run(args: argparse.Namespace) -> int:
@@ -31,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     pbx = SimPbx(args.host, args.port, args.user, args.password, args.recordings_dir,
-                 seed=args.seed, keep_audio=not args.no_audio)
+                 seed=args.seed, keep_audio=not args.no_audio, timing=timing_from_args(args))
     stop = Event()
     handlers = [gevent.signal_handler(sig, stop.set) for sig in (signal.SIGINT, signal.SIGTERM)]
     try:
@@ -42,8 +80,8 @@ def run(args: argparse.Namespace) -> int:
                 pbx.register_dialplan(context, json.load(f))
         print(f"sim-pbx: ARI at {pbx.base_url} (user {args.user}), "
               f"events at {pbx.events_url('APP')}, control at "
-              f"http://{args.host}:{pbx.port}/sim/inspect, WAVs in {pbx.recordings_dir}",
-              flush=True)
+              f"http://{args.host}:{pbx.port}/sim/inspect, WAVs in {pbx.recordings_dir}, "
+              f"timing {args.timing} {pbx.timing.as_dict()}", flush=True)
         stop.wait()
     finally:
         for h in handlers:

@@ -16,6 +16,21 @@
                                            the machine's clock) also the window's pacing,
                                            sequence gaps, turn latency and barge-ins as the
                                            callers heard them (relay.sim.pbx.stats)
+    GET    /sim/faults                     {"faults": [{id, kind, times, fired, active, ...}]}
+    POST   /sim/faults                     a fault (relay.sim.pbx.faults), e.g. {"kind":
+                                           "respond", "method": "POST", "path":
+                                           "^/bridges/[^/]+/addChannel$", "status": 503,
+                                           "times": 2} -> the fault with its id; the immediate
+                                           kinds (inject_event, drop_events_connection) are
+                                           performed now (404 when no events WebSocket serves
+                                           the app)
+    DELETE /sim/faults                     remove every fault
+    DELETE /sim/faults/{id}                remove one
+    GET    /sim/timing                     the delays in use (relay.sim.pbx.timing)
+    PUT    /sim/timing                     {"base": "realistic"|"instant", "rest_latency_ms":
+                                           [low, high], ...} -> the delays now in use
+
+The /sim routes themselves have no latency and meet no faults.
 """
 
 from __future__ import annotations
@@ -45,6 +60,12 @@ class ControlApi:
         r.add("POST", "/sim/dialplans/{context}", self.dialplan)
         r.add("POST", "/sim/endpoints/{name}", self.endpoint)
         r.add("GET", "/sim/stats", self.stats)
+        r.add("GET", "/sim/faults", self.list_faults)
+        r.add("POST", "/sim/faults", self.add_fault)
+        r.add("DELETE", "/sim/faults", self.clear_faults)
+        r.add("DELETE", "/sim/faults/{faultId}", self.remove_fault)
+        r.add("GET", "/sim/timing", self.get_timing)
+        r.add("PUT", "/sim/timing", self.set_timing)
 
     def handle(self, method: str, path: str, params: Params) -> Response:
         try:
@@ -107,6 +128,30 @@ class ControlApi:
     def endpoint(self, p: Params, name: str) -> Response:
         self.sim.register_endpoint(name, self._script(p))
         return 204, None
+
+    def list_faults(self, p: Params) -> Response:
+        return 200, {"faults": self.sim.faults.list()}
+
+    def add_fault(self, p: Params) -> Response:
+        fault = self.sim.faults.add(dict(p.body))
+        if fault.kind in ("inject_event", "drop_events_connection") and not fault.fired:
+            raise AriError(404, f"no events WebSocket serves application '{fault.app}'")
+        return 200, fault.as_dict()
+
+    def clear_faults(self, p: Params) -> Response:
+        self.sim.faults.clear()
+        return 204, None
+
+    def remove_fault(self, p: Params, faultId: str) -> Response:
+        if not faultId.isdigit() or not self.sim.faults.remove(int(faultId)):
+            raise AriError(404, f"no fault {faultId}")
+        return 204, None
+
+    def get_timing(self, p: Params) -> Response:
+        return 200, self.sim.timing.as_dict()
+
+    def set_timing(self, p: Params) -> Response:
+        return 200, self.sim.set_timing(dict(p.body)).as_dict()
 
     def stats(self, p: Params) -> Response:
         since, until = _seconds(p, "since"), _seconds(p, "until")

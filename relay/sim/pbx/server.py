@@ -2,13 +2,21 @@
 
 Owns: the HTTP server (gevent.pywsgi + geventwebsocket) answering ARI under /ari, the events
 WebSocket at /ari/events and the simulator's API under /sim; the clock greenlet that runs the
-model's timers and the callers' scripts; delivering the model's events to the WebSockets; and
-the Python API for scenarios and inspection. Everything it opens (listening socket, RTP sockets,
+model's timers and the callers' scripts; delivering the model's events to the WebSockets; the
+timing (relay.sim.pbx.timing) and the faults (relay.sim.pbx.faults) it applies; and the Python
+API for scenarios, faults and inspection. Everything it opens (listening socket, RTP sockets,
 greenlets, WebSockets) is closed by stop().
 
     with SimPbx(user="u", password="p", recordings_dir=tmp) as pbx:
         ids = pbx.start_calls({"steps": [{"say": "hello"}]}, count=10, app="voicebot", rate=5)
         results = pbx.wait_calls(ids, timeout=30)
+
+Unkind by default, as Asterisk is: `timing=PbxTiming.realistic()` unless told otherwise. A REST
+request is applied when it arrives, its answer written `rest_latency_ms` later; the events it
+caused are queued on each events connection with `event_latency_ms` of latency each (order kept
+per connection), so either can reach the client first. externalMedia and snoop channels enter
+Stasis after their answer (relay.sim.pbx.model). Faults: `pbx.faults.add(kind=..., ...)` or
+`POST /sim/faults`.
 """
 
 from __future__ import annotations
@@ -30,18 +38,22 @@ from geventwebsocket.handler import WebSocketHandler
 from relay.sim.pbx.ari import ASTERISK_VERSION, AriApi, Params, check_auth
 from relay.sim.pbx.capture import RtpCapture
 from relay.sim.pbx.control import ControlApi
+from relay.sim.pbx.faults import Fault, Faults
 from relay.sim.pbx.media import MediaEngine
 from relay.sim.pbx.model import AriError, Pbx
 from relay.sim.pbx.scenario import Call, Scenario
 from relay.sim.pbx.stats import WindowStats
+from relay.sim.pbx.timing import PbxTiming, draw_s
 from relay.sim.pbx.ws import EventConnection, dumps
 
 log = logging.getLogger(__name__)
 
 _REASONS = {200: "OK", 201: "Created", 204: "No Content", 400: "Bad Request",
             401: "Unauthorized", 404: "Not Found", 405: "Method Not Allowed", 409: "Conflict",
-            412: "Precondition Failed", 422: "Unprocessable Entity",
-            500: "Internal Server Error", 501: "Not Implemented"}
+            412: "Precondition Failed", 422: "Unprocessable Entity", 429: "Too Many Requests",
+            500: "Internal Server Error", 501: "Not Implemented", 502: "Bad Gateway",
+            503: "Service Unavailable", 504: "Gateway Timeout"}
+_FAULT_KEY = "relay.sim.fault"
 
 
 class _Handler(WebSocketHandler):
@@ -64,7 +76,11 @@ class SimPbx:
     def __init__(self, host: str = "127.0.0.1", port: int = 0, user: str = "asterisk",
                  password: str = "asterisk", recordings_dir: str | Path | None = None, *,
                  asterisk_id: str = "02:fc:00:00:00:01", keep_audio: bool = True,
-                 event_history: int = 0, seed: int | None = None) -> None:
+                 event_history: int = 0, seed: int | None = None,
+                 timing: PbxTiming | str | dict | None = None) -> None:
+        """`timing`: a PbxTiming, "realistic" (the default) or "instant", or a dict for
+        PbxTiming.from_dict. `seed` also seeds the delays (drawn from an rng of their own, so
+        that ids do not depend on how requests interleave)."""
         self.host = host
         self.requested_port = port
         self.user = user
@@ -72,10 +88,13 @@ class SimPbx:
         self.recordings_dir = Path(recordings_dir) if recordings_dir else None
         self.port: int = 0
         rng = random.Random(seed)
+        self.timing_rng = random.Random(None if seed is None else f"{seed}/timing")
         self.media = MediaEngine(host, keep_audio=keep_audio, rng=rng,
                                  on_closed=self._endpoint_closed)
-        self.model = Pbx(self.media, asterisk_id=asterisk_id, rng=rng, now=time.monotonic())
+        self.model = Pbx(self.media, asterisk_id=asterisk_id, rng=rng, now=time.monotonic(),
+                         timing=_timing(timing), timing_rng=self.timing_rng)
         self.model.history_limit = event_history
+        self.faults = Faults(on_action=self._perform_action)
         self.scenario: Scenario | None = None
         self.api = AriApi(self.model)
         self.control = ControlApi(self)
@@ -101,6 +120,17 @@ class SimPbx:
     @property
     def auth(self) -> tuple[str, str]:
         return self.user, self.password
+
+    @property
+    def timing(self) -> PbxTiming:
+        return self.model.timing
+
+    def set_timing(self, timing: PbxTiming | str | dict) -> PbxTiming:
+        """Change the delays from now on (events already queued keep their due times)."""
+        self.model.timing = _timing(timing)
+        for conn in self._connections:
+            conn.latency_ms = self.model.timing.event_latency_ms
+        return self.model.timing
 
     def start(self) -> Self:
         if self._running:
@@ -162,12 +192,14 @@ class SimPbx:
             wake.clear()
 
     def _flush(self) -> None:
-        """Deliver the model's events to the WebSockets of the apps that hear them."""
+        """Queue the model's events on the WebSockets of the apps that hear them (each with its
+        latency), through the event faults when there are any."""
         outbox = self.model.outbox
         if not outbox:
             return
         self.model.outbox = []
         apps = self.model.apps
+        faults = self.faults if self.faults.event_rules else None
         for names, event, conn in outbox:
             if conn is not None:
                 for name in names:
@@ -176,7 +208,12 @@ class SimPbx:
             for name in names:
                 app = apps.get(name)
                 if app is not None and app.connection is not None:
-                    app.connection.send_event(name, event)
+                    if faults is None:
+                        app.connection.send_event(name, event)
+                        continue
+                    out = faults.on_event(name, event)
+                    if out is not None:
+                        app.connection.send_event(name, out)
 
     def _op(self) -> None:
         """Before a model operation from outside the clock: bring the model's time forward."""
@@ -192,7 +229,21 @@ class SimPbx:
         env = handler.environ
         if env.get("PATH_INFO") != "/ari/events":
             return True
-        return self._events_error(env) is not None
+        if self._events_error(env) is not None:
+            return True
+        if self.faults.request_rules:
+            fault = self.faults.match_request("GET", "/events", events=True)
+            if fault is not None:
+                log.info("sim-pbx: fault %s #%d on the events WebSocket", fault.kind, fault.id)
+                if fault.kind == "respond":
+                    env[_FAULT_KEY] = fault
+                    return True
+                gevent.sleep(fault.delay_s)         # late: the handshake is answered late
+                if _peer_closed(handler.socket):    # ... to nobody: register nothing
+                    env[_FAULT_KEY] = Fault(kind="respond", status=400,
+                                            message="client gone")
+                    return True
+        return False
 
     def _events_error(self, env: dict) -> tuple[int, str] | None:
         if not check_auth(env, self.user, self.password):
@@ -219,6 +270,10 @@ class SimPbx:
         if path == "/ari/events":
             ws = environ.get("wsgi.websocket")
             if ws is None:
+                fault = environ.get(_FAULT_KEY)
+                if fault is not None:
+                    return self._respond(start_response, fault.status,
+                                         {"message": fault.message})
                 err = self._events_error(environ) or (400, "WebSocket upgrade required")
                 return self._auth_respond(start_response, err)
             self._serve_events(environ, ws)
@@ -231,17 +286,40 @@ class SimPbx:
             params = Params.from_environ(environ)
         except AriError as exc:
             return self._respond(start_response, exc.status, {"message": exc.message})
+        if path.startswith("/sim/"):        # the harness's own API: no latency, no faults
+            self._op()
+            try:
+                status, body = self.control.handle(method, path, params)
+            except Exception as exc:     # a bug answers 500 for this request only
+                log.exception("simulated PBX failed on %s %s", method, path)
+                status, body = 500, {"message": f"Internal error: {exc}"}
+            self._after_op()
+            return self._respond(start_response, status, body)
+        status, body = self._ari(method, path[4:], params)
+        delay = draw_s(self.timing_rng, self.model.timing.rest_latency_ms)
+        if delay > 0.0:
+            gevent.sleep(delay)
+        return self._respond(start_response, status, body)
+
+    def _ari(self, method: str, path: str, params: Params) -> tuple[int, Any]:
+        """Apply one ARI request (through the request faults) and flush its events."""
+        fault = self.faults.match_request(method, path) if self.faults.request_rules else None
+        if fault is not None:
+            log.info("sim-pbx: fault %s #%d on %s %s", fault.kind, fault.id, method, path)
+            if fault.kind == "respond":
+                return fault.status, {"message": fault.message}
+            if fault.kind == "late":
+                gevent.sleep(fault.delay_s)
         self._op()
         try:
-            if path.startswith("/ari/"):
-                status, body = self.api.handle(method, path[4:], params)
-            else:
-                status, body = self.control.handle(method, path, params)
+            status, body = self.api.handle(method, path, params)
         except Exception as exc:     # a bug answers 500 for this request only
-            log.exception("simulated PBX failed on %s %s", method, path)
+            log.exception("simulated PBX failed on %s /ari%s", method, path)
             status, body = 500, {"message": f"Internal error: {exc}"}
         self._after_op()
-        return self._respond(start_response, status, body)
+        if fault is not None and fault.kind == "after":
+            return fault.status, {"message": fault.message}
+        return status, body
 
     def _auth_respond(self, start_response, err: tuple[int, str]) -> list[bytes]:
         extra = [("WWW-Authenticate", 'Basic realm="Asterisk REST Interface"')] \
@@ -252,7 +330,9 @@ class SimPbx:
         query = parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True)
         apps = [a for v in query.get("app", []) for a in v.split(",") if a]
         sub_all = (query.get("subscribeAll", ["false"])[-1].lower() in ("true", "1", "yes"))
-        conn = EventConnection(ws, apps, subscribe_all=sub_all)
+        conn = EventConnection(ws, apps, subscribe_all=sub_all,
+                               latency_ms=self.model.timing.event_latency_ms,
+                               rng=self.timing_rng)
         self._connections.add(conn)
         self._op()
         for app in conn.apps:
@@ -266,6 +346,37 @@ class SimPbx:
         for app in conn.apps:
             self.model.unregister_app(app, conn)
         self._after_op()
+
+    # ------------------------------------------------------------------ faults (Python API)
+    def add_fault(self, fault: Fault | dict | None = None, /, **fields: Any) -> Fault:
+        """`pbx.add_fault(kind="respond", method="POST", path="^/bridges$", status=503)`; the
+        same as `pbx.faults.add(...)` (relay.sim.pbx.faults lists the kinds)."""
+        return self.faults.add(fault, **fields)
+
+    def inject_event(self, app: str, event: Any) -> int:
+        """Push `event` (a dict, sent as JSON exactly as given, or a text frame) to the events
+        WebSocket serving `app`, behind the events already queued there. Returns the number of
+        connections it went to (0 or 1)."""
+        return self.faults.add(kind="inject_event", app=app, event=event).fired
+
+    def drop_events_connection(self, app: str, abrupt: bool = False) -> int:
+        """Close the events WebSocket serving `app` (a close frame; `abrupt`: cut the TCP
+        connection). Returns the number of connections closed (0 or 1)."""
+        return self.faults.add(kind="drop_events_connection", app=app, abrupt=abrupt).fired
+
+    def _perform_action(self, fault: Fault) -> int:
+        app = self.model.apps.get(fault.app or "")
+        conn = app.connection if app is not None else None
+        if conn is None or getattr(conn, "closed", False):
+            return 0
+        log.info("sim-pbx: fault %s on the events WebSocket of %s", fault.kind, fault.app)
+        if fault.kind == "inject_event":
+            conn.send_raw(fault.event)
+        elif fault.abrupt:
+            conn.cut("dropped by a fault")
+        else:
+            conn.close("dropped by a fault")
+        return 1
 
     # ------------------------------------------------------------------ scenarios (Python API)
     def start_calls(self, script: Any, count: int = 1, app: str = "voicebot",
@@ -374,6 +485,8 @@ class SimPbx:
         out["recordings_dir"] = str(self.recordings_dir)
         out["websockets"] = [{"apps": c.apps, "serving": sorted(c.serving), "sent": c.sent}
                              for c in self._connections]
+        out["timing"] = self.timing.as_dict()
+        out["faults"] = self.faults.list()
         return out
 
     def stats(self, since: float | None = None, until: float | None = None) -> dict:
@@ -420,3 +533,23 @@ class SimPbx:
     def _require_started(self) -> None:
         if self.scenario is None:
             raise RuntimeError("SimPbx not started")
+
+
+def _peer_closed(sock: socket.socket) -> bool:
+    """Whether the client closed its end (EOF or an error waiting), without blocking."""
+    try:
+        return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+
+
+def _timing(timing: PbxTiming | str | dict | None) -> PbxTiming:
+    if timing is None:
+        return PbxTiming.realistic()
+    if isinstance(timing, PbxTiming):
+        return timing
+    if isinstance(timing, str):
+        return PbxTiming.named(timing)
+    return PbxTiming.from_dict(timing)
