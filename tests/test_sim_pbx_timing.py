@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import random
+import socket
 from pathlib import Path
 
 import gevent
@@ -65,6 +66,8 @@ def test_realistic_is_the_default_everywhere():
     assert SimPbx().timing == realistic
     assert realistic.stasis_entry_ms[1] > 0 and realistic.rest_latency_ms[1] > 0
     assert realistic.event_latency_ms[1] > 0 and realistic.command_ms[1] > 0
+    assert realistic.keep_alive_ms == (15000.0, 15000.0)         # http.conf's default
+    assert SimPbx().http_session_limit == 100                     # likewise
     assert PbxTiming.instant().is_instant and not realistic.is_instant
 
 
@@ -91,6 +94,8 @@ def test_cli_timing_flags():
                                             "--rest-latency-ms", "2"]))
     assert t.stasis_entry_ms == (5.0, 9.0) and t.rest_latency_ms == (2.0, 2.0)
     assert t.event_latency_ms == (0.0, 0.0)
+    args = parser.parse_args(["--keep-alive-ms", "0", "--http-session-limit", "0"])
+    assert timing_from_args(args).keep_alive_ms == (0.0, 0.0) and args.http_session_limit == 0
     with pytest.raises(SystemExit):
         parser.parse_args(["--event-latency-ms", "9,1"])
 
@@ -358,3 +363,79 @@ def test_default_timing_races_and_inspect_shows_it(make):
         assert status == 422
         gevent.sleep(0.005)
     assert status == 204
+
+
+def test_a_second_add_channel_makes_the_channel_leave_and_enter_again():
+    pbx = model()
+    caller(pbx)
+    pbx.create_bridge("b1")
+    pbx.add_channels("b1", ["c1"])
+    pbx.outbox.clear()
+    pbx.add_channels("b1", ["c1"])            # a retry after an error answer, say
+    assert seen(pbx, "c1") == ["ChannelLeftBridge", "ChannelEnteredBridge"]
+    assert [c.id for c in pbx.bridges["b1"].channels] == ["c1"]
+
+
+# ---------------------------------------------------------------------- Asterisk's HTTP server
+def _raw_request(sock, path: str = "/ari/asterisk/ping") -> bytes:
+    sock.sendall(f"GET {path}?api_key={USER}:{PASSWORD} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(4096)
+        assert chunk, "closed before the answer"
+        data += chunk
+    head, _, rest = data.partition(b"\r\n\r\n")
+    length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
+                      if line.lower().startswith(b"content-length")))
+    while len(rest) < length:
+        rest += sock.recv(4096)
+    return head.split(b"\r\n")[0]
+
+
+def test_an_idle_keep_alive_connection_is_closed(make):
+    c = make(PbxTiming.instant(keep_alive_ms=(200, 200)))
+    sock = socket.create_connection(("127.0.0.1", c.pbx.port), timeout=5)
+    try:
+        assert _raw_request(sock) == b"HTTP/1.1 200 OK"
+        assert _raw_request(sock) == b"HTTP/1.1 200 OK"      # kept alive while busy
+        assert sock.recv(1) == b""                            # then closed when idle
+    finally:
+        sock.close()
+
+
+def test_http_session_limit_closes_one_connection_too_many(tmp_path: Path):
+    pbx = SimPbx(user=USER, password=PASSWORD, recordings_dir=tmp_path,
+                 timing=PbxTiming.instant(), http_session_limit=3).start()
+    socks = []
+    ev = None
+    try:
+        ev = EventStream(pbx.events_url("voicebot"))          # a WebSocket holds a session
+        for _ in range(2):
+            s = socket.create_connection(("127.0.0.1", pbx.port), timeout=5)
+            assert _raw_request(s) == b"HTTP/1.1 200 OK"      # kept alive: holds one too
+            socks.append(s)
+        extra = socket.create_connection(("127.0.0.1", pbx.port), timeout=5)
+        try:
+            extra.sendall(b"GET /ari/asterisk/ping HTTP/1.1\r\nHost: x\r\n\r\n")
+            try:
+                got = extra.recv(4096)
+            except ConnectionResetError:
+                got = b""
+            assert got == b""                                 # closed, unanswered
+        finally:
+            extra.close()
+        assert pbx.inspect()["http_sessions"] == {"open": 3, "limit": 3, "refused": 1}
+        socks.pop().close()
+        for _ in range(200):
+            if pbx.http_sessions < 3:
+                break
+            gevent.sleep(0.01)
+        s = socket.create_connection(("127.0.0.1", pbx.port), timeout=5)
+        socks.append(s)
+        assert _raw_request(s) == b"HTTP/1.1 200 OK"
+    finally:
+        for s in socks:
+            s.close()
+        if ev is not None:
+            ev.close()
+        pbx.stop()

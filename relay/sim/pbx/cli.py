@@ -2,9 +2,10 @@
 
 `--timing realistic` (the default) races REST answers against their events and makes
 externalMedia/snoop channels enter Stasis after their answer, as Asterisk does; `--timing instant`
-is the old in-order behaviour. `--stasis-entry-ms`, `--command-ms`, `--rest-latency-ms` and
-`--event-latency-ms LOW,HIGH` override one range (relay.sim.pbx.timing). Faults are added at run
-time over HTTP (`POST /sim/faults`, relay.sim.pbx.faults).
+is the old in-order behaviour. `--stasis-entry-ms`, `--command-ms`, `--rest-latency-ms`,
+`--event-latency-ms` and `--keep-alive-ms LOW,HIGH` override one range (relay.sim.pbx.timing);
+`--http-session-limit` is Asterisk's limit of HTTP connections at once (100). Faults are
+added at run time over HTTP (`POST /sim/faults`, relay.sim.pbx.faults).
 """
 
 from __future__ import annotations
@@ -38,9 +39,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     for name, what in (("stasis-entry-ms", "externalMedia/snoop channels entering the app"),
                        ("command-ms", "move, continue and the DELETE teardown"),
                        ("rest-latency-ms", "each REST answer"),
-                       ("event-latency-ms", "each event on its WebSocket")):
+                       ("event-latency-ms", "each event on its WebSocket"),
+                       ("keep-alive-ms", "an idle HTTP connection before it is closed "
+                                         "(0: never)")):
         parser.add_argument(f"--{name}", type=_range, default=None, metavar="LOW,HIGH",
                             help=f"delay range in ms of {what} (overrides --timing)")
+    parser.add_argument("--http-session-limit", type=int, default=100, metavar="N",
+                        help="HTTP connections served at once, events WebSockets included, as "
+                             "Asterisk's session_limit (default 100; 0: no limit)")
 
 
 def _range(text: str) -> tuple[float, float]:
@@ -69,7 +75,8 @@ def run(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     pbx = SimPbx(args.host, args.port, args.user, args.password, args.recordings_dir,
-                 seed=args.seed, keep_audio=not args.no_audio, timing=timing_from_args(args))
+                 seed=args.seed, keep_audio=not args.no_audio, timing=timing_from_args(args),
+                 http_session_limit=args.http_session_limit)
     stop = Event()
     handlers = [gevent.signal_handler(sig, stop.set) for sig in (signal.SIGINT, signal.SIGTERM)]
     try:

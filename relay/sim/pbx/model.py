@@ -864,9 +864,9 @@ class Pbx:
                 raise AriError(409, "Channel currently recording")
         added = []
         for ch in chans:
-            if ch.bridge is br:
-                continue
             if ch.bridge is not None:
+                # Asterisk departs the channel's bridge first, even this one (a second
+                # addChannel makes it leave and enter again: control_swap_channel_in_bridge).
                 self._leave_bridge(ch)
             br.channels.append(ch)
             ch.bridge = br

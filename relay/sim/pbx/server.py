@@ -21,6 +21,7 @@ Stasis after their answer (relay.sim.pbx.model). Faults: `pbx.faults.add(kind=..
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import socket
@@ -57,14 +58,39 @@ _FAULT_KEY = "relay.sim.fault"
 
 
 class _Handler(WebSocketHandler):
-    """Upgrades only valid /ari/events requests; everything else is plain WSGI."""
+    """Upgrades only valid /ari/events requests; everything else is plain WSGI. As Asterisk's
+    HTTP server: at most `http_session_limit` connections at once (events WebSockets count:
+    each holds its session), one more is closed before its request is read; a connection idle
+    `keep_alive_ms` between requests is closed."""
 
     def handle(self) -> None:
+        sim: SimPbx = self.server.sim
+        limit = sim.http_session_limit
+        if limit and sim.http_sessions >= limit:
+            sim.http_refused += 1
+            (log.warning if sim.http_refused == 1 else log.debug)(
+                "sim-pbx: HTTP session count exceeded %d sessions (%d refused so far)",
+                limit, sim.http_refused)
+            with contextlib.suppress(OSError):
+                self.socket.close()
+            return
         try:    # small responses must not wait for the client's delayed ACK (Nagle)
             self.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError:
             pass
-        super().handle()
+        sim.http_sessions += 1
+        try:
+            super().handle()
+        finally:
+            sim.http_sessions -= 1
+
+    def read_requestline(self) -> str:
+        idle = draw_s(self.server.sim.timing_rng, self.server.sim.timing.keep_alive_ms)
+        if idle <= 0.0:
+            return super().read_requestline()
+        with gevent.Timeout(idle, False):
+            return super().read_requestline()
+        return ""           # idle too long: the server closes the connection
 
     def log_request(self) -> None:      # no access log
         pass
@@ -77,10 +103,13 @@ class SimPbx:
                  password: str = "asterisk", recordings_dir: str | Path | None = None, *,
                  asterisk_id: str = "02:fc:00:00:00:01", keep_audio: bool = True,
                  event_history: int = 0, seed: int | None = None,
-                 timing: PbxTiming | str | dict | None = None) -> None:
+                 timing: PbxTiming | str | dict | None = None,
+                 http_session_limit: int = 100) -> None:
         """`timing`: a PbxTiming, "realistic" (the default) or "instant", or a dict for
         PbxTiming.from_dict. `seed` also seeds the delays (drawn from an rng of their own, so
-        that ids do not depend on how requests interleave)."""
+        that ids do not depend on how requests interleave). `http_session_limit`: connections
+        served at once, events WebSockets included (Asterisk's http.conf session_limit, 100 by
+        default); more are closed unanswered; 0: no limit."""
         self.host = host
         self.requested_port = port
         self.user = user
@@ -95,6 +124,9 @@ class SimPbx:
                          timing=_timing(timing), timing_rng=self.timing_rng)
         self.model.history_limit = event_history
         self.faults = Faults(on_action=self._perform_action)
+        self.http_session_limit = http_session_limit
+        self.http_sessions = 0
+        self.http_refused = 0
         self.scenario: Scenario | None = None
         self.api = AriApi(self.model)
         self.control = ControlApi(self)
@@ -143,6 +175,7 @@ class SimPbx:
         server = WSGIServer((self.host, self.requested_port), self._wsgi,
                             handler_class=_Handler, log=None, error_log=log)
         server.pre_start_hook = self._pre_start_hook
+        server.sim = self
         server.start()
         self._server = server
         self.port = server.server_port
@@ -486,6 +519,8 @@ class SimPbx:
         out["websockets"] = [{"apps": c.apps, "serving": sorted(c.serving), "sent": c.sent}
                              for c in self._connections]
         out["timing"] = self.timing.as_dict()
+        out["http_sessions"] = {"open": self.http_sessions, "limit": self.http_session_limit,
+                                "refused": self.http_refused}
         out["faults"] = self.faults.list()
         return out
 
