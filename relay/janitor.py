@@ -178,6 +178,7 @@ class Janitor:
         """Kill the background retries (what they did not remove, the next sweep will)."""
         self._stopped = True
         gevent.killall(list(self._greenlets), block=True, timeout=2)
+        self._pending.clear()       # a greenlet killed before it ran never cleared its entry
 
     # what is left on Asterisk
     def list_channels(self) -> list[dict]:
