@@ -217,6 +217,12 @@ def test_inject_event_dict_and_raw_text_keep_the_connection_order(sim: Sim):
     r = sim.http.post(sim.sim_url + "/faults", json={"kind": "inject_event", "app": "nobody",
                                                     "event": {}}, timeout=5)
     assert r.status_code == 404
+    listed = list(sim.faults().values())
+    assert [(f["kind"], f["app"], f["fired"], f["active"]) for f in listed] == [
+        ("inject_event", "voicebot", 1, False), ("inject_event", "voicebot", 1, False),
+        ("inject_event", "nobody", 0, False)]
+    # (the in-process one that reached nobody is listed with fired 0; the HTTP one, answered
+    # 404, is not kept)
 
 
 @pytest.mark.parametrize("abrupt", [False, True])

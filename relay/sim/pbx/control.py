@@ -135,6 +135,7 @@ class ControlApi:
     def add_fault(self, p: Params) -> Response:
         fault = self.sim.faults.add(dict(p.body))
         if fault.kind in ("inject_event", "drop_events_connection") and not fault.fired:
+            self.sim.faults.remove(fault.id)
             raise AriError(404, f"no events WebSocket serves application '{fault.app}'")
         return 200, fault.as_dict()
 

@@ -123,6 +123,9 @@ class Fault:
 
     @property
     def active(self) -> bool:
+        """Still matching requests or events (the immediate kinds never are: done when added)."""
+        if self.kind in ACTION_KINDS:
+            return False
         return self.times == 0 or self.fired < self.times
 
     def as_dict(self) -> dict:
