@@ -138,6 +138,29 @@ class Exposition:
         return "\n".join(self.lines) + "\n"
 
 
+def asterisk_agreement(out: Exposition, counters: Mapping[str, Any], janitor: Any) -> None:
+    """Setup failures, bad events, reconciliations and the janitor's removals."""
+    out.labelled_counter("call_setup_failures", "Calls hung up because a step of their setup "
+                         "failed, by step.", "step", counters.get("setup_failures", {}))
+    out.counter("ari_add_channel_retries", "addChannel answered 422 (the media channel not "
+                "in the app yet) and asked again.", counters.get("add_channel_retries", 0))
+    out.counter("ari_bad_events", "ARI events of an unexpected shape, ignored.",
+                counters.get("ari_bad_events", 0))
+    out.counter("ari_reconciliations", "Reconciliations with Asterisk completed (start, "
+                "reconnection, periodic sweep).", counters.get("reconciliations", 0))
+    out.counter("ari_reconcile_failures", "Reconciliation attempts that failed (retried).",
+                counters.get("reconcile_failures", 0))
+    out.labelled_counter("ari_leftovers_removed", "Bridges and channels with this worker's "
+                         "prefix that no live call owned, removed by a reconciliation.", "kind",
+                         counters.get("leftovers_removed", {}))
+    out.labelled_counter("waiting_callers", "Callers found in the app with no conversation, "
+                         "by what was done.", "action", counters.get("waiting_callers", {}))
+    if janitor is not None:
+        for key, text in (("retries", "ARI deletions asked again after a 5xx or no answer."),
+                          ("gave_up", "ARI deletions that still failed after every attempt.")):
+            out.labelled_counter(f"ari_cleanup_{key}", text, "kind", janitor.counters[key])
+
+
 def render(worker: Any, web: Optional[Mapping[str, int]] = None) -> str:
     """The worker's metrics in the Prometheus text format (web: the dashboard's own figures)."""
     out = Exposition()
@@ -154,6 +177,7 @@ def render(worker: Any, web: Optional[Mapping[str, int]] = None) -> str:
     out.counter("ari_events", "ARI events received.", counters["ari_events"])
     out.counter("ari_reconnects", "Reconnections of the ARI events WebSocket.",
                 counters["ari_reconnects"])
+    asterisk_agreement(out, counters, getattr(worker, "janitor", None))
 
     histograms = getattr(worker, "histograms", {})
     if "turn_latency_seconds" in histograms:

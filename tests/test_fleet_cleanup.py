@@ -27,6 +27,9 @@ def worker_with_a_call(pbx: SimPbx, app: str) -> tuple[AriEvents, AriClient, str
                          for c in pbx.inspect()["channels"]), 5, "the caller in Stasis")
     ari.create_bridge(f"{app}-br-1")
     ari.external_media(f"{app}-em-1", "127.0.0.1:9", data="relay-media")
+    # Asterisk answers externalMedia before the channel enters the app (FACTS.md)
+    wait_for(lambda: any(c["id"] == f"{app}-em-1" and c["stasis_app"] == app
+                         for c in pbx.inspect()["channels"]), 5, "the media channel in Stasis")
     ari.add_channel(f"{app}-br-1", [caller, f"{app}-em-1"])
     return events, ari, call_id
 

@@ -14,20 +14,23 @@ serves. The sweep:
   4. hangs up the channels and destroys the bridges whose ids carry the dead app's prefix.
 
 Each request has the ARI client's timeout, at most CONCURRENCY run at once; "already gone"
-(404) is success. It must run once the dead worker can no longer create anything (its process
+(404) is success; a 5xx or no answer is retried by the janitor (relay.janitor), the same
+converging removal a worker uses for its own calls. It must run once the dead worker can no longer create anything (its process
 has exited) and no move to it is still under way (the master waits for those).
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Optional
-from urllib.parse import quote
+from typing import Iterable
 
+import gevent
 from gevent.pool import Pool
 
 from relay.ari import AriClient, AriError
+from relay.janitor import Janitor, Leftovers, in_stasis
 from relay.worker import resource_prefix
 
 log = logging.getLogger(__name__)
@@ -48,56 +51,51 @@ class CleanupResult:
         return text + (f", {len(self.errors)} error(s)" if self.errors else "")
 
 
-def _app_channels(ari: AriClient, app: str) -> Optional[set[str]]:
-    """The channels subscribed to `app`; None when Asterisk does not know it (or says no)."""
-    try:
-        info = ari.request("GET", f"/applications/{quote(app)}") or {}
-    except AriError as exc:
-        if exc.status != 404:
-            log.warning("fleet cleanup %s: cannot ask Asterisk about the app: %s", app, exc)
-        return None
-    return {str(c) for c in info.get("channel_ids") or []}
-
-
 def clean_up_after(ari: AriClient, app: str, callers: Iterable[str] = (),
-                   reason: str = "normal") -> CleanupResult:
-    """Remove from Asterisk everything the dead worker of app `app` left there."""
+                   reason: str = "normal", wait_s: float = 60.0) -> CleanupResult:
+    """Remove from Asterisk everything the dead worker of app `app` left there, through a
+    Janitor (relay.janitor): failed requests are retried until Asterisk confirms, for at most
+    `wait_s` (what is still failing then is in `errors`; the next sweep of a worker on that
+    prefix, or of this master, would find it again)."""
     result = CleanupResult()
-    prefix = resource_prefix(app)
-    in_app = _app_channels(ari, app)
+    janitor = Janitor(ari, resource_prefix(app), hangup_reason=reason)
     try:
-        channels = ari.list_channels()
-        bridges = ari.request("GET", "/bridges") or []
+        in_app = janitor.app_channel_ids(app)
+    except AriError as exc:
+        log.warning("fleet cleanup %s: cannot ask Asterisk about the app: %s", app, exc)
+        in_app = None
+    try:
+        channels = janitor.list_channels()
+        leftovers = janitor.leftovers(set, channels)
     except AriError as exc:
         result.errors.append(f"listing: {exc}")
         log.warning("fleet cleanup %s: cannot list channels and bridges: %s", app, exc)
-        channels, bridges = [], []
-    own_channels = [c["id"] for c in channels if str(c.get("id", "")).startswith(prefix)]
-    own_bridges = [b["id"] for b in bridges if str(b.get("id", "")).startswith(prefix)]
-    in_stasis = {c.get("id") for c in channels
-                 if ((c.get("dialplan") or {}).get("app_name") or "").lower() == "stasis"}
+        channels, leftovers = [], Leftovers()
+    in_stasis_now = {c.get("id") for c in channels if in_stasis(c)}
     doomed = set(in_app or ())
     if in_app is None:
-        doomed.update(cid for cid in callers if cid in in_stasis)
-    doomed.difference_update(own_channels)
-
-    def run(kind: str, fn: Callable[[str], None], item: str) -> None:
-        try:
-            fn(item)
-        except AriError as exc:
-            if exc.status != 404:
-                result.errors.append(f"{kind} {item}: {exc}")
-                return
-        setattr(result, kind, getattr(result, kind) + 1)
+        doomed.update(cid for cid in callers if cid in in_stasis_now)
+    doomed.difference_update(leftovers.channels)
 
     pool = Pool(CONCURRENCY)
-    for cid in own_channels:
-        pool.spawn(run, "channels", lambda i: ari.hangup(i, reason), cid)
-    for bid in own_bridges:
-        pool.spawn(run, "bridges", ari.destroy_bridge, bid)
-    for cid in sorted(doomed):
-        pool.spawn(run, "callers", lambda i: ari.hangup(i, reason), cid)
+    for kind, ids in (("channel", leftovers.channels), ("bridge", leftovers.bridges),
+                      ("caller", sorted(doomed))):
+        for item in ids:
+            pool.spawn(janitor.remove, kind, item)
     pool.join()
+    deadline = time.monotonic() + wait_s
+    while janitor.pending and time.monotonic() < deadline:
+        gevent.sleep(0.05)
+    for kind, item in sorted(janitor.pending):
+        result.errors.append(f"{kind} {item}: still not removed after {wait_s:.0f} s")
+    janitor.stop()
+    gave_up = janitor.counters["gave_up"]
+    result.channels = len(leftovers.channels) - gave_up["channel"]
+    result.bridges = len(leftovers.bridges) - gave_up["bridge"]
+    result.callers = len(doomed) - gave_up["caller"]
+    for kind in ("channel", "bridge", "caller"):
+        if gave_up[kind]:
+            result.errors.append(f"{gave_up[kind]} {kind}(s) could not be removed")
     for error in result.errors[:5]:
         log.warning("fleet cleanup %s: %s", app, error)
     return result

@@ -33,6 +33,7 @@ from urllib.parse import parse_qs, quote
 
 import gevent
 from gevent.event import Event
+from gevent.pool import Pool
 from gevent.pywsgi import WSGIServer
 from geventwebsocket.handler import WebSocketHandler
 
@@ -172,8 +173,10 @@ class SimPbx:
         self.recordings_dir.mkdir(parents=True, exist_ok=True)
         self.scenario = Scenario(self.model, self.recordings_dir, self.media.endpoints,
                                  wake=self._wake.set, on_call_ended=self._on_call_ended)
+        # handlers in a group of ours, so that stop() ends them all: a client's idle
+        # keep-alive connection must not keep a greenlet of a stopped server alive
         server = WSGIServer((self.host, self.requested_port), self._wsgi,
-                            handler_class=_Handler, log=None, error_log=log)
+                            handler_class=_Handler, log=None, error_log=log, spawn=Pool())
         server.pre_start_hook = self._pre_start_hook
         server.sim = self
         server.start()
