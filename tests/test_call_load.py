@@ -16,12 +16,17 @@ def stack(tmp_path):
     s.stop()       # asserts: no channel, bridge, call, route, pacer slot or greenlet left
 
 
-def test_200_calls_in_sequence_leave_nothing_behind(stack):
-    script = {"steps": [{"pause_ms": 60}, {"hangup": True}]}
+def test_200_calls_in_sequence_each_hear_the_agent_and_leave_nothing_behind(stack):
+    # against the simulated PBX's realistic timing (its default): no caller lost at setup
+    stack.worker.settings.tree["agent"]["active"] = "greeter"
+    script = {"steps": [{"wait_agent_start": {"after_ms": 60, "timeout_ms": 10000}},
+                        {"hangup": True}]}
     for _ in range(200):
         call_id = stack.call(script)
-        [result] = stack.wait_calls([call_id], 10)
+        [result] = stack.wait_calls([call_id], 15)
         assert result["state"] == "ended", result
+        assert result["agent"]["voiced_packets"] > 0, result
+    assert stack.worker.counters["setup_failures"] == {}
     assert stack.worker.counters["calls_total"] == 200
     assert stack.worker.counters["calls_ended"] == 200
     assert stack.worker.counters["calls_failed"] == 0
@@ -44,6 +49,7 @@ def test_100_calls_at_once_each_hold_a_conversation(stack):
     complete = [s for s in summaries if s["transcript"] == expected]
     assert len(complete) == 100, [s["transcript"] for s in summaries if s not in complete][:3]
     assert sum(s["audio"]["lost"] for s in summaries) == 0
+    assert stack.worker.counters["setup_failures"] == {}
     stack.assert_no_leftovers()
 
 
