@@ -1,7 +1,7 @@
 """The Asterisk REST Interface: REST requests and the events WebSocket.
 
 Owns: talking to Asterisk. AriClient makes REST calls through one urllib3 connection pool (kept
-alive, no retries, no proxy or .netrc lookups: a call's setup makes five of them, so the
+alive, bounded below Asterisk's HTTP session limit, no retries, no proxy or .netrc lookups: a call's setup makes five of them, so the
 per-request cost of a full requests.Session showed in the load profile) with a timeout on every
 request and turns errors into AriError with Asterisk's message. AriEvents
 keeps the application's events WebSocket connected, reconnecting with capped exponential
@@ -44,11 +44,14 @@ class AriClient:
     """REST calls to one Asterisk. Thread-safe enough for greenlets: one pooled session."""
 
     def __init__(self, url: str, username: str, password: str, app: str,
-                 timeout: float = 5.0, pool_size: int = 256) -> None:
+                 timeout: float = 5.0, pool_size: int = 32) -> None:
         self.base = _base_url(url) + "/ari"
         self.app = app
         self.timeout = timeout
-        self._pool = urllib3.PoolManager(num_pools=4, maxsize=pool_size, block=False,
+        # At most pool_size connections to Asterisk, a request waiting (up to its timeout) for
+        # a free one: Asterisk's HTTP server serves 100 sessions at once, events WebSockets
+        # included (http.conf sessionlimit), and refuses the next ones.
+        self._pool = urllib3.PoolManager(num_pools=4, maxsize=pool_size, block=True,
                                          retries=False)
         self._headers = urllib3.make_headers(basic_auth=f"{username}:{password}")
         self._json_headers = {**self._headers, "Content-Type": "application/json"}
@@ -68,7 +71,7 @@ class AriClient:
             response = self._pool.request(
                 method, url, body=None if body is None else ujson.dumps(body),
                 headers=self._headers if body is None else self._json_headers,
-                timeout=self.timeout)
+                timeout=self.timeout, pool_timeout=self.timeout)
         except urllib3.exceptions.HTTPError as exc:
             self.errors += 1
             reason = getattr(exc, "reason", None) or exc
