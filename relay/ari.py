@@ -1,9 +1,10 @@
 """The Asterisk REST Interface: REST requests and the events WebSocket.
 
 Owns: talking to Asterisk. AriClient makes REST calls through one urllib3 connection pool (kept
-alive, bounded below Asterisk's HTTP session limit, no retries, no proxy or .netrc lookups: a call's setup makes five of them, so the
-per-request cost of a full requests.Session showed in the load profile) with a timeout on every
-request and turns errors into AriError with Asterisk's message. AriEvents
+alive, bounded below Asterisk's HTTP session limit, no retries, no proxy or .netrc lookups: a
+call's setup makes five of them, so the per-request cost of a full requests.Session showed in
+the load profile) with a timeout on every request and turns errors into AriError with
+Asterisk's message. AriEvents
 keeps the application's events WebSocket connected, reconnecting with capped exponential
 backoff, and hands each event to a callback. Paths and parameters follow the Swagger
 description shipped with Asterisk 22 (reference/asterisk/ari-api-docs). No call logic here.

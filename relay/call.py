@@ -19,10 +19,10 @@ import gevent.event
 
 from relay import realtime_events as ev
 from relay.ari import AriError
-from relay.janitor import retryable
 from relay.call_media import CallMedia
 from relay.config import VOICES, AgentConfig
 from relay.dtmf import DtmfCollector
+from relay.janitor import retryable
 from relay.realtime_session import RealtimeSession
 from relay.recording import CallRecorder
 from relay.sounds import load_sound

@@ -22,8 +22,8 @@ import gevent.lock
 
 from relay.ari import AriClient, AriError, AriEvents
 from relay.call import MEDIA_ARG, Call
-from relay.janitor import OWN_CHANNEL_PREFIXES, Janitor, backoff_delays
 from relay.config import PACKAGE_ROOT, AgentConfig, Settings
+from relay.janitor import OWN_CHANNEL_PREFIXES, Janitor, backoff_delays
 from relay.media import MediaSocket, Pacer
 from relay.metrics import (
     AUDIO_LATENCY_BUCKETS_S,

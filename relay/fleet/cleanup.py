@@ -15,8 +15,9 @@ serves. The sweep:
 
 Each request has the ARI client's timeout, at most CONCURRENCY run at once; "already gone"
 (404) is success; a 5xx or no answer is retried by the janitor (relay.janitor), the same
-converging removal a worker uses for its own calls. It must run once the dead worker can no longer create anything (its process
-has exited) and no move to it is still under way (the master waits for those).
+converging removal a worker uses for its own calls. It must run once the dead worker can no
+longer create anything (its process has exited) and no move to it is still under way (the
+master waits for those).
 """
 
 from __future__ import annotations
