@@ -41,7 +41,6 @@ log = logging.getLogger(__name__)
 CALLER_GONE_EVENTS = {"StasisEnd", "ChannelDestroyed", "ChannelHangupRequest"}
 MEDIA_GONE_EVENTS = {"StasisEnd", "ChannelDestroyed"}
 RECENT_EVENTS = 500
-LEFT_KEPT = 4096            # callers heard leaving the app, not to be taken over from a listing
 TRANSCRIPT_MARGIN_S = 0.25  # stop(): ending calls' transcriptions end this long before its deadline
 
 
