@@ -216,7 +216,7 @@ class Call:
         for attempt in range(SETUP_TRIES):
             self._still_setting_up()
             try:
-                return fn(*args, **kwargs)
+                answer = fn(*args, **kwargs)
             except AriError as exc:
                 if exc.status == 0 and created_id:
                     self._uncertain.add(created_id)
@@ -226,6 +226,9 @@ class Call:
                     raise SetupFailed(step, str(exc)) from exc
                 log.info("call %s: %s: %s; trying again", self.id, SETUP_STEPS[step], exc)
                 gevent.sleep(SETUP_RETRY_S * 2 ** attempt)
+                continue
+            self._still_setting_up()     # the call may have ended while the request was out
+            return answer
         raise AssertionError("unreachable")
 
     def _join_bridge(self, wait_s: float) -> None:

@@ -81,6 +81,7 @@ class Floor:
         self.streams: dict[tuple[str, int], Stream] = {}
         self.slots: list[list[Stream]] = [[] for _ in range(SLOTS)]
         self.calls: dict[str, dict] = {}        # caller channel id -> its resources
+        self._media_in_app: dict[str, gevent.event.Event] = {}   # media channel id -> its entry
         self.ids = itertools.count(1)
         self.wake = gevent.event.Event()
         self.received = self.sent = self.strangers = self.send_errors = 0
@@ -173,6 +174,7 @@ class Floor:
             if (MEDIA_DATA in (event.get("args") or [])
                     or str(channel.get("name", "")).startswith("UnicastRTP/")
                     or call_id in self.calls):
+                self._media_in_app.setdefault(call_id, gevent.event.Event()).set()
                 return
             call = self.calls[call_id] = {"n": next(self.ids), "ended": False, "remote": None}
             call["setup"] = gevent.spawn(self.setup, call_id, call)
@@ -195,7 +197,17 @@ class Floor:
                       int(variables["UNICASTRTP_LOCAL_PORT"]))
             call["remote"] = remote
             self.add_stream(remote)
-            self.ari.add_channel(call["bridge"], [call_id, call["media"]])
+            # Asterisk answers externalMedia before the channel enters the app: bridge it once
+            # its StasisStart came, asking again after a 422 (as relay does)
+            self._media_in_app.setdefault(call["media"], gevent.event.Event()).wait(3.0)
+            for attempt in range(6):
+                try:
+                    self.ari.add_channel(call["bridge"], [call_id, call["media"]])
+                    break
+                except AriError as exc:
+                    if exc.status != 422 or attempt == 5:
+                        raise
+                    gevent.sleep(0.02 * 2 ** attempt)
         except (AriError, KeyError, ValueError) as exc:
             if not call["ended"]:
                 log.warning("call %s: setup failed: %s", call_id, exc)
@@ -210,6 +222,7 @@ class Floor:
         if setup is not None and setup is not gevent.getcurrent():
             setup.join(timeout=10)
         self.calls.pop(call_id, None)
+        self._media_in_app.pop(call.get("media", ""), None)
         if call["remote"] is not None:
             self.remove_stream(call["remote"])
         for fn, arg in ((self.ari.hangup, call.get("media")),
