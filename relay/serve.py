@@ -1,7 +1,7 @@
 """`relay serve`: run relay against the configured Asterisk and model until signalled.
 
-Owns: logging set-up (every record scrubbed of the secrets), loading settings (errors printed plainly, exit code 2), and the choice
-of what this process is:
+Owns: logging set-up (every record scrubbed of the secrets), loading settings (errors printed
+plainly, exit code 2), and the choice of what this process is:
 
 - one worker (the default, `fleet.workers` 0): the Worker and its dashboard/API server (a busy
   address is a start-up error too) under the configured app name;
