@@ -47,6 +47,7 @@ def wired():
     session._socket = socket
     session.connections = 1
     session._awaiting_ready = True
+    session._ready_at = 0.0           # configured (tests that need the first ready reset it)
     handler.session = session
     return session, socket, handler
 
