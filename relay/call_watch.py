@@ -166,7 +166,7 @@ class CallWatch:
                    level="error")
         if call.session is not None:
             call.session.close()        # no more sockets, no more model audio
-        call.media.flush_playout()
+        # after what is queued (the hold sound, or what the model had said before it failed)
         self._play(self.config.apology_sound, DEFAULT_APOLOGY_SOUND, "apology")
         call.end_after_playout(reason, "", handoff)
 

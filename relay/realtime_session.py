@@ -141,6 +141,7 @@ class RealtimeSession:
         self._outage_since: Optional[float] = None
         self._failures = 0             # failed attempts in a row
         self.failed_attempts = 0       # in all
+        self.delays: deque[float] = deque(maxlen=20)     # the last waits before an attempt
         self.response_id: Optional[str] = None      # the response in flight
         self._create_sent = False                   # response.create sent, not yet created
         self._wanted: Optional[dict] = None          # a response.create waiting for response.done
@@ -529,6 +530,7 @@ class RealtimeSession:
                            f"{policy.budget_s:g} s (openai.reconnect_budget_s)")
                 return
             if wait > 0:
+                self.delays.append(round(wait, 3))
                 self._sleep(wait)
             if self._stopped:
                 return
