@@ -239,6 +239,18 @@ def test_a_model_stalled_from_the_first_moment(make):
     assert s.worker.counters["watchdog"]["giveup"] == 1
 
 
+def test_a_model_that_never_configures_the_session_is_bounded_by_the_setup_timeout(make):
+    s = make(agent_key="default", **{"call.setup_timeout_s": 1.5})
+    s.model.inject(kind="stall", target="next", on_event="session.updated")
+    call_id = s.call({"steps": [{"pause_ms": 300}, {"say": HELLO},
+                                {"wait_hangup": {"timeout_ms": 20000}}]})
+    relay_call = s.relay_call(call_id)
+    [result] = s.wait_calls([call_id], 30)
+    assert result["end_reason"] == "hung up"
+    assert "call.setup_timeout_s" in relay_call.end_reason
+    assert s.worker.counters["watchdog"] == {"giveup": 1}     # before the agent's 4 s limit
+
+
 # a service that drops every socket at once ----------------------------------------------------
 
 def test_a_socket_dropping_service_gets_a_handful_of_attempts_then_the_breaker_opens(make):
@@ -251,8 +263,11 @@ def test_a_socket_dropping_service_gets_a_handful_of_attempts_then_the_breaker_o
     def one_call():
         call_id = s.call(script)
         relay_call = s.relay_call(call_id)
+        wait_for(lambda: relay_call.state != "setup", 10, "the call to be set up")
+        capture = s.pbx.capture(call_id)
         [result] = s.wait_calls([call_id], 30)
         assert result["end_reason"] == "hung up"
+        assert heard(capture).endswith(sound(DEFAULT_APOLOGY_SOUND))    # never in silence
         return relay_call
 
     first = one_call()

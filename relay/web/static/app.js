@@ -190,7 +190,9 @@ function renderModelChip(w) {
   const c = w.counters || {};
   const dog = c.watchdog || {};
   const parts = [];
-  if (breaker && breaker.state !== "closed") {
+  if (!breaker) {            // a fleet's merged view: how often the workers' breakers opened
+    parts.push(`model breaker opened ${c.model_breaker_opened || 0}×`);
+  } else if (breaker.state !== "closed") {
     parts.push(breaker.state === "open" ? `model breaker open (${Math.ceil(breaker.retry_in_s)} s)`
       : "model breaker half-open");
   } else {
