@@ -503,6 +503,7 @@ class Call:
     def rt_response_done(self, response: dict) -> None:
         response_id = str(response.get("id", ""))
         self._cancelled_responses.discard(response_id)
+        self.watch.response_done(response)      # before the tools may ask for the next one
         self.tools.on_response_done(response_id, str(response.get("status", "")))
         if self.speaking == "assistant" and not self.media.playout.queued_bytes:
             self.speaking = "nobody"

@@ -65,6 +65,16 @@ class CallWatch:
         if self.dog.satisfied("audio"):
             self._note("model audio started")
 
+    def response_done(self, response: dict) -> None:
+        """A response that called tools is the model's answer for now: the wait starts again
+        when their outputs are sent and the next response is asked for (a slow tool is not a
+        stalled model)."""
+        output = response.get("output")
+        if isinstance(output, list) and any(isinstance(item, dict) and
+                                            item.get("type") == "function_call"
+                                            for item in output):
+            self.dog.satisfied("audio")
+
     def caller_speaking(self) -> None:
         self.dog.cancel()
 

@@ -17,6 +17,7 @@ import logging
 import shutil
 from pathlib import Path
 
+import gevent
 import pytest
 import stack as stack_module
 import websocket
@@ -27,6 +28,7 @@ from relay.sim.model.audio import speech_audio
 from relay.sim.model.faults import WRONG_SHAPES
 from relay.sim.pbx.server import SimPbx
 from relay.sounds import load_sound
+from relay.tools.registry import BUILTINS, Builtin
 from relay.watchdog import DEFAULT_APOLOGY_SOUND, DEFAULT_HOLD_SOUND
 
 HELLO = "Hello, I would like to check the status of my order."
@@ -249,6 +251,31 @@ def test_a_model_that_never_configures_the_session_is_bounded_by_the_setup_timeo
     assert result["end_reason"] == "hung up"
     assert "call.setup_timeout_s" in relay_call.end_reason
     assert s.worker.counters["watchdog"] == {"giveup": 1}     # before the agent's 4 s limit
+
+
+def _slow_lookup(ctx, args):
+    gevent.sleep(1.6)           # longer than the agent's watchdog.timeout_s (1 s)
+    return {"status": "shipped"}
+
+
+def test_a_slow_tool_is_not_a_stalled_model(make, agents):
+    BUILTINS.add(Builtin("test_slow_lookup", _slow_lookup, "Looks an order up, slowly."))
+    try:
+        (agents / "watchful_tools.json").write_text(json.dumps(agent(
+            "default", watchdog=WATCHDOG, tools=[{"name": "test_slow_lookup"}])))
+        s = make(agent_key="watchful_tools")
+        s.model.script = dict(SCRIPT, rules=[{"keywords": ["status"], "calls": [
+            {"name": "test_slow_lookup", "arguments": {}}], "then": "It shipped yesterday."}])
+        call_id = s.call({"steps": [{"pause_ms": 300}, {"say": HELLO},
+                                    {"wait_agent_done": {"silence_ms": 800,
+                                                         "timeout_ms": 15000}}]})
+        relay_call = s.relay_call(call_id)
+        s.wait_calls([call_id], 30)
+    finally:
+        BUILTINS.remove("test_slow_lookup")
+    assert ("assistant", "It shipped yesterday.") in relay_call.transcript.turns()
+    assert s.worker.counters["watchdog"] == {}
+    assert not [t for t in events_of(relay_call) if t.startswith("watchdog: no model audio")]
 
 
 # a service that drops every socket at once ----------------------------------------------------
