@@ -587,24 +587,27 @@ class Call:
 
     # views
     def summary(self) -> dict:
-        """The call as the dashboard and the history of ended calls show it (scrubbed of the
-        secrets: an end reason may quote a model error)."""
+        """The call as the dashboard and the history of ended calls show it. The texts that come
+        from outside (an end reason quoting a model error, the caller's name) are scrubbed of
+        the secrets; the rest are relay's own words and numbers."""
         session = self.session
-        return PROCESS.scrub_value({
-            "id": self.id, "caller": self.caller_number, "caller_name": self.caller_name,
+        scrub = PROCESS.scrub
+        return {
+            "id": self.id, "caller": scrub(self.caller_number),
+            "caller_name": scrub(self.caller_name),
             "agent": self.agent.key, "state": self.state, "speaking": self.speaking,
             "started_at": self.created_at,
             "duration_s": round(time.monotonic() - self.started_mono, 1),
-            "end_reason": self.end_reason, "barge_ins": self.barge_ins,
+            "end_reason": scrub(self.end_reason), "barge_ins": self.barge_ins,
             "setup_ms": None if self.setup_ms is None else round(self.setup_ms, 1),
             "turn_latency_ms": [round(x, 1) for x in self.turn_latencies_ms[-20:]],
             "audio": self.media.stats(),
-            "model_errors": dict(self.model_errors),
+            "model_errors": {scrub(code): n for code, n in self.model_errors.items()},
             "model_reconnects": session.reconnects if session else 0,
             "model_sockets": session.connections if session else 0,
             "model_failed_attempts": session.failed_attempts if session else 0,
             "model_resumed": session.resumed if session else 0,
             "model_bad_events": self.watch.bad_events,
             "watchdog": self.watch.view(),
-        })
+        }
 

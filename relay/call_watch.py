@@ -20,6 +20,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Optional
 
+from relay.redact import PROCESS
 from relay.sounds import SoundError, load_sound
 from relay.watchdog import (
     DEFAULT_APOLOGY_SOUND,
@@ -223,5 +224,6 @@ class CallWatch:
     def view(self) -> dict:
         """The call summary's `watchdog` (the dashboard shows it)."""
         view = self.dog.view()
-        view["giving_up"] = self.giving_up
+        view["reason"] = PROCESS.scrub(view["reason"])     # may quote a socket's close reason
+        view["giving_up"] = PROCESS.scrub(self.giving_up)
         return view
