@@ -420,7 +420,7 @@ class RealtimeSession:
         delta = event.get("delta")
         if not isinstance(delta, str):
             raise BadEvent("delta is not a string")
-        audio = base64.b64decode(delta, validate=True)
+        audio = base64.b64decode(delta)
         self.model_has_spoken = True
         self._remember_item(item_id)
         self._handler.rt_audio(_text(event, "response_id"), item_id, audio)
