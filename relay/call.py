@@ -19,12 +19,15 @@ import gevent.event
 
 from relay import realtime_events as ev
 from relay.ari import AriError
+from relay.backoff import ReconnectPolicy
 from relay.call_media import CallMedia
-from relay.config import VOICES, AgentConfig
+from relay.call_watch import CallWatch
+from relay.config import VOICES, AgentConfig, turn_detection_problem
 from relay.dtmf import DtmfCollector
 from relay.janitor import retryable
 from relay.realtime_session import RealtimeSession
 from relay.recording import CallRecorder
+from relay.redact import PROCESS
 from relay.sounds import load_sound
 from relay.stt import CallFallback
 from relay.tools.runner import CallTools
@@ -36,6 +39,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 GREETING_ITEM = "relay-greeting"    # the playout item of a greeting sound relay streams itself
+OWN_ITEMS = "relay-"                # playout items of relay's own sounds (never truncated)
 MEDIA_ARG = "relay-media"           # the `data` of our externalMedia channels (their Stasis args)
 HOUSEKEEPING_S = 0.25
 PLAYOUT_POLL_S = 0.02        # end_after_playout: how often it looks at the playout queue
@@ -132,6 +136,7 @@ class Call:
             transcript=self.transcript, spawn=self.spawn)
         if self.recorder is not None or self.stt is not None:
             self.media.on_input = self._tap_input
+        self.watch = CallWatch(self)    # the model never leaves the caller in silence
 
     # life cycle
     def spawn(self, fn, *args) -> gevent.Greenlet:
@@ -298,7 +303,9 @@ class Call:
             session=ev.session_config(self.agent), handler=self,
             connect_timeout=openai["connect_timeout_s"],
             max_reconnects=openai["max_reconnects"], name=self.id,
-            on_append_sent=self._latency_observer("caller_audio_latency_seconds"))
+            on_append_sent=self._latency_observer("caller_audio_latency_seconds"),
+            policy=ReconnectPolicy.from_settings(openai),
+            breaker=getattr(self.worker, "model_breaker", None))
         self.session = session      # set first, so that cleanup closes it whatever happens
         try:
             session.start()
@@ -459,6 +466,7 @@ class Call:
                 self._dtmf_result(digits)
             if now >= self._deadline:
                 self.end("maximum call duration reached")
+            self.watch.tick(now)
 
     def _send_rtp(self, packet: bytes) -> None:
         if self.remote is not None:
@@ -539,6 +547,7 @@ class Call:
 
     # the model (RealtimeHandler)
     def rt_ready(self, first: bool) -> None:
+        self.watch.ready()
         if not first:
             self.transcript.add("event", "model session replaced")
             return
@@ -550,6 +559,7 @@ class Call:
 
     def rt_speech_started(self, item_id: str, audio_start_ms: int) -> None:
         self.speaking = "caller"
+        self.watch.caller_speaking()
         self._speech_started_at = time.monotonic()
         if self.stt is not None:
             self.stt.speech_started(item_id, audio_start_ms)
@@ -566,7 +576,10 @@ class Call:
             self._barge_in_from = self._speech_started_at
             heard = cut.heard_ms()
             self.truncations.append((cut.item_id, heard))
-            if session is not None and cut.item_id != GREETING_ITEM:
+            # only an item of the current socket: a replaced one's items are not in its
+            # conversation (nor are relay's own sounds)
+            if session is not None and not cut.item_id.startswith(OWN_ITEMS) and \
+                    session.owns_item(cut.item_id):
                 session.send(ev.truncate(cut.item_id, heard))
             self.transcript.mark(cut.item_id, interrupted=True, heard_ms=heard)
             self.transcript.add("event", "caller interrupted the agent", item_id=cut.item_id,
@@ -575,10 +588,12 @@ class Call:
     def rt_speech_stopped(self, item_id: str, audio_end_ms: int) -> None:
         self.speaking = "nobody"
         self._turn_end_at = time.monotonic()
+        self.watch.turn_ended("the caller's turn")
         if self.stt is not None:
             self.stt.speech_stopped(item_id, audio_end_ms)
 
     def rt_committed(self, item_id: str) -> None:
+        self.watch.turn_ended("the caller's turn")
         if self.stt is not None:
             self.stt.committed(item_id)
 
@@ -594,8 +609,9 @@ class Call:
             self.stt.model_failed(item_id)
 
     def rt_audio(self, response_id: str, item_id: str, audio: bytes) -> None:
-        if response_id in self._cancelled_responses:
+        if response_id in self._cancelled_responses or self.watch.giving_up:
             return
+        self.watch.audio_started()
         arrived = self.session.last_event_at if self.session is not None else None
         self.media.add_model_audio(item_id, audio, arrived)
 
@@ -619,9 +635,20 @@ class Call:
     def rt_response_done(self, response: dict) -> None:
         response_id = str(response.get("id", ""))
         self._cancelled_responses.discard(response_id)
+        self.watch.response_done(response)      # before the tools may ask for the next one
         self.tools.on_response_done(response_id, str(response.get("status", "")))
         if self.speaking == "assistant" and not self.media.playout.queued_bytes:
             self.speaking = "nobody"
+
+    def rt_response_requested(self) -> None:
+        self.watch.response_requested()
+
+    def rt_bad_event(self, kind: str, problem: str) -> None:
+        self.watch.bad_event(kind, problem)
+
+    def rt_socket_lost(self, reason: str) -> None:
+        self.transcript.add("event", f"model socket lost: {reason}", level="warning")
+        self.watch.socket_lost(reason)
 
     def rt_error(self, code: str, message: str) -> None:
         self.model_errors[code] = self.model_errors.get(code, 0) + 1
@@ -630,8 +657,10 @@ class Call:
             self.transcript.add("event", f"model error {code}: {message}", level="warning")
 
     def rt_failed(self, reason: str) -> None:
+        """The model session cannot be recovered: the caller hears the apology, then the
+        agent's ending (relay/call_watch.py)."""
         self.transcript.add("event", reason, level="error")
-        self.end(reason)
+        self.watch.failed(reason)
 
     # operator changes (dashboard / API)
     def apply_config(self, changes: dict) -> dict:
@@ -660,11 +689,9 @@ class Call:
             update.setdefault("audio", {}).setdefault("output", {})["voice"] = changes["voice"]
         if "turn_detection" in changes:
             turn_detection = changes["turn_detection"]
-            if turn_detection is not None and (not isinstance(turn_detection, dict) or
-                                               turn_detection.get("type") not in (
-                                                   "server_vad", "semantic_vad")):
-                raise ValueError("turn_detection must be null or an object with type "
-                                 "server_vad or semantic_vad")
+            problem = turn_detection_problem(turn_detection)
+            if problem:
+                raise ValueError(problem)
             update.setdefault("audio", {}).setdefault("input", {})["turn_detection"] = \
                 turn_detection
         if "tools" in changes:
@@ -692,16 +719,27 @@ class Call:
 
     # views
     def summary(self) -> dict:
+        """The call as the dashboard and the history of ended calls show it. The texts that come
+        from outside (an end reason quoting a model error, the caller's name) are scrubbed of
+        the secrets; the rest are relay's own words and numbers."""
+        session = self.session
+        scrub = PROCESS.scrub
         return {
-            "id": self.id, "caller": self.caller_number, "caller_name": self.caller_name,
+            "id": self.id, "caller": scrub(self.caller_number),
+            "caller_name": scrub(self.caller_name),
             "agent": self.agent.key, "state": self.state, "speaking": self.speaking,
             "started_at": self.created_at,
             "duration_s": round(time.monotonic() - self.started_mono, 1),
-            "end_reason": self.end_reason, "barge_ins": self.barge_ins,
+            "end_reason": scrub(self.end_reason), "barge_ins": self.barge_ins,
             "setup_ms": None if self.setup_ms is None else round(self.setup_ms, 1),
             "turn_latency_ms": [round(x, 1) for x in self.turn_latencies_ms[-20:]],
             "audio": self.media.stats(),
-            "model_errors": dict(self.model_errors),
-            "model_reconnects": self.session.reconnects if self.session else 0,
+            "model_errors": {scrub(code): n for code, n in self.model_errors.items()},
+            "model_reconnects": session.reconnects if session else 0,
+            "model_sockets": session.connections if session else 0,
+            "model_failed_attempts": session.failed_attempts if session else 0,
+            "model_resumed": session.resumed if session else 0,
+            "model_bad_events": self.watch.bad_events,
+            "watchdog": self.watch.view(),
         }
 

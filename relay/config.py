@@ -19,7 +19,9 @@ from pathlib import Path
 from typing import Any, Mapping, Optional
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from relay.sounds import SoundError, load_sound
 from relay.tools.spec import ToolConfigError, parse_tools
+from relay.watchdog import WatchdogConfig, parse_watchdog
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = PACKAGE_ROOT / "config" / "default.json"
@@ -86,6 +88,7 @@ SECRETS = ("ari.password", "openai.api_key", "stt.api_key", "stt.google_api_key"
            "stt.google_bearer_token")
 SECRETS += ("web.token",)
 MIN_WEB_TOKEN = 8
+DEFAULT_TURN_DETECTION = {"type": "server_vad"}
 AGENT_KEY = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 
@@ -111,6 +114,7 @@ class AgentConfig:
     extra: dict = field(default_factory=dict)
     record: Optional[bool] = None   # record this agent's calls; None: the call.record setting
     timezone: str = "UTC"           # IANA name: the agent's local time (get_current_time)
+    watchdog: WatchdogConfig = field(default_factory=WatchdogConfig)   # relay/watchdog.py
     tool_specs: tuple = field(default=(), repr=False, compare=False)   # relay.tools.spec.ToolSpec
 
 
@@ -220,9 +224,11 @@ def _check_tree(tree: dict) -> None:
             "must be '', '#' or '*'")
     require(tree["log"]["level"].upper() in LOG_LEVELS, "log.level",
             f"must be one of {', '.join(LOG_LEVELS)}")
-    for section, key in (("ari", "request_timeout_s"), ("openai", "connect_timeout_s")):
+    for section, key in (("ari", "request_timeout_s"), ("openai", "connect_timeout_s"),
+                         ("call", "setup_timeout_s")):
         require(tree[section][key] > 0, f"{section}.{key}", "must be positive")
     _check_reconciliation(tree, require)
+    _check_reconnection(tree, require)
     _check_recording_and_stt(tree, require)
     _check_fleet(tree, require)
     _check_web(tree, require)
@@ -240,6 +246,43 @@ def _check_reconciliation(tree: dict, require) -> None:
             "(MEDIA_STASIS_WAIT_S) must be within 0..60 seconds")
     require(call["waiting_callers"] in WAITING_CALLER_POLICIES, "call.waiting_callers",
             f"(WAITING_CALLERS) must be one of {', '.join(WAITING_CALLER_POLICIES)}")
+
+
+def _check_reconnection(tree: dict, require) -> None:
+    """How calls re-open Realtime sockets, and the worker's circuit breaker (relay/backoff.py)."""
+    openai = tree["openai"]
+    require(0 <= openai["max_reconnects"] <= 100, "openai.max_reconnects",
+            "must be 0..100 (failed attempts in a row before a call gives up)")
+    require(1 <= openai["max_sockets_per_call"] <= 10000, "openai.max_sockets_per_call",
+            "must be 1..10000")
+    require(0.01 <= openai["reconnect_initial_s"] <= openai["reconnect_max_s"] <= 300,
+            "openai.reconnect_initial_s/reconnect_max_s",
+            "must be 0.01 <= initial <= max <= 300 seconds")
+    require(0 < openai["healthy_after_s"] <= 600, "openai.healthy_after_s",
+            "must be within 0..600 seconds")
+    require(0 < openai["reconnect_budget_s"] <= 3600, "openai.reconnect_budget_s",
+            "must be within 0..3600 seconds")
+    require(1 <= openai["breaker_threshold"] <= 10000, "openai.breaker_threshold",
+            "must be 1..10000 (failed attempts in a row, across calls)")
+    require(0 < openai["breaker_cooldown_s"] <= 3600, "openai.breaker_cooldown_s",
+            "must be within 0..3600 seconds")
+
+
+def turn_detection_problem(turn_detection: Any) -> str:
+    """Why a turn_detection cannot be used ("" when it can). relay relies on the model's turn
+    detection to commit the caller's audio and answer each turn: without it (null) or with
+    create_response false, nobody would ask for an answer and the agent would go deaf."""
+    if turn_detection is None:
+        return ("turn_detection cannot be turned off (null): relay relies on the model's turn "
+                "detection to commit the caller's audio and answer each turn; use server_vad "
+                "or semantic_vad")
+    if not isinstance(turn_detection, dict) or turn_detection.get("type") not in (
+            "server_vad", "semantic_vad"):
+        return "turn_detection must be an object with type server_vad or semantic_vad"
+    if turn_detection.get("create_response") is False:
+        return ("turn_detection.create_response cannot be false: relay relies on the model to "
+                "answer each turn it detects")
+    return ""
 
 
 def _check_tools(tree: dict, require) -> None:
@@ -343,7 +386,7 @@ def load_agent(path: Path, environ: Optional[Mapping[str, str]] = None) -> Agent
         return ConfigError(f"{path}: {what}")
 
     known = {"name", "instructions", "voice", "greeting", "audio_format", "turn_detection",
-             "input_transcription", "tools", "description", "record", "timezone"}
+             "input_transcription", "tools", "description", "record", "timezone", "watchdog"}
     unknown = set(data) - known
     if unknown:
         raise fail(f"unknown key(s) {', '.join(sorted(unknown))} "
@@ -366,12 +409,10 @@ def load_agent(path: Path, environ: Optional[Mapping[str, str]] = None) -> Agent
         if not sound_path.is_file():
             raise fail(f"'greeting.sound' {sound!r}: no such file ({sound_path})")
         sound = str(sound_path)
-    turn_detection = data.get("turn_detection")
-    if turn_detection is not None:
-        if not isinstance(turn_detection, dict) or turn_detection.get("type") not in (
-                "server_vad", "semantic_vad"):
-            raise fail("'turn_detection' must be null or an object with type "
-                       "server_vad|semantic_vad")
+    turn_detection = data.get("turn_detection", DEFAULT_TURN_DETECTION)
+    problem = turn_detection_problem(turn_detection)
+    if problem:
+        raise fail(problem)
     transcription = data.get("input_transcription")
     if transcription is not None and not (isinstance(transcription, dict) and
                                           isinstance(transcription.get("model"), str)):
@@ -385,6 +426,12 @@ def load_agent(path: Path, environ: Optional[Mapping[str, str]] = None) -> Agent
     except (ValueError, OSError, ZoneInfoNotFoundError):
         raise fail(f"'timezone' must be an IANA time zone name such as Europe/Paris, got "
                    f"{timezone!r}") from None
+    try:
+        watchdog = parse_watchdog(data.get("watchdog"), path.parent)
+        for watchdog_sound in (watchdog.hold_sound, watchdog.apology_sound):
+            load_sound(watchdog_sound)      # readable and in a format relay plays
+    except (ValueError, SoundError) as exc:
+        raise fail(str(exc)) from None
     try:
         tools, tool_specs = parse_tools(data.get("tools", []), path.parent,
                                         os.environ if environ is None else environ)
@@ -405,6 +452,7 @@ def load_agent(path: Path, environ: Optional[Mapping[str, str]] = None) -> Agent
         record=_record_flag(data.get("record"), path),
         timezone=timezone,
         tool_specs=tool_specs,
+        watchdog=watchdog,
     )
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from relay.config import PACKAGE_ROOT, load_settings
+from relay.redact import install_log_redaction
 from relay.worker import Worker
 
 API_KEY = "sk-demo-key"
@@ -84,6 +85,7 @@ def run(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=getattr(logging, args.log_level.upper(), logging.WARNING),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    install_log_redaction()     # the worker registers its secrets when it is made
     out = Path(args.out)
     print("relay demo: starting the simulated PBX, the simulated model and a relay worker")
     _prepare_speech()

@@ -240,6 +240,22 @@ def render(worker: Any, web: Optional[Mapping[str, int]] = None) -> str:
                          "code", counters.get("model_errors", {}))
     out.labelled_counter("tool_calls", "Tool calls run for the model, by result.", "result",
                          counters.get("tool_calls", {}), outer_label="tool")
+    watchdog = {"retry": 0, "hold": 0, "giveup": 0}
+    watchdog.update(counters.get("watchdog", {}))
+    out.labelled_counter("watchdog", "Watchdog actions when the model gave the caller no "
+                         "answer: retry (asked again), hold (the hold sound played), giveup "
+                         "(the apology, then the call's ending).", "action", watchdog)
+    out.counter("model_bad_events", "Model events of an unexpected shape (ignored, the call "
+                "goes on).", counters.get("model_bad_events", 0))
+    breaker = getattr(worker, "model_breaker", None)
+    if breaker is not None:
+        out.gauge("model_breaker_open", "1 while the worker's circuit breaker keeps calls from "
+                  "opening Realtime sockets (open, or half-open waiting for its probe).",
+                  breaker.state != "closed")
+        out.counter("model_breaker_opened", "Times the worker's circuit breaker opened.",
+                    breaker.opened_total)
+        out.counter("model_connect_failures", "Failed Realtime attempts: a socket that could "
+                    "not be opened or died before it did useful work.", breaker.failures_total)
     out.labelled_counter("fallback_transcriptions", "Turns sent to the fallback "
                          "transcriber, by provider and result.", "result",
                          counters.get("fallback_transcriptions", {}), outer_label="provider")

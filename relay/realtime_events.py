@@ -117,6 +117,13 @@ def user_text(text: str) -> dict:
                      "content": [{"type": "input_text", "text": text}]}}
 
 
+def system_text(text: str) -> dict:
+    """A system message (context relay adds: a tool's result after a socket was replaced)."""
+    return {"type": "conversation.item.create", "event_id": _event_id(),
+            "item": {"type": "message", "role": "system",
+                     "content": [{"type": "input_text", "text": text}]}}
+
+
 def assistant_text(text: str) -> dict:
     """An assistant message replayed as text (history after a reconnect)."""
     return {"type": "conversation.item.create", "event_id": _event_id(),

@@ -1,7 +1,7 @@
 """`relay serve`: run relay against the configured Asterisk and model until signalled.
 
-Owns: logging set-up, loading settings (errors printed plainly, exit code 2), and the choice
-of what this process is:
+Owns: logging set-up (every record scrubbed of the secrets), loading settings (errors printed
+plainly, exit code 2), and the choice of what this process is:
 
 - one worker (the default, `fleet.workers` 0): the Worker and its dashboard/API server (a busy
   address is a start-up error too) under the configured app name;
@@ -31,6 +31,7 @@ import gevent.event
 
 from relay.config import ConfigError, Settings, load_settings
 from relay.fleet.link import WorkerLink
+from relay.redact import install_log_redaction, register, secrets_of
 from relay.web import WebServer
 from relay.worker import Worker
 
@@ -53,9 +54,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def setup_logging(level: str, name: str = "") -> None:
+    """The log format and level, and the redaction of every record (relay/redact.py: the
+    configured secrets and anything shaped like a key never reach the log)."""
     tag = f"[{name}] " if name else ""
     logging.basicConfig(level=getattr(logging, level, logging.INFO),
                         format=f"%(asctime)s %(levelname)s {tag}%(name)s: %(message)s")
+    install_log_redaction()
 
 
 def _overrides(args: argparse.Namespace) -> dict:
@@ -86,6 +90,7 @@ def run(args: argparse.Namespace) -> int:
     except RuntimeError as exc:
         print(f"relay: {exc}", file=sys.stderr)
         return 2
+    register(secrets_of(settings))
     if link is None and settings.get("fleet.workers") > 0:
         setup_logging(settings.get("log.level"))
         from relay.fleet.master import Master

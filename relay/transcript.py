@@ -1,7 +1,9 @@
 """A call's transcript: who said what, when, plus tool calls, DTMF and notable events.
 
 Owns: the bounded in-memory list of a call's transcript entries and writing them as JSON lines
-when the call ends. Entries are plain dicts so the dashboard and the file share one shape.
+when the call ends. Entries are plain dicts so the dashboard and the file share one shape. Every
+entry is scrubbed of the secrets as it is added (relay/redact.py: a model error quoting the API
+key, say), so the dashboard, the history of ended calls and the file never hold one.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from collections import deque
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from relay.redact import PROCESS
+
 MAX_ENTRIES = 2000
 
 
@@ -21,8 +25,10 @@ class Transcript:
 
     def __init__(self, call_id: str, max_entries: int = MAX_ENTRIES,
                  on_entry: Optional[Callable[[dict], None]] = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 scrub: Callable[[Any], Any] = PROCESS.scrub_value) -> None:
         self.call_id = call_id
+        self._scrub = scrub
         self._entries: deque[dict] = deque(maxlen=max_entries)
         self._on_entry = on_entry
         self._clock = clock
@@ -30,8 +36,10 @@ class Transcript:
 
     def add(self, kind: str, text: str = "", **fields: Any) -> dict:
         """kind: caller | assistant | dtmf | tool | event | fallback ..."""
-        entry = {"t": round(self._clock(), 3), "call_id": self.call_id, "kind": kind, "text": text}
-        entry.update(fields)
+        entry = {"t": round(self._clock(), 3), "call_id": self.call_id, "kind": kind,
+                 "text": self._scrub(text)}
+        if fields:
+            entry.update(self._scrub(fields))
         if len(self._entries) == self._entries.maxlen:
             self.dropped += 1
         self._entries.append(entry)
@@ -41,6 +49,7 @@ class Transcript:
 
     def mark(self, item_id: str, **fields: Any) -> None:
         """Add fields to the entries of an item already written (e.g. an interrupted reply)."""
+        fields = self._scrub(fields)
         for entry in self._entries:
             if entry.get("item_id") == item_id:
                 entry.update(fields)

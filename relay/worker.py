@@ -21,6 +21,7 @@ import gevent.event
 import gevent.lock
 
 from relay.ari import AriClient, AriError, AriEvents
+from relay.backoff import CircuitBreaker
 from relay.call import MEDIA_ARG, Call
 from relay.config import PACKAGE_ROOT, AgentConfig, Settings
 from relay.janitor import OWN_CHANNEL_PREFIXES, Janitor, backoff_delays
@@ -32,6 +33,7 @@ from relay.metrics import (
     TURN_LATENCY_BUCKETS_S,
     Histogram,
 )
+from relay.redact import register, secrets_of
 from relay.retention import Retention
 from relay.stt import FallbackTranscriber
 from relay.tools.webhook import WebhookClient
@@ -57,6 +59,7 @@ class Worker:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         tree = settings.tree
+        register(secrets_of(settings))      # every log record and transcript is scrubbed of them
         ari = tree["ari"]
         self.ari = AriClient(ari["url"], ari["username"], ari["password"], ari["app"],
                              timeout=ari["request_timeout_s"])
@@ -101,7 +104,15 @@ class Worker:
             "reconcile_failures": 0,            # attempts that failed (retried)
             "leftovers_removed": {"bridge": 0, "channel": 0},  # found by a sweep, deleted
             "waiting_callers": {"taken_over": 0, "hung_up": 0},  # found with no conversation
+            "watchdog": {},                     # {retry|hold|giveup: n}: count_watchdog()
+            "model_bad_events": 0,              # model events of an unexpected shape
         }
+        # one breaker for every call's Realtime sockets (relay/backoff.py): an outage of the
+        # model does not become a storm of sockets from every call at once
+        openai = tree["openai"]
+        self.model_breaker = CircuitBreaker(
+            openai["breaker_threshold"], openai["breaker_cooldown_s"],
+            probe_timeout_s=openai["connect_timeout_s"] + openai["healthy_after_s"] + 1.0)
         self.finished: deque[dict] = deque(maxlen=1000)   # summaries of ended calls
         # /metrics: histograms the calls observe into, and the audio figures of ended calls
         self.histograms: dict[str, Histogram] = {
@@ -215,6 +226,15 @@ class Worker:
     def count_model_error(self, code: str) -> None:
         errors = self.counters["model_errors"]
         errors[code] = errors.get(code, 0) + 1
+
+    def count_watchdog(self, action: str) -> None:
+        """A call's watchdog acted (retry, hold, giveup): relay_watchdog_total."""
+        actions = self.counters["watchdog"]
+        actions[action] = actions.get(action, 0) + 1
+
+    def count_model_bad_event(self) -> None:
+        """A model event of an unexpected shape, ignored: relay_model_bad_events_total."""
+        self.counters["model_bad_events"] += 1
 
     def count_tool_call(self, result: str) -> None:
         """One tool call finished with result (e.g. ok, error code): relay_tool_calls_total."""

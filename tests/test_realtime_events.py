@@ -20,10 +20,10 @@ def test_session_update_of_every_bundled_agent_is_valid(agent):
     validate_client_event(ev.session_update(ev.session_config(agent)))
 
 
-def test_session_update_with_tools_pcm_and_no_turn_detection(tmp_path: Path):
+def test_session_update_with_tools_pcm_and_the_default_turn_detection(tmp_path: Path):
     path = tmp_path / "tooly.json"
     path.write_text(json.dumps({
-        "instructions": "x", "audio_format": "audio/pcm", "turn_detection": None,
+        "instructions": "x", "audio_format": "audio/pcm",
         "input_transcription": None,
         "tools": [{"name": "lookup", "description": "Look up an order",
                    "parameters": {"type": "object", "properties": {"id": {"type": "string"}},
@@ -33,6 +33,8 @@ def test_session_update_with_tools_pcm_and_no_turn_detection(tmp_path: Path):
                    "config": {"targets": {"sales": {"endpoint": "PJSIP/sales"}}}}]}))
     session = ev.session_config(load_agent(path))
     assert session["audio"]["input"]["format"] == {"type": "audio/pcm", "rate": 24000}
+    # no turn_detection in the file: the model's server VAD (relay needs one; null is refused)
+    assert session["audio"]["input"]["turn_detection"] == {"type": "server_vad"}
     assert [t["name"] for t in session["tools"]] == ["lookup", "transfer_call"]
     # relay's own fields (webhook, builtin, config) never reach the model
     assert set(session["tools"][1]) == {"type", "name", "description", "parameters"}

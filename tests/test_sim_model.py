@@ -26,6 +26,7 @@ from realtime_schema import validate_client_event, validate_server_event
 from relay import _g711
 from relay.sim import speech
 from relay.sim.model import Fault, SimModel
+from relay.sim.model.faults import WRONG_SHAPES
 
 KEY = "sk-test-sim-model"
 ROOT = Path(__file__).resolve().parents[1]
@@ -566,6 +567,67 @@ def test_faults_for_the_next_session_on_an_event_and_over_http(model):
     c2.send({"type": "response.create"})
     c2.wait_for("response.done")
     c2.close()
+
+
+def test_fault_stall_keeps_the_socket_open_and_sends_nothing(client, model):
+    client.configure(**pcmu_session())
+    [conn] = model._connections.values()
+    session = model.sessions[-1]
+    model.inject(kind="stall")
+    client.send({"type": "response.create"})
+    model.wait_until(lambda: len(session.responses) == 1)     # it answered, into the void
+    assert conn.stalled_events > 0 and not session.closed and model.connection_count == 1
+    assert session.faults_fired == ["stall"]
+    assert session.sent_types["response.created"] == 0
+    assert [e["type"] for e in session.client_events][-1] == "response.create"
+
+
+def test_a_timed_stall_ends_and_events_flow_again(client, model):
+    [conn] = model._connections.values()
+    model.inject(kind="stall", delay_ms=100)
+    model.wait_until(lambda: conn.stalled_until > 0)
+    model.wait_until(lambda: model.clock() >= conn.stalled_until)
+    assert client.configure(instructions="after the stall")["instructions"] == "after the stall"
+
+
+def test_fault_drop_after_some_audio_deltas(client, model):
+    client.configure(**pcmu_session())
+    model.inject(kind="drop", on_event="response.output_audio.delta", count=3)
+    client.send({"type": "response.create"})
+    with pytest.raises(websocket.WebSocketConnectionClosedException):
+        while True:
+            client.recv()
+    kinds = [e["type"] for e in client.events]
+    assert kinds.count("response.output_audio.delta") == 2 and "response.done" not in kinds
+
+
+def test_short_lived_sockets_every_new_connection_dies_at_once(model):
+    model.inject(kind="drop", target="all")
+    for _ in range(3):
+        c = Client(model)
+        with pytest.raises(websocket.WebSocketConnectionClosedException):
+            c.recv()                    # not even session.created
+        c.close()
+    model.wait_until(lambda: model.connection_count == 0)
+    assert len(model.sessions) == 3
+    assert all(s.faults_fired == ["drop"] and not s.sent_types for s in model.sessions)
+
+
+@pytest.mark.parametrize("shape", sorted(WRONG_SHAPES))
+def test_fault_event_sends_json_of_the_wrong_shape(client, model, shape):
+    model.inject(kind="event", shape=shape)
+    _, frame = client.ws.recv_data_frame(True)
+    assert ujson.loads(frame.data) == WRONG_SHAPES[shape]
+    assert client.configure(instructions="still here")["instructions"] == "still here"
+    with pytest.raises(ValueError):
+        Fault(kind="event")                         # an event fault needs what to send
+
+
+def test_fault_error_can_quote_the_clients_api_key(client, model):
+    model.inject(kind="error", quote_key=True, error={"code": "server_error",
+                                                      "message": "Refused"})
+    error = client.wait_for("error")["error"]
+    assert error["code"] == "server_error" and error["message"] == f"Refused: {KEY}"
 
 
 def test_plain_http_on_the_realtime_path_needs_an_upgrade(model):

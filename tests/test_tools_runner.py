@@ -195,6 +195,7 @@ class FakeSession:
         self.connections = 1
         self.sent: list[dict] = []
         self.creates = 0
+        self.context: list[tuple[str, bool]] = []
 
     def send(self, event):
         validate_client_event(event)
@@ -203,6 +204,9 @@ class FakeSession:
 
     def request_response(self):
         self.creates += 1
+
+    def add_context(self, text, respond=True):
+        self.context.append((text, respond))
 
 
 class FakeCall(FakeHost):
@@ -313,15 +317,19 @@ def test_the_per_call_limit_makes_tools_wait_within_their_timeout(tmp_path, slee
     assert tools.running == 0
 
 
-def test_an_output_for_a_replaced_session_is_not_sent(tmp_path, sleepy):
+def test_an_output_for_a_replaced_session_goes_in_as_context(tmp_path, sleepy):
+    """The new socket's conversation has no such function call: the result is added as a
+    system message and the model asked to go on (the caller is waiting for that answer)."""
     call = FakeCall(tool_agent(tmp_path, [{"name": "test_nap"}]))
     tools = CallTools(call)
     tools.on_function_call("r1", "c1", "test_nap", '{"s": 0.05}')
+    tools.on_response_done("r1", "completed")
     call.session.connections = 2                  # the socket was replaced meanwhile
     gevent.joinall(call.greenlets, timeout=5)
     assert call.session.sent == [] and len(tools.turns) == 0
-    tools.on_response_done("r1", "completed")
-    assert call.session.creates == 0
+    [(text, respond)] = call.session.context
+    assert "test_nap" in text and respond is True
+    assert call.session.creates == 0              # add_context asks for the response itself
 
 
 def test_no_tool_runs_once_the_call_is_ending(tmp_path, sleepy):

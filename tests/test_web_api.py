@@ -242,7 +242,11 @@ def test_config_changes_reach_the_model_and_bad_ones_say_why(make):
         ({"temperature": 0.3}, 400, "unknown field"),
         ({"voice": "robot"}, 400, "voice must be one of"),
         ({"tools": ["no_such_tool"]}, 400, "tools must be a list of this agent's tools"),
-        ({"turn_detection": {"type": "push"}}, 400, "turn_detection must be null"),
+        ({"turn_detection": {"type": "push"}}, 400, "server_vad or semantic_vad"),
+        # the agent would go deaf: nobody would commit the caller's audio or ask for answers
+        ({"turn_detection": None}, 400, "turn_detection cannot be turned off"),
+        ({"turn_detection": {"type": "server_vad", "create_response": False}}, 400,
+         "create_response cannot be false"),
         ({"instructions": 7}, 400, "instructions must be a string"),
         ({}, 400, "nothing to change"),
     ]
@@ -353,6 +357,15 @@ def test_metrics_are_prometheus_text_with_what_calls_produce(make):
     assert samples['relay_fallback_transcriptions_total{provider="openai",result="ok"}'] == 2
     assert samples['relay_model_errors_total{code="rate_limit_exceeded"}'] == 1
     assert "relay_barge_in_reaction_seconds_count" in samples
+    # the model's health: nothing went wrong in this call
+    assert families["relay_watchdog_total"] == "counter"
+    for action in ("retry", "hold", "giveup"):
+        assert samples[f'relay_watchdog_total{{action="{action}"}}'] == 0
+    assert samples["relay_model_bad_events_total"] == 0
+    assert families["relay_model_breaker_open"] == "gauge"
+    assert samples["relay_model_breaker_open"] == 0
+    assert samples["relay_model_breaker_opened_total"] == 0
+    assert samples["relay_model_connect_failures_total"] == 0
     # the caller's audio reached the model and the model's reached the caller, each timed
     assert samples["relay_caller_audio_latency_seconds_count"] > 10
     assert samples["relay_model_audio_latency_seconds_count"] >= 1

@@ -195,9 +195,17 @@ class CallTools:
         if final:
             self.turns.final(response_id)
         session = call.session
-        if session is None or session.connections != connection:
-            # A replaced socket: the new conversation has no such call to answer.
+        if session is None:
             self.turns.forget(response_id)
+            return
+        if session.connections != connection:
+            # A replaced socket: the new conversation has no such call to answer, so the result
+            # goes in as context, and the model is asked to go on with it (unless the tool
+            # ended the call or the caller had interrupted that response).
+            respond = self.turns.forget(response_id) and not final
+            if call.state not in ("ending", "ended"):
+                session.add_context(f"The tool {name} (called before a reconnection) returned: "
+                                    f"{_bounded(output, TRANSCRIPT_CHARS)}", respond=respond)
             return
         session.send(ev.function_output(call_id, output))
         if self.turns.output_sent(response_id, call_id):

@@ -72,9 +72,11 @@ class ToolTurns:
             turn.respond = False
         return self._complete(response_id, turn)
 
-    def forget(self, response_id: str) -> None:
-        """Stop tracking a response (its session was replaced: no response.done will come)."""
-        self._open.pop(response_id, None)
+    def forget(self, response_id: str) -> bool:
+        """Stop tracking a response (its session was replaced: no response.done will come).
+        True when it was tracked and would have been followed by a response.create."""
+        turn = self._open.pop(response_id, None)
+        return turn is not None and turn.respond
 
     def _complete(self, response_id: str, turn: _Turn) -> bool:
         if not turn.done or turn.waiting:

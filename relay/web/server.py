@@ -23,7 +23,8 @@ from urllib.parse import parse_qsl
 from gevent.pool import Pool
 from gevent.pywsgi import WSGIServer
 
-from relay.config import SECRETS, Settings, is_loopback
+from relay.config import Settings, is_loopback
+from relay.redact import secrets_of
 from relay.web import pages
 from relay.web.api import Api, allow
 from relay.web.auth import Auth
@@ -69,7 +70,7 @@ class DashboardServer:
                              " without an access token: set web.token (WEB_TOKEN or "
                              "DASHBOARD_TOKEN), or listen on 127.0.0.1")
         self.auth = Auth(token)
-        secrets = [str(settings.get(dotted)) for dotted in SECRETS]
+        secrets = secrets_of(settings)
         self.redactor = Redactor(secrets + [str(s) for s in extra_secrets])
         self.max_body_bytes = web["max_body_bytes"]
         self._server: Optional[WSGIServer] = None

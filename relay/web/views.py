@@ -17,8 +17,9 @@ if TYPE_CHECKING:
     from relay.worker import Worker
 
 FINISHED_SHOWN = 50
-COUNTER_KEYS = ("calls_total", "calls_ended", "calls_failed", "ari_events", "ari_reconnects")
-LABELLED_KEYS = ("model_errors", "tool_calls", "fallback_transcriptions")
+COUNTER_KEYS = ("calls_total", "calls_ended", "calls_failed", "ari_events", "ari_reconnects",
+                "model_bad_events")
+LABELLED_KEYS = ("model_errors", "tool_calls", "fallback_transcriptions", "watchdog")
 
 
 def _ms(seconds: Optional[float]) -> Optional[float]:
@@ -36,6 +37,10 @@ def worker_status(worker: "Worker") -> dict:
     }
     for key in LABELLED_KEYS:
         status["counters"][key] = dict(counters.get(key) or {})
+    breaker = getattr(worker, "model_breaker", None)
+    if breaker is not None:
+        status["counters"]["model_breaker_opened"] = breaker.opened_total
+        status["model_breaker"] = breaker.view()
     pacer = worker.pacer
     pacing: dict[str, Any] = {"streams": len(pacer), "late_ticks": pacer.late_ticks}
     lateness = getattr(pacer, "lateness", None)

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import socket
+from collections import Counter
 from typing import Callable, Optional
 
 import gevent
@@ -49,6 +51,10 @@ class Connection:
         self.faults: list[Fault] = []
         self.queue: Queue = Queue()
         self.reader_done = Event()
+        self.api_key = ""           # the key the client sent (an error fault may quote it)
+        self.stalled_until = 0.0    # a stall fault: nothing is sent before this (clock time)
+        self.stalled_events = 0     # events a stall swallowed
+        self._ordinals: Counter = Counter()     # events of each type offered for sending
         self._ended = False
         self._closing = False
 
@@ -150,19 +156,24 @@ class Connection:
     def _send_events(self, events: list[dict]) -> bool:
         session, send = self.session, self.ws.send
         for event in events:
-            if self.faults and not self._faults_before(event["type"]):
+            kind = event["type"]
+            self._ordinals[kind] += 1
+            if self.faults and not self._faults_before(kind, self._ordinals[kind]):
                 return False
+            if self.stalled_until and self.clock() < self.stalled_until:
+                self.stalled_events += 1
+                continue
             send(ujson.dumps(event, escape_forward_slashes=False))
             if session is not None:
-                session.sent_types[event["type"]] += 1
+                session.sent_types[kind] += 1
         return True
 
     def _immediate_faults(self) -> bool:
         return self._faults_before(None)
 
-    def _faults_before(self, event_type: Optional[str]) -> bool:
+    def _faults_before(self, event_type: Optional[str], ordinal: int = 1) -> bool:
         """Perform the armed faults due before an event; False when the connection ended."""
-        for fault in [f for f in self.faults if f.fires_before(event_type)]:
+        for fault in [f for f in self.faults if f.fires_before(event_type, ordinal)]:
             self.faults.remove(fault)
             if not self._perform(fault):
                 return False
@@ -180,10 +191,19 @@ class Connection:
             return False
         if fault.kind == "delay":
             gevent.sleep(fault.delay_ms / 1000.0)
+        elif fault.kind == "stall":
+            self.stalled_until = (self.clock() + fault.delay_ms / 1000.0 if fault.delay_ms
+                                  else math.inf)
         elif fault.kind == "error" and self.session is not None:
-            self.ws.send(ujson.dumps(self.session.fault_error(fault.error)))
+            error = dict(fault.error)
+            if fault.quote_key:
+                error["message"] = (f"{error.get('message') or 'Incorrect API key provided'}: "
+                                    f"{self.api_key}")
+            self.ws.send(ujson.dumps(self.session.fault_error(error)))
         elif fault.kind == "malformed":
             self.ws.send(fault.text)
+        elif fault.kind == "event":
+            self.ws.send(ujson.dumps(fault.payload(), escape_forward_slashes=False))
         return True
 
     def add_fault(self, fault: Fault) -> None:

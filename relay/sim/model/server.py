@@ -196,6 +196,9 @@ class SimModel:
         query = dict(parse_qsl(environ.get("QUERY_STRING", "")))
         verdict = check_connection(headers, query, self.api_key, self.models)
         conn = Connection(ws, self.clock, self._greenlets.spawn)
+        authorization = headers.get("authorization", "")
+        conn.api_key = authorization[7:].strip() if authorization.lower().startswith(
+            "bearer ") else ""
         self._connections[id(conn)] = conn
         try:
             if isinstance(verdict, Rejection):

@@ -55,6 +55,7 @@ class RealtimeSession:
         self.model = model
         self.script = script or Script()
         self.session_limit_s = session_limit_s
+        self.opened_at = now
         self.expires_at = now + session_limit_s
         self.min_speech_ms = min_speech_ms
         self.config = sc.normalise(ev.default_session(self.id, model,

@@ -179,7 +179,30 @@ function renderWorker() {
   const p = w.pacing || {};
   $("chip-pacing").textContent = p.lateness_p99_ms !== undefined && p.lateness_p99_ms !== null
     ? `pacing p99 ≤ ${p.lateness_p99_ms} ms · ${p.late_ticks} late` : "pacing –";
+  renderModelChip(w);
   renderWorkers();
+}
+
+function renderModelChip(w) {
+  // the worker's circuit breaker of Realtime sockets, and what the calls' watchdogs did
+  const chip = $("chip-model");
+  const breaker = w.model_breaker;
+  const c = w.counters || {};
+  const dog = c.watchdog || {};
+  const parts = [];
+  if (!breaker) {            // a fleet's merged view: how often the workers' breakers opened
+    parts.push(`model breaker opened ${c.model_breaker_opened || 0}×`);
+  } else if (breaker.state !== "closed") {
+    parts.push(breaker.state === "open" ? `model breaker open (${Math.ceil(breaker.retry_in_s)} s)`
+      : "model breaker half-open");
+  } else {
+    parts.push("model ok");
+  }
+  if (dog.giveup) parts.push(`${dog.giveup} given up`);
+  if (dog.hold) parts.push(`${dog.hold} held`);
+  if (c.model_bad_events) parts.push(`${c.model_bad_events} bad events`);
+  chip.textContent = parts.join(" · ");
+  chip.className = "chip " + (breaker && breaker.state !== "closed" ? "bad" : "plain");
 }
 
 function renderWorkers() {
@@ -330,6 +353,8 @@ function renderMeta(call) {
   const parts = [`agent ${call.agent}`, fmtDuration(liveDuration(call))];
   if (call.setup_ms !== null && call.setup_ms !== undefined) parts.push(`set up in ${ms(call.setup_ms)}`);
   if (call.barge_ins) parts.push(`${call.barge_ins} interruption${call.barge_ins === 1 ? "" : "s"}`);
+  const dog = call.watchdog || {};
+  if (dog.giving_up && call.state === "active") parts.push(`giving up: ${dog.giving_up}`);
   if (call.end_reason) parts.push(call.end_reason);
   $("call-meta").textContent = parts.join(" · ");
 }
@@ -353,6 +378,12 @@ function renderAudio(call) {
   cells.push(["talkspurts", a.talkspurts ?? "–"]);
   cells.push(["malformed", a.malformed ?? 0, (a.malformed || 0) > 0]);
   cells.push(["model errs", Object.values(call.model_errors || {}).reduce((x, y) => x + y, 0)]);
+  cells.push(["reconnects", call.model_reconnects ?? 0, (call.model_failed_attempts || 0) > 0]);
+  cells.push(["bad events", call.model_bad_events ?? 0, (call.model_bad_events || 0) > 0]);
+  const dog = call.watchdog || {};
+  const watch = dog.gave_up ? "gave up" : dog.state === "holding" ? "on hold"
+    : dog.state === "retried" ? "asked again" : dog.state === "waiting" ? "waiting" : "ok";
+  cells.push(["watchdog", watch, Boolean(dog.gave_up || dog.holds)]);
   $("audio-stats").replaceChildren(...cells.map(([label, value, bad]) =>
     h("div", {}, h("dt", {}, label), h("dd", { class: bad ? "bad" : "" }, String(value)))));
   const top = Math.max(100, ...lat);
@@ -470,13 +501,12 @@ function fillForm(config) {
     h("option", { value: v, selected: v === config.voice }, v)));
   $("voice-hint").hidden = !config.voice_locked;
   const td = config.turn_detection;
-  $("cfg-td-type").value = td ? td.type : "none";
+  $("cfg-td-type").value = td ? td.type : "server_vad";
   $("cfg-threshold").value = td && td.threshold !== undefined ? td.threshold : "";
   $("cfg-silence").value = td && td.silence_duration_ms !== undefined ? td.silence_duration_ms : "";
   $("cfg-padding").value = td && td.prefix_padding_ms !== undefined ? td.prefix_padding_ms : "";
   $("cfg-eagerness").value = td && td.eagerness ? td.eagerness : "auto";
-  $("cfg-interrupt").checked = td ? td.interrupt_response !== false : false;
-  $("cfg-create").checked = td ? td.create_response !== false : false;
+  $("cfg-interrupt").checked = td ? td.interrupt_response !== false : true;
   showTdFields();
   const tools = $("cfg-tools");
   tools.querySelectorAll("label").forEach((el) => el.remove());
@@ -493,12 +523,11 @@ function showTdFields() {
   const type = $("cfg-td-type").value;
   $("td-server").hidden = type !== "server_vad";
   $("td-semantic").hidden = type !== "semantic_vad";
-  $("td-checks").hidden = type === "none";
 }
 
 function formTurnDetection(current) {
+  // never null, never create_response false: relay refuses both (the agent would go deaf)
   const type = $("cfg-td-type").value;
-  if (type === "none") return null;
   const td = current && current.type === type ? Object.assign({}, current) : { type };
   if (type === "server_vad") {
     const number = (id, key, int) => {
@@ -513,7 +542,6 @@ function formTurnDetection(current) {
     td.eagerness = $("cfg-eagerness").value;
   }
   td.interrupt_response = $("cfg-interrupt").checked;
-  td.create_response = $("cfg-create").checked;
   return td;
 }
 
