@@ -8,15 +8,14 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-REFERENCE = SHARED / "reference"
+REFERENCE = Path(__file__).resolve().parent / "reference"     # see reference/README.md
 
 
 @pytest.fixture(scope="session")
 def reference_dir() -> Path:
-    """../shared/reference (read-only facts about Asterisk and OpenAI); skip when absent."""
-    if not REFERENCE.is_dir():
-        pytest.skip(f"reference material not found at {REFERENCE}")
+    """tests/reference: the ARI Swagger files, a real event trace and a real RTP capture of
+    Asterisk 22 (kept in the repository: a fresh clone tests itself, nothing skipped)."""
+    assert REFERENCE.is_dir(), f"reference data missing at {REFERENCE}"
     return REFERENCE
 
 
