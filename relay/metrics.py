@@ -1,4 +1,4 @@
-"""Metrics: the histogram relay observes into, and a worker's metrics as prometheus_client sees them.
+"""Metrics: the histogram relay observes into, and a worker's metrics for prometheus_client.
 
 Owns: `Histogram` (fixed bucket bounds; `observe()` is one bisect and three additions, cheap
 enough for the pacer's once-a-millisecond loop: bench/bench_metrics.py measures it against
