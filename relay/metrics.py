@@ -1,17 +1,34 @@
-"""Metrics: the histogram relay observes into, and the Prometheus text exposition of a worker.
+"""Metrics: the histogram relay observes into, and a worker's metrics for prometheus_client.
 
 Owns: `Histogram` (fixed bucket bounds; `observe()` is one bisect and three additions, cheap
-enough for the pacer's once-a-millisecond loop), the bucket bounds relay uses, and `render()`,
-which turns a worker's counters, histograms and socket/pacer figures into the Prometheus text
-format 0.0.4 (`# HELP` / `# TYPE` lines, escaped label values, cumulative `le` buckets). It only
-reads what it renders; no I/O, no imports of the rest of relay (so media.py can use it).
+enough for the pacer's once-a-millisecond loop: bench/bench_metrics.py measures it against
+prometheus_client's own `Histogram.observe`), the bucket bounds relay uses, `Families` (the
+metric families of one scrape, built with prometheus_client's `CounterMetricFamily`,
+`GaugeMetricFamily` and `HistogramMetricFamily`), `WorkerCollector` (a prometheus_client
+collector that reads a worker's counters, histograms and socket/pacer figures at scrape time:
+the hot paths keep updating plain dicts and fields, nothing is copied between scrapes) and
+`registry_for()` (one `CollectorRegistry` per worker, never the process-wide default one: tests
+run several workers in one process). The text is prometheus_client's `generate_latest` (text
+format 0.0.4). No I/O, no imports of the rest of relay (so media.py can use it).
 """
 
 from __future__ import annotations
 
 import math
 from bisect import bisect_left
-from typing import Any, Iterable, Mapping, Optional, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Sequence
+
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
+from prometheus_client.metrics_core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector, CollectorRegistry
+from prometheus_client.utils import floatToGoString
+
+CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4        # "text/plain; version=0.0.4; charset=utf-8"
 
 # Upper bounds, in seconds (Prometheus base units).
 TURN_LATENCY_BUCKETS_S = (0.1, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
@@ -68,49 +85,35 @@ class Histogram:
                 "p50": finite(self.quantile(0.5)), "p99": finite(self.quantile(0.99))}
 
 
-def _value(value: float) -> str:
-    if isinstance(value, bool):
-        return "1" if value else "0"
-    if isinstance(value, int):
-        return str(value)
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    if math.isnan(value):
-        return "NaN"
-    return repr(float(value))
-
-
-def _escape(text: str) -> str:
-    return str(text).replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
-
-
-def _labels(labels: Mapping[str, Any]) -> str:
-    if not labels:
-        return ""
-    return "{" + ",".join(f'{k}="{_escape(v)}"' for k, v in labels.items()) + "}"
-
-
-class Exposition:
-    """Builds the text of one scrape, metric family by metric family."""
+class Families(Collector):
+    """The metric families of one scrape, in order, as prometheus_client metric families; a
+    collector itself, so `text()` is `generate_latest` over them. Names get relay's prefix;
+    counters are named without `_total` (prometheus_client adds it to the samples and to the
+    HELP and TYPE lines)."""
 
     def __init__(self, prefix: str = "relay_") -> None:
         self.prefix = prefix
-        self.lines: list[str] = []
+        self.items: list[Metric] = []
+
+    def collect(self) -> Iterator[Metric]:
+        return iter(self.items)
 
     def family(self, name: str, kind: str, help_text: str,
                samples: Iterable[tuple[Mapping[str, Any], float]]) -> None:
-        """One counter or gauge family; counters get the `_total` suffix."""
-        full = self.prefix + name + ("_total" if kind == "counter" else "")
-        self.lines.append(f"# HELP {full} {_escape(help_text)}")
-        self.lines.append(f"# TYPE {full} {kind}")
+        """One counter or gauge family, a sample per (labels, value)."""
+        samples = list(samples)
+        names = list(samples[0][0]) if samples else []
+        maker = CounterMetricFamily if kind == "counter" else GaugeMetricFamily
+        metric = maker(self.prefix + name, help_text, labels=names)
         for labels, value in samples:
-            self.lines.append(f"{full}{_labels(labels)} {_value(value)}")
+            metric.add_metric([str(labels[n]) for n in names], float(value))
+        self.items.append(metric)
 
     def counter(self, name: str, help_text: str, value: float) -> None:
-        self.family(name, "counter", help_text, [({}, value)])
+        self.items.append(CounterMetricFamily(self.prefix + name, help_text, value=float(value)))
 
     def gauge(self, name: str, help_text: str, value: float) -> None:
-        self.family(name, "gauge", help_text, [({}, value)])
+        self.items.append(GaugeMetricFamily(self.prefix + name, help_text, value=float(value)))
 
     def labelled_counter(self, name: str, help_text: str, label: str,
                          values: Mapping[str, Any], outer_label: str = "") -> None:
@@ -126,19 +129,15 @@ class Exposition:
         self.family(name, "counter", help_text, samples)
 
     def histogram(self, name: str, help_text: str, histogram: Histogram) -> None:
-        full = self.prefix + name
-        self.lines.append(f"# HELP {full} {_escape(help_text)}")
-        self.lines.append(f"# TYPE {full} histogram")
-        for bound, total in histogram.cumulative():
-            self.lines.append(f'{full}_bucket{{le="{_value(bound)}"}} {total}')
-        self.lines.append(f"{full}_sum {_value(histogram.sum)}")
-        self.lines.append(f"{full}_count {histogram.count}")
+        buckets = [(floatToGoString(bound), total) for bound, total in histogram.cumulative()]
+        self.items.append(HistogramMetricFamily(self.prefix + name, help_text, buckets=buckets,
+                                                sum_value=float(histogram.sum)))
 
     def text(self) -> str:
-        return "\n".join(self.lines) + "\n"
+        return generate_latest(self).decode("utf-8")
 
 
-def asterisk_agreement(out: Exposition, counters: Mapping[str, Any], janitor: Any) -> None:
+def asterisk_agreement(out: Families, counters: Mapping[str, Any], janitor: Any) -> None:
     """Setup failures, bad events, reconciliations and the janitor's removals."""
     out.labelled_counter("call_setup_failures", "Calls hung up because a step of their setup "
                          "failed, by step.", "step", counters.get("setup_failures", {}))
@@ -161,9 +160,40 @@ def asterisk_agreement(out: Exposition, counters: Mapping[str, Any], janitor: An
             out.labelled_counter(f"ari_cleanup_{key}", text, "kind", janitor.counters[key])
 
 
+class WorkerCollector(Collector):
+    """A worker's metrics, read from its counters and objects at each scrape (web_stats(): the
+    dashboard server's own figures, or None)."""
+
+    def __init__(self, worker: Any,
+                 web_stats: Optional[Callable[[], Mapping[str, int]]] = None) -> None:
+        self.worker = worker
+        self.web_stats = web_stats
+
+    def collect(self) -> Iterator[Metric]:
+        return worker_families(self.worker, self.web_stats() if self.web_stats else None).collect()
+
+
+def registry_for(worker: Any,
+                 web_stats: Optional[Callable[[], Mapping[str, int]]] = None) -> CollectorRegistry:
+    """A registry of the worker's own (not prometheus_client's process-wide default one)."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(WorkerCollector(worker, web_stats))
+    return registry
+
+
+def exposition(registry: CollectorRegistry) -> bytes:
+    """A scrape of registry in the text format 0.0.4 (CONTENT_TYPE)."""
+    return generate_latest(registry)
+
+
 def render(worker: Any, web: Optional[Mapping[str, int]] = None) -> str:
     """The worker's metrics in the Prometheus text format (web: the dashboard's own figures)."""
-    out = Exposition()
+    return worker_families(worker, web).text()
+
+
+def worker_families(worker: Any, web: Optional[Mapping[str, int]] = None) -> Families:
+    """The families of one scrape of a worker."""
+    out = Families()
     counters = worker.counters
     calls = list(worker.calls.values())
     out.gauge("calls_active", "Calls this worker carries now.", len(calls))
@@ -261,10 +291,10 @@ def render(worker: Any, web: Optional[Mapping[str, int]] = None) -> str:
                          counters.get("fallback_transcriptions", {}), outer_label="provider")
     if web is not None:
         dashboard_figures(out, web)
-    return out.text()
+    return out
 
 
-def dashboard_figures(out: Exposition, web: Mapping[str, int]) -> None:
+def dashboard_figures(out: Families, web: Mapping[str, int]) -> None:
     """The dashboard server's own figures (a worker's, or the fleet's for its browsers)."""
     out.gauge("dashboard_clients", "Dashboard WebSocket clients connected.",
               web.get("clients", 0))

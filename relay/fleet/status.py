@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Optional
 
-from relay.metrics import Exposition
+from relay.metrics import Families
 
 if TYPE_CHECKING:
     from relay.fleet.master import Master
@@ -138,7 +138,7 @@ def _process(process) -> dict[str, Any]:
 def master_metrics(master: "Master") -> str:
     dispatcher = master.dispatcher
     counters = dispatcher.counters if dispatcher is not None else {}
-    out = Exposition()
+    out = Families()
     out.family("dispatched_calls", "counter", "Callers the dispatcher moved to a worker, by "
                "worker slot.", [({"worker": label}, n) for label, n in
                                 sorted(dispatched_by_slot(master).items())])

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from relay.worker import Worker
 
 CALL_PATH = re.compile(r"^/api/calls/([^/]+)(?:/([a-z]+))?/?$")
-METRICS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+METRICS_TYPE = metrics.CONTENT_TYPE        # the text format 0.0.4
 
 
 def allow(request: Request, *methods: str) -> None:
@@ -44,6 +44,7 @@ class Api:
                  web_stats: Optional[Callable[[], dict]] = None) -> None:
         self.worker = worker
         self.web_stats = web_stats
+        self.registry = metrics.registry_for(worker, web_stats)    # this worker's own
 
     def handle(self, request: Request) -> Optional[Response]:
         path = request.path
@@ -54,8 +55,7 @@ class Api:
             return self._ready(request)
         if path == "/metrics":
             allow(request, "GET", "HEAD")
-            text = metrics.render(self.worker, self.web_stats() if self.web_stats else None)
-            return Response(200, text.encode("utf-8"), METRICS_TYPE)
+            return Response(200, metrics.exposition(self.registry), METRICS_TYPE)
         if path in ("/api/calls", "/api/calls/"):
             allow(request, "GET")
             return json_response({"calls": [c.summary() for c in self.worker.calls.values()],

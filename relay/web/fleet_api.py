@@ -38,7 +38,7 @@ import ujson
 
 from relay.config import Settings
 from relay.fleet.status import verdict
-from relay.metrics import Exposition, dashboard_figures
+from relay.metrics import Families, dashboard_figures
 from relay.web import fleet_merge as merge
 from relay.web import views
 from relay.web.api import CALL_PATH, METRICS_TYPE, allow
@@ -290,7 +290,7 @@ class FleetApi:
 
     def _own_metrics(self, endpoints: list["WorkerEndpoint"],
                      up: list[tuple[dict, float]]) -> str:
-        out = Exposition()
+        out = Families()
         states = {"healthy": 0, "unhealthy": 0, "draining": 0}
         for endpoint in endpoints:
             state = ("draining" if endpoint.draining
