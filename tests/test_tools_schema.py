@@ -113,6 +113,8 @@ def test_a_non_object_is_refused_at_the_top():
      "parameters.properties.a.$ref: '#/$defs/phone' does not point to a part of this schema"),
     ({"type": "object", "properties": {"a": {"$ref": "https://schemas.example/phone.json"}}},
      "parameters.properties.a.$ref: 'https://schemas.example/phone.json' does not point"),
+    ({"type": "object", "properties": {"a": {"$dynamicRef": "#node"}}},
+     "parameters.properties.a.$dynamicRef: '#node' does not point"),
 ])
 def test_invalid_schemas_are_refused_with_their_path(schema, message):
     with pytest.raises(SchemaError) as error:
@@ -227,6 +229,21 @@ def test_formats_without_a_checker_here_and_unknown_formats_are_annotations():
     schema = {"type": "object", "properties": {"d": {"type": "string", "format": "duration"},
                                                "p": {"type": "string", "format": "phone"}}}
     assert compile_schema(schema).errors({"d": "soon", "p": "x"}) == []
+
+
+def test_anchors_dynamic_refs_and_a_declared_older_dialect_resolve():
+    anchored = {"type": "object", "$defs": {"a": {"$anchor": "sku", "type": "string"}},
+                "properties": {"x": {"$ref": "#sku"}}}
+    assert compile_schema(anchored).errors({"x": 1}) == [
+        "arguments.x: expected string, got integer"]
+    dynamic = {"type": "object", "$dynamicAnchor": "node", "properties": {
+        "n": {"type": "integer"}, "kids": {"type": "array", "items": {"$dynamicRef": "#node"}}}}
+    assert compile_schema(dynamic).errors({"kids": [{"n": "x"}]}) == [
+        "arguments.kids[0].n: expected integer, got string"]
+    draft7 = {"$schema": "http://json-schema.org/draft-07/schema#", "type": "object",
+              "definitions": {"a": {"type": "string"}},
+              "properties": {"x": {"$ref": "#/definitions/a"}}}
+    assert compile_schema(draft7).errors({"x": "ok"}) == []
 
 
 def test_a_ref_inside_const_or_enum_data_is_not_a_reference():

@@ -95,12 +95,14 @@ def _check_refs(node: Any, resolver: Any, path: str, top: bool = True) -> None:
     if isinstance(node, dict):
         if isinstance(node.get("$id"), str) and not top:
             resolver = resolver.in_subresource(DRAFT202012.create_resource(node))
-        ref = node.get("$ref")
-        if isinstance(ref, str):
+        for keyword in ("$ref", "$dynamicRef"):
+            ref = node.get(keyword)
+            if not isinstance(ref, str):
+                continue
             try:
                 resolver.lookup(ref)
             except Unresolvable:
-                raise SchemaError(f"{path}.$ref: {ref!r} does not point to a part of this "
+                raise SchemaError(f"{path}.{keyword}: {ref!r} does not point to a part of this "
                                   f"schema (relay resolves references only inside it)") from None
         for key, value in node.items():
             if key not in _DATA_KEYWORDS:
