@@ -92,6 +92,8 @@ def test_a_non_object_is_refused_at_the_top():
     ({"properties": {}}, "must have \"type\": \"object\""),
     ({"type": "object", "properties": {"a": {"type": "str"}}},
      "parameters.properties.a.type must be one of array, boolean, integer"),
+    ({"type": "object", "properties": {"type": 5}},
+     "parameters.properties.type: 5 is not of type 'object', 'boolean'"),
     ({"type": "object", "required": "a", "properties": {"a": {}}},
      "parameters.required: 'a' is not of type 'array'"),
     ({"type": "object", "properties": {"a": {"type": "array", "items": {"type": "x"}}}},

@@ -81,8 +81,8 @@ def compile_schema(schema: Any, path: str = "parameters") -> ArgumentsValidator:
 
 def _schema_message(error: ValidationError, path: str) -> str:
     where = path + _json_path(error.absolute_path)
-    last = error.absolute_path[-1] if error.absolute_path else None
-    if last == "type" and error.validator in ("anyOf", "enum", "type"):
+    # the keyword "type" itself (not a property named "type"): the meta-schema's anyOf there
+    if list(error.absolute_schema_path)[-3:] == ["properties", "type", "anyOf"]:
         return (f"{where} must be one of {', '.join(_TYPES)} (or a list of them), got "
                 f"{_show(error.instance)}")
     if error.validator == "format" and error.validator_value == "regex":
