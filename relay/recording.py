@@ -10,6 +10,11 @@ PCM16 8 kHz stereo WAV built from them in blocks, then the temporary files remov
   at sample 160 k), silence where nothing was sent; so a barge-in cut is recorded exactly as the
   caller heard it.
 
+The WAV is written by the standard library's `wave` into `<name>.wav.part`, its header final
+(the frame count is known before the first frame) and patched by `wave` on close whatever
+happens, then renamed: `<name>.wav` only ever appears whole and valid; a failure leaves no WAV
+(its `.part` removed, or, if the process dies, left for retention to sweep).
+
 Memory is bounded by `chunk_bytes` per channel (written to disk as it fills). A write error
 disables the recording (logged once), never the call. No ARI, no sockets.
 """
@@ -19,13 +24,13 @@ from __future__ import annotations
 import logging
 import os
 import time
+import wave
 from pathlib import Path
 from typing import Callable, Optional
 
 import gevent
 
 from relay._g711 import alaw_decode, ulaw_decode
-from relay.stt.wav import HEADER_BYTES, wav_header
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +38,8 @@ SAMPLE_RATE = 8000
 FRAME_BYTES = 160
 CHUNK_BYTES = 8000              # one second per channel kept in memory at most
 BLOCK_SAMPLES = 64_000          # samples per channel interleaved at a time when closing
-MAX_SAMPLES = (0xFFFFFFFF - HEADER_BYTES) // 4
+HEADER_BYTES = 44                # of the PCM WAV `wave` writes
+MAX_SAMPLES = (0xFFFFFFFF - HEADER_BYTES) // 4      # a WAV's sizes are 32-bit
 SILENCE = {"ulaw": 0xFF, "alaw": 0xD5}
 
 
@@ -169,6 +175,9 @@ class CallRecorder:
             self._fail(f"cannot write {self.path}: {exc}")
             partial.unlink(missing_ok=True)
             return None
+        except BaseException:           # a bug, or the greenlet killed: no half a recording
+            partial.unlink(missing_ok=True)
+            raise
         finally:
             self.left.remove()
             self.right.remove()
@@ -177,9 +186,12 @@ class CallRecorder:
     def _interleave(self, target: Path, samples: int) -> None:
         silence_block = bytes((self.left.silence,)) * BLOCK_SAMPLES
         decode = self._decode
-        with open(target, "wb") as out, _open_or_empty(self.left.path) as left, \
+        with wave.open(str(target), "wb") as out, _open_or_empty(self.left.path) as left, \
                 _open_or_empty(self.right.path) as right:
-            out.write(wav_header(samples * 4, channels=2, rate=SAMPLE_RATE))
+            out.setnchannels(2)
+            out.setsampwidth(2)
+            out.setframerate(SAMPLE_RATE)
+            out.setnframes(samples)         # the header is final from the start
             done = 0
             while done < samples:
                 n = min(BLOCK_SAMPLES, samples - done)
@@ -192,7 +204,7 @@ class CallRecorder:
                 frame[1::4] = lpcm[1::2]
                 frame[2::4] = rpcm[0::2]
                 frame[3::4] = rpcm[1::2]
-                out.write(frame)
+                out.writeframesraw(frame)
                 done += n
                 self._pause()
 

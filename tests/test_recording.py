@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import struct
 import time
 import wave
 from pathlib import Path
@@ -69,6 +70,50 @@ def test_a_law_calls_and_long_silences_stay_bounded_in_memory(tmp_path):
     assert right[-320:] == alaw_decode(b"\x2a" * 160)
     assert left[:320] == alaw_decode(b"\x55" * 160)
     assert set(left[320:]) == set(alaw_decode(b"\xd5"))     # A-law silence
+
+
+def test_the_wav_has_the_canonical_44_byte_pcm_header(tmp_path):
+    recorder = CallRecorder(tmp_path, "c", "ulaw", started_at=0.0, pause=lambda: None)
+    recorder.caller(b"\x00" * 480)
+    data = recorder.close().read_bytes()
+    samples = 480
+    assert data[:44] == struct.pack("<4sI4s4sIHHIIHH4sI", b"RIFF", 36 + 4 * samples, b"WAVE",
+                                    b"fmt ", 16, 1, 2, 8000, 32000, 4, 16, b"data", 4 * samples)
+    assert len(data) == 44 + 4 * samples
+
+
+def paused_then(fail: BaseException, after: int = 1):
+    """A pause that raises `fail` at its after-th call (the close interrupted mid-way)."""
+    calls = []
+
+    def pause() -> None:
+        calls.append(1)
+        if len(calls) == after:
+            raise fail
+    return pause
+
+
+@pytest.mark.parametrize("fail", [OSError(28, "No space left on device"),
+                                  RuntimeError("a bug"), KeyboardInterrupt()])
+def test_a_close_cut_short_leaves_no_wav_and_no_temporaries(tmp_path, fail):
+    recorder = CallRecorder(tmp_path, "c5", started_at=0.0, pause=paused_then(fail))
+    recorder.caller(b"\x00" * (3 * 64_000))           # three blocks to interleave
+    if isinstance(fail, OSError):
+        assert recorder.close() is None and "No space left" in recorder.error
+    else:
+        with pytest.raises(type(fail)):
+            recorder.close()
+    assert list(tmp_path.iterdir()) == []               # never half a WAV under any name
+
+
+def test_a_recording_finished_on_the_calls_error_path_is_a_valid_wav(tmp_path):
+    """Call.end closes the recorder on every path, a call that failed included: whatever was
+    recorded until then is a whole WAV."""
+    recorder = CallRecorder(tmp_path, "c6", started_at=0.0, pause=lambda: None)
+    recorder.caller(b"\x00" * 1000)
+    recorder.assistant(1, b"\x10" * 77)                  # a frame cut short by the failure
+    left, right = read_stereo(recorder.close())
+    assert len(left) == len(right) == 2 * 1000
 
 
 def test_nothing_recorded_writes_nothing(tmp_path):

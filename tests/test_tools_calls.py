@@ -26,9 +26,47 @@ BYE = "Goodbye."
 SALES = "Sales, please."
 ACCOUNTS = "My invoice, please."
 TONES = "Press the keys."
+BOOK = "Book a table for us."
+
+# A webhook whose parameters use what OpenAI accepts beyond the basics: const, format, anyOf,
+# $defs/$ref, minItems, nested arrays of objects.
+BOOKING = {
+    "type": "object", "additionalProperties": False, "required": ["kind", "date", "guests"],
+    "properties": {
+        "kind": {"const": "table"},
+        "date": {"type": "string", "format": "date"},
+        "contact": {"anyOf": [{"type": "string", "format": "email"}, {"$ref": "#/$defs/phone"}]},
+        "guests": {"type": "array", "minItems": 1, "items": {"$ref": "#/$defs/guest"}},
+        "courses": {"type": "array", "items": {"type": "array", "items": {
+            "type": "object", "required": ["dish"], "properties": {"dish": {"type": "string"}}}}},
+    },
+    "$defs": {
+        "guest": {"type": "object", "required": ["name"],
+                  "properties": {"name": {"type": "string", "minLength": 1}}},
+        "phone": {"type": "object", "required": ["number"],
+                  "properties": {"number": {"type": "string", "pattern": "^[+0-9 ]{6,}$"}}},
+    },
+}
+GOOD_BOOKING = {"kind": "table", "date": "2025-06-30", "contact": {"number": "+44 20 7946"},
+                "guests": [{"name": "Ann"}], "courses": [[{"dish": "soup"}], []]}
+BAD_BOOKINGS = {     # arguments -> what the model must be told
+    "const": (dict(GOOD_BOOKING, kind="chair"), "arguments.kind: must be 'table'; got 'chair'"),
+    "date": (dict(GOOD_BOOKING, date="30/06/2025"),
+             "arguments.date: not a valid date: '30/06/2025'"),
+    "email": (dict(GOOD_BOOKING, contact="ann-at-example"),
+              "form 0: arguments.contact: not a valid email: 'ann-at-example'"),
+    "anyOf": (dict(GOOD_BOOKING, contact={"number": "ring me"}),
+              "arguments.contact: matches none of the allowed forms (anyOf)"),
+    "minItems": (dict(GOOD_BOOKING, guests=[]),
+                 "arguments.guests: fewer than the minimum 1 item(s)"),
+    "$ref": (dict(GOOD_BOOKING, guests=[{"name": "Ann"}, {"name": ""}]),
+             "arguments.guests[1].name: shorter than the minimum length 1"),
+    "nested": (dict(GOOD_BOOKING, courses=[[{"dish": "soup"}, {"wine": "red"}]]),
+               "arguments.courses[0][1]: missing required property 'dish'"),
+}
 
 SCRIPT = {
-    "phrasebook": [TIME, STOCK, BROKEN, SLOW, BYE, SALES, ACCOUNTS, TONES],
+    "phrasebook": [TIME, STOCK, BROKEN, SLOW, BYE, SALES, ACCOUNTS, TONES, BOOK],
     "rules": [
         {"keywords": ["time is it"], "calls": [{"name": "get_current_time", "arguments": {}}],
          "then": "It is late."},
@@ -57,6 +95,9 @@ SCRIPT = {
          "then": "This must never be said."},
         {"keywords": ["press"], "calls": [{"name": "send_dtmf", "arguments": {"digits": "12#"}}],
          "then": "Done."},
+        {"keywords": ["table"], "calls": [{"name": "book_table", "arguments": GOOD_BOOKING}] + [
+            {"name": "book_table", "arguments": bad} for bad, _ in BAD_BOOKINGS.values()],
+         "then": "Booked."},
     ],
 }
 
@@ -80,6 +121,9 @@ class Hooks:
         if environ["PATH_INFO"] == "/stock":
             start_response("200 OK", [("Content-Type", "application/json")])
             return [b'{"sku": "KB-100", "in_stock": 12}']
+        if environ["PATH_INFO"] == "/book":
+            start_response("200 OK", [("Content-Type", "application/json")])
+            return [b'{"booked": true}']
         start_response("500 Internal Server Error", [("Content-Type", "text/plain")])
         return [b"database exploded: the connection pool is exhausted" + b" and more" * 60]
 
@@ -114,6 +158,8 @@ def agent(hooks: Hooks) -> dict:
              "webhook": {"url": f"{base}/stock", "method": "POST", "timeout_s": 5,
                          "headers": {"X-Key": f"${{{KEY_VAR}}}",
                                      "Authorization": f"Bearer ${{{TOKEN_VAR}}}"}}},
+            {"name": "book_table", "description": "Book a table.", "parameters": BOOKING,
+             "webhook": {"url": f"{base}/book"}},
             {"name": "failing_hook", "description": "Always fails.",
              "webhook": {"url": f"{base}/fail"}},
             {"name": "refused_hook", "description": "Nobody listens.",
@@ -283,6 +329,24 @@ def test_every_failure_comes_back_as_an_error_and_the_call_goes_on(stack):
     assert ("assistant", "Sorry.") in relay_call.transcript.turns()
     assert len([e for found in tool_entries(relay_call, "error").values() for e in found]) == 7
     assert relay_call.end_reason == "caller hung up"
+
+
+def test_arguments_breaking_a_rich_schema_go_back_to_the_model_naming_the_path(stack):
+    s = stack()
+    call_id = s.call(ask(BOOK))
+    relay_call = s.relay_call(call_id)
+    s.wait_calls([call_id], 30)
+    session = s.model.sessions[0]
+    got = outputs(session)["book_table"]
+    assert {"booked": True} in got and len(got) == 1 + len(BAD_BOOKINGS)
+    messages = [o["error"]["message"] for o in got if "error" in o]
+    assert all(o["error"]["code"] == "invalid_arguments" for o in got if "error" in o)
+    for keyword, (_, expected) in BAD_BOOKINGS.items():
+        assert any(expected in m for m in messages), (keyword, messages)
+    # only the valid call reached the webhook, and the conversation went on once
+    assert [r["json"]["arguments"] for r in s.hooks.requests] == [GOOD_BOOKING]
+    assert creates(session) == 1
+    assert ("assistant", "Booked.") in relay_call.transcript.turns()
 
 
 def test_a_tool_slower_than_its_timeout_and_a_fast_one_in_the_same_response(stack):

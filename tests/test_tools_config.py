@@ -69,6 +69,33 @@ def test_a_builtin_registered_by_name_is_usable_from_an_agent_file(tmp_path):
 
 # what the model sees ---------------------------------------------------------------------------
 
+RICH_PARAMETERS = {
+    "type": "object", "required": ["when", "contact"],
+    "properties": {
+        "kind": {"const": "table"},
+        "when": {"type": "string", "format": "date"},
+        "contact": {"anyOf": [{"type": "string", "format": "email"}, {"$ref": "#/$defs/phone"}]},
+        "guests": {"type": "array", "minItems": 1, "items": {
+            "type": "object", "required": ["name"], "properties": {"name": {"type": "string"}}}},
+    },
+    "$defs": {"phone": {"type": "object", "properties": {"number": {"type": "string"}}}},
+}
+
+
+def test_a_tool_schema_openai_accepts_loads_and_is_compiled_once(tmp_path):
+    agent = load_agent(write_agent(tmp_path, [{
+        "name": "book", "description": "Book a table.", "parameters": RICH_PARAMETERS,
+        "webhook": {"url": "https://bookings.example/book"}}]))
+    [spec] = agent.tool_specs
+    assert agent.tools[0]["parameters"] == RICH_PARAMETERS      # the model sees it as written
+    assert spec.validator is not None and spec.validator.schema is spec.parameters
+    assert spec.validator.errors({"when": "2025-01-31", "contact": "a@example.com"}) == []
+    assert spec.validator.errors({"when": "31/01/2025", "contact": {"number": "1"},
+                                  "guests": []}) == [
+        "arguments.when: not a valid date: '31/01/2025'",
+        "arguments.guests: fewer than the minimum 1 item(s)"]
+
+
 def test_builtin_defaults_and_overrides(tmp_path):
     agent = load_agent(write_agent(tmp_path, [
         {"name": "end_call"},
@@ -135,7 +162,13 @@ def test_the_bundled_sample_agents_load_with_their_tools():
     ([{"name": "x", "builtin": "end_call", "timeout_s": "5"}], "'timeout_s' must be a number"),
     ([{"name": "x", "builtin": "end_call", "description": 5}], "'description' must be a string"),
     ([{"name": "x", "builtin": "end_call", "parameters": {"type": "object", "anyOf": []}}],
-     r"unsupported keyword\(s\) anyOf"),
+     r"tools\[0\] \('x'\): parameters.anyOf: \[\] should be non-empty"),
+    ([{"name": "x", "description": "d", "webhook": {"url": "http://a"}, "parameters": {
+        "type": "object", "properties": {"when": {"type": "date"}}}}],
+     r"tools\[0\] \('x'\): parameters.properties.when.type must be one of"),
+    ([{"name": "x", "description": "d", "webhook": {"url": "http://a"}, "parameters": {
+        "type": "object", "properties": {"who": {"$ref": "#/$defs/person"}}}}],
+     r"parameters.properties.who.\$ref: '#/\$defs/person' does not point to a part"),
     ([{"name": "x", "builtin": "end_call", "config": {"continue_in_dialplan": "yes"}}],
      "continue_in_dialplan' must be true or false"),
     ([{"name": "x", "builtin": "get_current_time", "config": {"zone": "x"}}], "takes no 'config'"),

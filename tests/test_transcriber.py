@@ -21,10 +21,10 @@ from relay.stt.providers import (
     google_request,
     openai_parse,
     openai_request,
+    pcm16_wav,
     redact,
 )
 from relay.stt.turns import TurnBuffer
-from relay.stt.wav import pcm16_wav, wav_header
 
 # --- the turn buffer --------------------------------------------------------------------------
 
@@ -163,14 +163,19 @@ def test_the_ring_stays_bounded_without_turns():
 # --- WAV ------------------------------------------------------------------------------------------
 
 
-def test_the_wav_header_is_canonical_pcm():
-    header = wav_header(3200, channels=2)
-    assert len(header) == 44
-    riff, size, wave_, fmt, fmt_size, tag, channels, rate, byte_rate, align, bits, data, n = \
-        struct.unpack("<4sI4s4sIHHIIHH4sI", header)
-    assert (riff, wave_, fmt, data) == (b"RIFF", b"WAVE", b"fmt ", b"data")
-    assert (size, fmt_size, tag, channels, rate, byte_rate, align, bits, n) == \
-        (36 + 3200, 16, 1, 2, 8000, 32000, 4, 16, 3200)
+def canonical_header(data_bytes: int, channels: int, rate: int) -> bytes:
+    """The 44-byte PCM16 header relay wrote by hand before it used `wave`: the same bytes."""
+    align = 2 * channels
+    return struct.pack("<4sI4s4sIHHIIHH4sI", b"RIFF", 36 + data_bytes, b"WAVE", b"fmt ", 16, 1,
+                       channels, rate, rate * align, align, 16, b"data", data_bytes)
+
+
+@pytest.mark.parametrize("channels, rate", [(1, 8000), (2, 8000), (1, 16000)])
+def test_the_wav_is_canonical_pcm(channels, rate):
+    pcm = bytes(range(256)) * 12 + bytes(2 * channels * 4)
+    wav = pcm16_wav(pcm, channels=channels, rate=rate)
+    assert wav == canonical_header(len(pcm), channels, rate) + pcm
+    assert pcm16_wav(b"") == canonical_header(0, 1, 8000)
     with pytest.raises(ValueError):
         pcm16_wav(b"\x00\x00\x00", channels=1)
 
@@ -202,7 +207,7 @@ def test_openai_request_is_multipart_with_a_pcm16_wav():
     assert parts["language"] == (None, b"en") and parts["prompt"] == (None, b"Acme orders")
     filename, wav = parts["file"]
     assert filename == "turn.wav"
-    assert wav[:44] == wav_header(16, channels=1, rate=8000)
+    assert wav[:44] == canonical_header(16, channels=1, rate=8000)
     assert wav[44:] == ulaw_decode(ULAW)
 
 

@@ -19,14 +19,15 @@ Credentials are only put into requests; error messages never contain them (see `
 from __future__ import annotations
 
 import base64
+import io
 import json
+import wave
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 import requests
 
 from relay._g711 import alaw_decode, ulaw_decode
-from relay.stt.wav import pcm16_wav
 
 OPENAI_DEFAULT_MODEL = "gpt-4o-mini-transcribe"
 GOOGLE_DEFAULT_MODEL = "phone_call"
@@ -66,6 +67,21 @@ class ProviderConfig:
 def pcm16(audio: bytes, line_format: str) -> bytes:
     """Line codec bytes (u-law or A-law at 8 kHz) -> PCM16 little-endian."""
     return ulaw_decode(audio) if line_format == "ulaw" else alaw_decode(audio)
+
+
+def pcm16_wav(pcm: bytes, channels: int = 1, rate: int = 8000) -> bytes:
+    """A whole WAV file (the standard library's `wave`: the canonical 44-byte PCM header) of
+    PCM16 little-endian samples."""
+    if len(pcm) % (2 * channels):
+        raise ValueError("PCM16 data must hold whole sample frames")
+    out = io.BytesIO()
+    with wave.open(out, "wb") as wav:
+        wav.setnchannels(channels)
+        wav.setsampwidth(2)
+        wav.setframerate(rate)
+        wav.setnframes(len(pcm) // (2 * channels))
+        wav.writeframesraw(pcm)
+    return out.getvalue()
 
 
 # OpenAI

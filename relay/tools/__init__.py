@@ -3,7 +3,8 @@
 The package owns everything about tools and nothing else:
 
 - `spec`: the tool declarations of an agent config, validated at start (ToolSpec);
-- `schema`: the small JSON Schema validator for tool parameters and arguments;
+- `schema`: tool parameter schemas (JSON Schema 2020-12, via `jsonschema`): checked at start,
+  compiled once per tool, the model's arguments checked against them with path-naming messages;
 - `registry`: built-in tools by name (the `@builtin` decorator), `builtins` and `retail` the
   built-ins shipped with relay;
 - `context`: what a built-in sees of its call and may do to it (ToolContext);

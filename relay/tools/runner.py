@@ -30,7 +30,6 @@ from relay.tools.errors import (
     UNKNOWN_TOOL,
     ToolError,
 )
-from relay.tools.schema import validate
 from relay.tools.spec import ToolSpec
 from relay.tools.turns import ToolTurns
 
@@ -115,7 +114,7 @@ class CallTools:
                                     available=sorted(self._specs))
                 args = parse_arguments(arguments)
                 shown = args
-                problems = validate(args, spec.parameters)
+                problems = spec.validator.errors(args)
                 if problems:
                     raise ToolError(INVALID_ARGUMENTS, "; ".join(problems))
                 self._call.transcript.add("tool", name, function_call_id=call_id, status="running",

@@ -1,152 +1,224 @@
-"""A small JSON Schema validator for tool parameters: the subset function schemas use.
+"""Tool parameter schemas: JSON Schema (Draft 2020-12) through the `jsonschema` package.
 
-Owns: checking that a tool's `parameters` schema only uses keywords relay enforces
-(`check_schema`, at start: a keyword relay would silently ignore is refused instead), and
-validating the model's arguments against it (`validate`, per call), with messages that name
-the path of the offending value.
+Owns: checking a tool's `parameters` at start (`compile_schema`: a JSON object with
+`"type": "object"`, valid against the 2020-12 meta-schema, every `$ref` resolvable inside the
+schema itself) and the compiled validator kept for the tool (`ArgumentsValidator`, one per tool
+and agent, with a format checker) that checks the model's arguments on each call. Both speak
+in messages that name the JSON path of what is wrong: `parameters.properties.when.type: ...`
+at start, `arguments.items[0]: missing required property 'sku'` back to the model.
 
-Supported: `type` (object, string, integer, number, boolean, array, null, or a list of them),
-`properties`, `required`, `additionalProperties` (true/false), `enum`, `items`, `minimum`,
-`maximum`, `minLength`, `maxLength`, `pattern`; and the annotations `description`, `title`,
-`default`, `examples`. No I/O, no dependency.
+Every keyword of 2020-12 is enforced (`anyOf`, `oneOf`, `allOf`, `not`, `$defs`/`$ref`,
+`const`, `minItems`, `if`/`then`, `patternProperties`...); `format` is checked for the formats
+jsonschema has a checker for here (date, date-time, time, email, hostname, ipv4, ipv6, uuid,
+regex...), and is an annotation for the others, as the specification allows. No I/O: a `$ref`
+to anything outside the schema is refused at start, never fetched.
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import re
-from typing import Any
+from typing import Any, Iterable, Iterator
 
-TYPES = ("object", "string", "integer", "number", "boolean", "array", "null")
-ANNOTATIONS = frozenset(("description", "title", "default", "examples"))
-KEYWORDS = frozenset(("type", "properties", "required", "additionalProperties", "enum", "items",
-                      "minimum", "maximum", "minLength", "maxLength", "pattern")) | ANNOTATIONS
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import ValidationError, best_match
+from referencing import Registry, Resource
+from referencing.exceptions import Unresolvable
+from referencing.jsonschema import DRAFT202012
+
 MAX_ERRORS = 10
+MAX_MESSAGE = 300
+FORMAT_CHECKER = Draft202012Validator.FORMAT_CHECKER
+_META = Draft202012Validator(Draft202012Validator.META_SCHEMA, format_checker=FORMAT_CHECKER)
+_TYPES = ("array", "boolean", "integer", "null", "number", "object", "string")
+# Keywords whose values are data, never schemas (a "$ref" key inside them is not a reference).
+_DATA_KEYWORDS = frozenset(("const", "enum", "default", "examples"))
 
 
 class SchemaError(ValueError):
-    """A schema relay cannot enforce: the message names the path and what is wrong."""
+    """A parameters schema refused at start: the message names the path and what is wrong."""
 
 
-def check_schema(schema: Any, path: str = "parameters", top: bool = True) -> None:
-    """Refuse a schema outside the supported subset (SchemaError). At the top a tool's
-    parameters must be an object schema."""
+class ArgumentsValidator:
+    """A tool's parameters schema, compiled once; `errors(arguments)` on each call."""
+
+    __slots__ = ("schema", "_validator")
+
+    def __init__(self, schema: dict, validator: Draft202012Validator) -> None:
+        self.schema = schema
+        self._validator = validator
+
+    def errors(self, value: Any, path: str = "arguments") -> list[str]:
+        """The ways value breaks the schema (at most MAX_ERRORS messages, each naming the JSON
+        path of the bad value); empty when it is valid."""
+        out: list[str] = []
+        for error in self._validator.iter_errors(value):
+            for message in _messages(error, path):
+                if message not in out:
+                    out.append(message)
+            if len(out) >= MAX_ERRORS:
+                break
+        return out[:MAX_ERRORS]
+
+
+def compile_schema(schema: Any, path: str = "parameters") -> ArgumentsValidator:
+    """The validator of a tool's parameters schema; SchemaError naming the path otherwise."""
     if not isinstance(schema, dict):
         raise SchemaError(f"{path} must be a JSON Schema object")
-    unknown = sorted(set(schema) - KEYWORDS)
-    if unknown:
-        raise SchemaError(f"{path}: unsupported keyword(s) {', '.join(unknown)} (relay validates "
-                          f"{', '.join(sorted(KEYWORDS - ANNOTATIONS))})")
-    types = _types(schema, path)
-    if top and types != ("object",):
+    error = best_match(_META.iter_errors(schema))
+    if error is not None:
+        raise SchemaError(_schema_message(error, path))
+    if schema.get("type") not in ("object", ["object"]):
         raise SchemaError(f"{path}: a tool's parameters must have \"type\": \"object\"")
-    properties = schema.get("properties", {})
-    if not isinstance(properties, dict):
-        raise SchemaError(f"{path}.properties must be an object")
-    for name, sub in properties.items():
-        check_schema(sub, f"{path}.properties.{name}", top=False)
-    required = schema.get("required", [])
-    if not isinstance(required, list) or not all(isinstance(r, str) for r in required):
-        raise SchemaError(f"{path}.required must be a list of property names")
-    missing = [r for r in required if r not in properties]
-    if missing:
-        raise SchemaError(f"{path}.required names {', '.join(map(repr, missing))}, not in "
-                          f"{path}.properties")
-    if not isinstance(schema.get("additionalProperties", True), bool):
-        raise SchemaError(f"{path}.additionalProperties must be true or false (schemas there are "
-                          f"not supported)")
-    if "enum" in schema:
-        enum = schema["enum"]
-        if not isinstance(enum, list) or not enum:
-            raise SchemaError(f"{path}.enum must be a non-empty list")
-    if "items" in schema:
-        check_schema(schema["items"], f"{path}.items", top=False)
-    for key in ("minimum", "maximum"):
-        if key in schema and not _is_number(schema[key]):
-            raise SchemaError(f"{path}.{key} must be a number")
-    for key in ("minLength", "maxLength"):
-        value = schema.get(key, 0)
-        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-            raise SchemaError(f"{path}.{key} must be a non-negative integer")
-    if "pattern" in schema:
-        if not isinstance(schema["pattern"], str):
-            raise SchemaError(f"{path}.pattern must be a string")
-        try:
-            _compiled(schema["pattern"])
-        except re.error as exc:
-            raise SchemaError(f"{path}.pattern is not a valid regular expression: {exc}") from None
+    resource = Resource.from_contents(schema, default_specification=DRAFT202012)
+    registry = Registry().with_resource(resource.id() or "", resource)
+    _check_refs(schema, registry.resolver(base_uri=resource.id() or ""), path)
+    validator = Draft202012Validator(schema, registry=registry, format_checker=FORMAT_CHECKER)
+    return ArgumentsValidator(schema, validator)
 
 
-def validate(value: Any, schema: dict, path: str = "arguments") -> list[str]:
-    """The ways value breaks schema (at most MAX_ERRORS messages); empty when it is valid.
-    The schema must have passed check_schema."""
-    errors: list[str] = []
-    _validate(value, schema, path, errors)
-    return errors[:MAX_ERRORS]
+# -- start: the schema's own mistakes ------------------------------------------------------------
+
+def _schema_message(error: ValidationError, path: str) -> str:
+    where = path + _json_path(error.absolute_path)
+    # the keyword "type" itself (not a property named "type"): the meta-schema's anyOf there
+    if list(error.absolute_schema_path)[-3:] == ["properties", "type", "anyOf"]:
+        return (f"{where} must be one of {', '.join(_TYPES)} (or a list of them), got "
+                f"{_show(error.instance)}")
+    if error.validator == "format" and error.validator_value == "regex":
+        return f"{where} is not a valid regular expression: {_show(error.instance)}"
+    return f"{where}: {_clip(error.message)}"
 
 
-def _validate(value: Any, schema: dict, path: str, errors: list[str]) -> None:
-    if len(errors) >= MAX_ERRORS:
+def _check_refs(node: Any, resolver: Any, path: str, top: bool = True) -> None:
+    """Every $ref of the schema must point inside it (relay fetches nothing)."""
+    if isinstance(node, dict):
+        if isinstance(node.get("$id"), str) and not top:
+            resolver = resolver.in_subresource(DRAFT202012.create_resource(node))
+        for keyword in ("$ref", "$dynamicRef"):
+            ref = node.get(keyword)
+            if not isinstance(ref, str):
+                continue
+            try:
+                resolver.lookup(ref)
+            except Unresolvable:
+                raise SchemaError(f"{path}.{keyword}: {ref!r} does not point to a part of this "
+                                  f"schema (relay resolves references only inside it)") from None
+        for key, value in node.items():
+            if key not in _DATA_KEYWORDS:
+                _check_refs(value, resolver, f"{path}.{key}", False)
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            _check_refs(value, resolver, f"{path}[{index}]", False)
+
+
+# -- each call: the model's arguments --------------------------------------------------------------
+
+def _messages(error: ValidationError, path: str) -> Iterator[str]:
+    """One or more relay-style messages for one jsonschema error."""
+    where = path + _json_path(error.absolute_path)
+    kind, value, instance = error.validator, error.validator_value, error.instance
+    if kind == "required":
+        for name in value:
+            if isinstance(instance, dict) and name not in instance:
+                yield f"{where}: missing required property {name!r}"
         return
-    types = _types(schema, path)
-    if types and not any(_is_type(value, t) for t in types):
-        errors.append(f"{path}: expected {' or '.join(types)}, got {json_type(value)}")
+    if kind == "additionalProperties" and value is False and isinstance(instance, dict):
+        properties = error.schema.get("properties", {}) if isinstance(error.schema, dict) else {}
+        patterns = error.schema.get("patternProperties", {}) if isinstance(error.schema,
+                                                                          dict) else {}
+        allowed = ", ".join(map(repr, properties)) or "none"
+        extras = [name for name in instance if name not in properties
+                  and not any(_search(p, name) for p in patterns)]
+        for name in extras:
+            yield f"{where}: unexpected property {name!r} (allowed: {allowed})"
         return
-    if "enum" in schema and not any(json_equal(value, option) for option in schema["enum"]):
-        options = ", ".join(_show(o) for o in schema["enum"])
-        errors.append(f"{path}: must be one of {options}; got {_show(value)}")
-    if isinstance(value, dict):
-        properties = schema.get("properties", {})
-        for name in schema.get("required", ()):
-            if name not in value:
-                errors.append(f"{path}: missing required property {name!r}")
-        for name, item in value.items():
-            sub = properties.get(name)
-            if sub is not None:
-                _validate(item, sub, f"{path}.{name}", errors)
-            elif schema.get("additionalProperties", True) is False:
-                allowed = ", ".join(map(repr, properties)) or "none"
-                errors.append(f"{path}: unexpected property {name!r} (allowed: {allowed})")
-    elif isinstance(value, list) and "items" in schema:
-        for index, item in enumerate(value):
-            _validate(item, schema["items"], f"{path}[{index}]", errors)
-    elif isinstance(value, str):
-        if len(value) < schema.get("minLength", 0):
-            errors.append(f"{path}: shorter than the minimum length {schema['minLength']}")
-        if "maxLength" in schema and len(value) > schema["maxLength"]:
-            errors.append(f"{path}: longer than the maximum length {schema['maxLength']}")
-        if "pattern" in schema and not _compiled(schema["pattern"]).search(value):
-            errors.append(f"{path}: does not match the pattern {schema['pattern']!r}")
-    elif _is_number(value):
-        if "minimum" in schema and value < schema["minimum"]:
-            errors.append(f"{path}: less than the minimum {schema['minimum']}")
-        if "maximum" in schema and value > schema["maximum"]:
-            errors.append(f"{path}: more than the maximum {schema['maximum']}")
+    yield _clip(_message(error, where, kind, value, instance))
 
 
-def _types(schema: dict, path: str) -> tuple[str, ...]:
-    kind = schema.get("type")
-    if kind is None:
-        return ()
-    kinds = kind if isinstance(kind, list) else [kind]
-    if not kinds or any(k not in TYPES for k in kinds):
-        raise SchemaError(f"{path}.type must be one of {', '.join(TYPES)} (or a list of them), "
-                          f"got {kind!r}")
-    return tuple(kinds)
+def _message(error: ValidationError, where: str, kind: Any, value: Any, instance: Any) -> str:
+    if kind == "type":
+        kinds = value if isinstance(value, list) else [value]
+        return f"{where}: expected {' or '.join(kinds)}, got {json_type(instance)}"
+    if kind == "enum":
+        return (f"{where}: must be one of {', '.join(_show(o) for o in value)}; got "
+                f"{_show(instance)}")
+    if kind == "const":
+        return f"{where}: must be {_show(value)}; got {_show(instance)}"
+    if kind == "format":
+        return f"{where}: not a valid {value}: {_show(instance)}"
+    if kind == "pattern":
+        return f"{where}: does not match the pattern {value!r}"
+    if kind == "minLength":
+        return f"{where}: shorter than the minimum length {value}"
+    if kind == "maxLength":
+        return f"{where}: longer than the maximum length {value}"
+    if kind == "minimum":
+        return f"{where}: less than the minimum {value}"
+    if kind == "maximum":
+        return f"{where}: more than the maximum {value}"
+    if kind == "exclusiveMinimum":
+        return f"{where}: must be more than {value}"
+    if kind == "exclusiveMaximum":
+        return f"{where}: must be less than {value}"
+    if kind == "multipleOf":
+        return f"{where}: must be a multiple of {value}"
+    if kind == "minItems":
+        return f"{where}: fewer than the minimum {value} item(s)"
+    if kind == "maxItems":
+        return f"{where}: more than the maximum {value} item(s)"
+    if kind == "uniqueItems":
+        return f"{where}: the items must be unique"
+    if kind == "minProperties":
+        return f"{where}: fewer than the minimum {value} properties"
+    if kind == "maxProperties":
+        return f"{where}: more than the maximum {value} properties"
+    if kind in ("anyOf", "oneOf") and error.context:
+        return f"{where}: matches none of the allowed forms ({kind}): {_branches(error, where)}"
+    if kind == "oneOf":
+        return f"{where}: matches more than one of the allowed forms (oneOf needs exactly one)"
+    if kind == "not":
+        return f"{where}: must not match the schema in 'not'"
+    return f"{where}: {error.message}"
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+def _branches(error: ValidationError, where: str) -> str:
+    """What is wrong with the value against each form of an anyOf/oneOf, most relevant first."""
+    by_branch: dict[Any, list[ValidationError]] = {}
+    for sub in error.context or ():
+        branch = sub.relative_schema_path[0] if sub.relative_schema_path else None
+        by_branch.setdefault(branch, []).append(sub)
+    parts = []
+    for branch, errors in sorted(by_branch.items(), key=lambda item: str(item[0])):
+        best = best_match(errors)
+        sub_where = where + _json_path(best.relative_path)
+        parts.append(f"form {branch}: {_one(best, sub_where)}")
+    return "; ".join(parts)
 
 
-def _is_type(value: Any, kind: str) -> bool:
-    if kind == "integer":
-        return (isinstance(value, int) and not isinstance(value, bool)) or (
-            isinstance(value, float) and value.is_integer())
-    if kind == "number":
-        return _is_number(value)
-    return json_type(value) == kind
+def _one(error: ValidationError, where: str) -> str:
+    """A message of a sub-error whose path is given in full."""
+    kind, value, instance = error.validator, error.validator_value, error.instance
+    if kind == "required":
+        missing = [n for n in value if isinstance(instance, dict) and n not in instance]
+        return f"{where}: missing required property {', '.join(map(repr, missing))}"
+    if kind == "additionalProperties" and value is False:
+        return f"{where}: unexpected property ({error.message})"
+    return _message(error, where, kind, value, instance)
+
+
+def _json_path(parts: Iterable[Any]) -> str:
+    out = []
+    for part in parts:
+        out.append(f"[{part}]" if isinstance(part, int) else f".{part}")
+    return "".join(out)
+
+
+def _search(pattern: str, text: str) -> bool:
+    try:
+        return re.search(pattern, text) is not None
+    except re.error:
+        return False
 
 
 def json_type(value: Any) -> str:
@@ -168,24 +240,11 @@ def json_type(value: Any) -> str:
     return type(value).__name__
 
 
-def json_equal(a: Any, b: Any) -> bool:
-    """Equality as JSON means it: true is not 1, 1 equals 1.0, containers compared deeply."""
-    if _is_number(a) and _is_number(b):
-        return a == b
-    if json_type(a) != json_type(b):
-        return False
-    if isinstance(a, list):
-        return len(a) == len(b) and all(json_equal(x, y) for x, y in zip(a, b))
-    if isinstance(a, dict):
-        return a.keys() == b.keys() and all(json_equal(a[k], b[k]) for k in a)
-    return a == b
-
-
 def _show(value: Any) -> str:
     text = repr(value) if isinstance(value, str) else json.dumps(value, default=str)
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-@functools.lru_cache(maxsize=256)
-def _compiled(pattern: str) -> re.Pattern:
-    return re.compile(pattern)
+def _clip(text: str) -> str:
+    return text if len(text) <= MAX_MESSAGE else text[:MAX_MESSAGE - 3] + "..."
+

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Mapping, Optional
 
 from relay.tools.registry import BUILTINS, EMPTY_PARAMETERS, Builtin, Registry
-from relay.tools.schema import SchemaError, check_schema
+from relay.tools.schema import ArgumentsValidator, SchemaError, compile_schema
 
 TOOL_KEYS = ("name", "description", "parameters", "builtin", "webhook", "timeout_s", "config")
 WEBHOOK_KEYS = ("url", "method", "headers", "timeout_s")
@@ -60,6 +60,12 @@ class ToolSpec:
     config: dict = field(default_factory=dict)
     webhook: Optional[WebhookSpec] = None
     timeout_s: Optional[float] = None
+    # parameters, compiled once at start: checks the model's arguments on each call
+    validator: Optional[ArgumentsValidator] = field(default=None, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.validator is None:
+            object.__setattr__(self, "validator", compile_schema(self.parameters))
 
     @property
     def kind(self) -> str:
@@ -129,8 +135,10 @@ def parse_tool(tool: dict, base_dir: Path, environ: Mapping[str, str],
         hook = _webhook(tool["webhook"], environ)
         if hook.timeout_s is not None and timeout_s is not None:
             raise ToolConfigError("give 'timeout_s' once: in the tool or in its 'webhook'")
-        return ToolSpec(name, description, _parameters(tool, EMPTY_PARAMETERS), webhook=hook,
-                        timeout_s=hook.timeout_s if timeout_s is None else timeout_s)
+        parameters, validator = _parameters(tool, EMPTY_PARAMETERS)
+        return ToolSpec(name, description, parameters, webhook=hook,
+                        timeout_s=hook.timeout_s if timeout_s is None else timeout_s,
+                        validator=validator)
     builtin_name = tool.get("builtin", name if registry.get(name) is not None else None)
     if builtin_name is None:
         raise ToolConfigError(f"needs 'builtin' (one of {', '.join(registry.names())}) or "
@@ -149,17 +157,18 @@ def parse_tool(tool: dict, base_dir: Path, environ: Mapping[str, str],
         default = found.default_parameters(prepared)
     except ValueError as exc:
         raise ToolConfigError(str(exc)) from None
-    return ToolSpec(name, description or found.description, _parameters(tool, default),
-                    builtin=found, config=prepared, timeout_s=timeout_s)
+    parameters, validator = _parameters(tool, default)
+    return ToolSpec(name, description or found.description, parameters, builtin=found,
+                    config=prepared, timeout_s=timeout_s, validator=validator)
 
 
-def _parameters(tool: dict, default: dict) -> dict:
+def _parameters(tool: dict, default: dict) -> tuple[dict, ArgumentsValidator]:
+    """The tool's parameters schema (JSON Schema 2020-12) and its compiled validator."""
     parameters = tool.get("parameters", default)
     try:
-        check_schema(parameters)
+        return parameters, compile_schema(parameters)
     except SchemaError as exc:
         raise ToolConfigError(str(exc)) from None
-    return parameters
 
 
 def _timeout(value: Any, where: str) -> Optional[float]:
