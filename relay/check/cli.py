@@ -9,9 +9,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from relay.check import SKIP, Check, exit_status
+from relay.check import SKIP, Check, exit_status, media, realtime, report, services
 from relay.check import ari as ari_checks
-from relay.check import media, realtime, report, services
 from relay.check import settings as settings_checks
 from relay.redact import Redactor, secrets_of
 

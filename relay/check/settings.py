@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Optional
 
-from relay.check import FAIL, OK, WARN, Check
+from relay.check import FAIL, OK, Check
 from relay.config import ConfigError, Settings, load_settings
 
 GROUP = "settings"
