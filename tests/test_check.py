@@ -191,7 +191,7 @@ def test_a_bad_setting_stops_at_the_settings(tmp_path):
 def test_the_command_prints_json_and_exits_1_on_a_failure(tmp_path, sims):
     pbx, model = sims
     env = dict(os.environ, ARI_URL=f"http://127.0.0.1:{pbx.port}", ARI_USERNAME=pbx.user,
-               ARI_PASSWORD="wrong", ARI_APP_NAME="cli", OPENAI_API_KEY=KEY,
+               ARI_PASSWORD="not-the-password", ARI_APP_NAME="cli", OPENAI_API_KEY=KEY,
                OPENAI_REALTIME_URL=model.url, AGENT_CONFIGS_DIR=str(AGENTS_DIR),
                RTP_PORT_MIN="0", RTP_PORT_MAX="0")
     done = subprocess.run([sys.executable, "-m", "relay", "check", "--json"], cwd=ROOT,
