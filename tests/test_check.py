@@ -21,6 +21,9 @@ from relay.sim.pbx.server import SimPbx
 from relay.wsclient import JsonWebSocket
 
 KEY = "sk-check-test"
+# the README's [relay-check] context: exten => s,1,Answer() same => n,Echo()
+ECHO_DIALPLAN = {"steps": [{"echo": True}], "end": "wait"}
+NO_ECHO_DIALPLAN = {"steps": [], "end": "wait"}
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -52,10 +55,10 @@ def assert_nothing_left(pbx):
     assert live["channels"] == [] and live["bridges"] == []
 
 
-def start(tmp_path, **kw):
+def start(tmp_path, dialplan=ECHO_DIALPLAN, **kw):
     pbx = SimPbx(user="relay", password="secret-ari", recordings_dir=tmp_path / "pbx",
                  **kw).start()
-    pbx.register_dialplan("relay-check", {"steps": [], "end": "wait"})
+    pbx.register_dialplan("relay-check", dialplan)
     return pbx
 
 
@@ -71,11 +74,31 @@ def test_everything_passes_on_a_working_setup_and_nothing_is_left(tmp_path, sims
                      "session", "cleanup"):
             assert found[name].status == OK, found[name]
         assert "Asterisk 22" in found["version"].found
-        # the way back is honestly reported as not verified: the dialplan has no Echo()
-        assert found["relay → Asterisk"].status == WARN
-        assert "not verified" in found["relay → Asterisk"].found
-        assert "Echo()" in found["relay → Asterisk"].fix
+        # the relay-check context runs Echo(): the tone relay sent came back
+        back = found["relay → Asterisk"]
+        assert back.status == OK, back
+        assert re.search(r"50 packets sent to 127\.0\.0\.1:\d+; Asterisk took them: "
+                         r"\d+ frames of the tone came back through Local/s@relay-check's "
+                         r"Echo\(\)", back.found), back.found
         assert "session.created" in found["session"].found
+        assert_nothing_left(pbx)
+    finally:
+        pbx.stop()
+
+
+def test_without_echo_in_the_dialplan_the_way_back_is_not_verified(tmp_path, sims):
+    pbx = start(tmp_path, dialplan=NO_ECHO_DIALPLAN)
+    try:
+        checks = run_checks(env={}, overrides=overrides(pbx, sims[1]))
+        found = by_name(checks)
+        assert exit_status(checks) == 0       # a warning, not a failure
+        assert found["Local channel"].status == OK
+        assert found["Asterisk → relay"].status == OK
+        # honestly reported as not verified: the dialplan has no Echo()
+        back = found["relay → Asterisk"]
+        assert back.status == WARN
+        assert "not verified" in back.found and "runs no Echo()" in back.found
+        assert "Echo()" in back.fix
         assert_nothing_left(pbx)
     finally:
         pbx.stop()
