@@ -11,11 +11,14 @@ import sys
 from pathlib import Path
 
 import pytest
+from gevent.pywsgi import WSGIServer
 from stack import AGENTS_DIR
 
 from relay.ari import AriClient
 from relay.check import FAIL, OK, SKIP, WARN, exit_status
 from relay.check.cli import run_checks
+from relay.check.services import transcriber
+from relay.config import load_settings
 from relay.sim.model import SimModel
 from relay.sim.pbx.server import SimPbx
 from relay.wsclient import JsonWebSocket
@@ -229,3 +232,26 @@ def test_the_command_prints_json_and_exits_1_on_a_failure(tmp_path, sims):
     assert done.returncode == 1
     assert re.search(r"✗ credentials\s+.*401", done.stdout)
     assert "fix: wrong" in done.stdout and "ARI_USERNAME/ARI_PASSWORD" in done.stdout
+
+
+def test_the_transcriber_key_check_sends_the_realtime_key_as_openai_auth_says(tmp_path):
+    seen = []
+
+    def app(environ, start_response):          # Azure: only the api-key header is taken
+        seen.append((environ.get("HTTP_API_KEY"), environ.get("HTTP_AUTHORIZATION")))
+        ok = environ.get("HTTP_API_KEY") == KEY
+        start_response("200 OK" if ok else "401 Unauthorized", [("Content-Length", "2")])
+        return [b"{}"]
+
+    server = WSGIServer(("127.0.0.1", 0), app, log=None, error_log=None)
+    server.start()
+    try:
+        settings = load_settings(env={}, overrides={
+            "openai.api_key": KEY, "openai.auth": "api-key", "stt.asyncSttEnabled": True,
+            "stt.asyncSttProvider": "openai",
+            "stt.openai_base_url": f"http://127.0.0.1:{server.server_port}/openai"})
+        [check] = transcriber(settings)
+        assert check.status == OK and "key accepted" in check.found
+        assert seen == [(KEY, None)]
+    finally:
+        server.stop(timeout=1)

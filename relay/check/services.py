@@ -6,6 +6,7 @@ import urllib3
 
 from relay.check import FAIL, OK, WARN, Check
 from relay.config import Settings
+from relay.stt.providers import openai_auth_header
 
 TIMEOUT_S = 5.0
 
@@ -24,7 +25,9 @@ def transcriber(settings: Settings) -> list[Check]:
     if stt["asyncSttProvider"] == "openai":
         key = stt["api_key"] or settings.get("openai.api_key")
         url = stt["openai_base_url"].rstrip("/") + "/v1/models"
-        headers = {"Authorization": f"Bearer {key}"}
+        # as the transcriber sends it: the Realtime key goes as openai.auth says (Azure: api-key)
+        headers = openai_auth_header("bearer" if stt["api_key"] else
+                                     settings.get("openai.auth"), key)
         fix = "check ASYNC_STT_API_KEY (stt.api_key; empty: OPENAI_API_KEY is used)"
     else:
         url = stt["google_base_url"].rstrip("/") + "/v1/operations"
