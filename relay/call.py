@@ -300,6 +300,7 @@ class Call:
         openai = self.settings.tree["openai"]
         session = RealtimeSession(
             url=openai["realtime_url"], model=openai["model"], api_key=openai["api_key"],
+            auth=openai["auth"],
             session=ev.session_config(self.agent), handler=self,
             connect_timeout=openai["connect_timeout_s"],
             max_reconnects=openai["max_reconnects"], name=self.id,

@@ -13,6 +13,8 @@ import sys
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("relay.demo", "run relay on the simulated PBX and model with scripted callers"),
+    "check": ("relay.check.cli", "check the settings, Asterisk (ARI, media both ways) and the "
+              "model before the first call"),
     "serve": ("relay.serve", "run a relay worker against the configured Asterisk and model"),
     "sim-pbx": ("relay.sim.pbx.cli", "run the simulated Asterisk (ARI + RTP + scripted callers)"),
     "sim-model": ("relay.sim.model.cli", "run the simulated OpenAI Realtime model"),

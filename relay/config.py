@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Mapping, Optional
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from relay.realtime_endpoint import AUTH_MODES, realtime_url
 from relay.sounds import SoundError, load_sound
 from relay.tools.spec import ToolConfigError, parse_tools
 from relay.watchdog import WatchdogConfig, parse_watchdog
@@ -37,6 +38,8 @@ ENV_VARS: dict[str, str] = {
     "OPENAI_BASE_URL": "openai.realtime_url",
     "REALTIME_MODEL": "openai.model",
     "OPENAI_REALTIME_MODEL": "openai.model",
+    "OPENAI_AUTH": "openai.auth",
+    "OPENAI_AUTH_HEADER": "openai.auth",
     "ACTIVE_AGENT_CONFIG_KEY": "agent.active",
     "AGENT_CONFIGS_DIR": "agent.configs_dir",
     "INITIAL_USER_PROMPT": "agent.initial_user_prompt",
@@ -84,6 +87,7 @@ AUDIO_FORMATS = ("audio/pcmu", "audio/pcma", "audio/pcm")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 WAITING_CALLER_POLICIES = ("take_over", "hang_up")
 STT_PROVIDERS = ("openai", "google")
+OPENAI_AUTH_MODES = AUTH_MODES    # Authorization: Bearer KEY / api-key: KEY (Azure)
 SECRETS = ("ari.password", "openai.api_key", "stt.api_key", "stt.google_api_key",
            "stt.google_bearer_token")
 SECRETS += ("web.token",)
@@ -228,6 +232,7 @@ def _check_tree(tree: dict) -> None:
                          ("call", "setup_timeout_s")):
         require(tree[section][key] > 0, f"{section}.{key}", "must be positive")
     _check_reconciliation(tree, require)
+    _check_realtime_endpoint(tree, require)
     _check_reconnection(tree, require)
     _check_recording_and_stt(tree, require)
     _check_fleet(tree, require)
@@ -246,6 +251,24 @@ def _check_reconciliation(tree: dict, require) -> None:
             "(MEDIA_STASIS_WAIT_S) must be within 0..60 seconds")
     require(call["waiting_callers"] in WAITING_CALLER_POLICIES, "call.waiting_callers",
             f"(WAITING_CALLERS) must be one of {', '.join(WAITING_CALLER_POLICIES)}")
+
+
+def _check_realtime_endpoint(tree: dict, require) -> None:
+    """Where the Realtime socket goes and how the key is sent: OpenAI (Bearer) or a
+    GA-compatible endpoint such as Azure OpenAI (`api-key` header, the deployment as model)."""
+    openai = tree["openai"]
+    require(openai["auth"] in OPENAI_AUTH_MODES, "openai.auth",
+            f"(OPENAI_AUTH) must be one of {', '.join(OPENAI_AUTH_MODES)} (bearer: "
+            "'Authorization: Bearer KEY', OpenAI; api-key: 'api-key: KEY', Azure OpenAI)")
+    require(bool(openai["model"].strip()), "openai.model",
+            "(REALTIME_MODEL) must not be empty (on Azure: the deployment name)")
+    url = openai["realtime_url"]
+    require(url.startswith(("ws://", "wss://")), "openai.realtime_url",
+            f"(OPENAI_REALTIME_URL) must start with ws:// or wss://, got {url!r}")
+    try:
+        realtime_url(url, openai["model"])
+    except ValueError as exc:
+        require(False, "openai.realtime_url", f"(OPENAI_REALTIME_URL) {exc}")
 
 
 def _check_reconnection(tree: dict, require) -> None:

@@ -30,12 +30,12 @@ import logging
 import time
 from collections import deque
 from typing import Any, Callable, Optional, Protocol
-from urllib.parse import urlencode
 
 import gevent
 
 from relay import realtime_events as ev
 from relay.backoff import CLOSED, Backoff, CircuitBreaker, ReconnectPolicy
+from relay.realtime_endpoint import auth_headers, realtime_url
 from relay.wsclient import JsonWebSocket
 
 log = logging.getLogger(__name__)
@@ -108,6 +108,7 @@ class RealtimeSession:
 
     def __init__(self, *, url: str, model: str, api_key: str, session: dict,
                  handler: RealtimeHandler, connect_timeout: float = 10.0,
+                 auth: str = "bearer",
                  max_reconnects: int = 3, name: str = "call",
                  on_append_sent: Optional[Callable[[float], None]] = None,
                  policy: Optional[ReconnectPolicy] = None,
@@ -115,8 +116,8 @@ class RealtimeSession:
                  clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], None] = gevent.sleep,
                  socket_factory: Optional[Callable[..., Any]] = None) -> None:
-        self.url = f"{url}?{urlencode({'model': model})}"
-        self._api_key = api_key
+        self.url = realtime_url(url, model)
+        self._headers = auth_headers(auth, api_key)
         self.session = session
         self._handler = handler
         self._connect_timeout = connect_timeout
@@ -221,7 +222,7 @@ class RealtimeSession:
 
     def _open_websocket(self, on_message, on_closed, on_bad_message) -> JsonWebSocket:
         sock = JsonWebSocket(
-            self.url, headers=[f"Authorization: Bearer {self._api_key}"],
+            self.url, headers=self._headers,
             on_message=on_message, on_closed=on_closed, on_bad_message=on_bad_message,
             on_sent=self._on_append_sent, connect_timeout=self._connect_timeout,
             name=f"realtime:{self.name}")

@@ -192,7 +192,8 @@ class Worker:
         stt = tree["stt"]
         self.stt: Optional[FallbackTranscriber] = None
         if stt["asyncSttEnabled"]:
-            self.stt = FallbackTranscriber(stt, openai_api_key=tree["openai"]["api_key"])
+            self.stt = FallbackTranscriber(stt, openai_api_key=tree["openai"]["api_key"],
+                                           openai_auth=tree["openai"]["auth"])
             log.info("worker: fallback transcription by %s", self.stt.describe())
         self.counters["fallback_transcriptions"] = self.stt.counters if self.stt else {}
 

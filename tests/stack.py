@@ -64,12 +64,13 @@ class Stack:
     """PBX + model + one relay worker, started together, stopped with leak checks."""
 
     def __init__(self, tmp_path: Path, model_script: Optional[dict] = None,
-                 settings: Optional[dict] = None, session_limit_s: float = 3600.0) -> None:
+                 settings: Optional[dict] = None, session_limit_s: float = 3600.0,
+                 model_auth: str = "bearer") -> None:
         self.tmp_path = tmp_path
         self.baseline_greenlets = live_greenlets()
         self.pbx = SimPbx(recordings_dir=tmp_path / "pbx").start()
         self.model = SimModel(api_key=API_KEY, script=model_script,
-                              session_limit_s=session_limit_s).start()
+                              session_limit_s=session_limit_s, auth=model_auth).start()
         overrides = {
             "ari.url": f"http://127.0.0.1:{self.pbx.port}",
             "ari.username": self.pbx.user, "ari.password": self.pbx.password, "ari.app": APP,

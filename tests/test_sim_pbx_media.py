@@ -16,6 +16,7 @@ from relay._g711 import (
     alaw_dbov,
     alaw_decode,
     alaw_encode,
+    alaw_to_ulaw,
     ulaw_dbov,
     ulaw_decode,
     ulaw_to_alaw,
@@ -392,3 +393,37 @@ def test_stop_closes_every_socket_and_greenlet(tmp_path: Path):
     assert ev.closed
     ev.close()
     assert pbx.call(call)["state"] in ("active", "ended")
+
+
+def test_a_caller_running_echo_sends_back_what_the_relay_sends(relay: Relay, pbx: SimPbx):
+    call = pbx.start_call({"answer": False, "steps": [{"echo": True}]}, app="voicebot")
+    relay.attach(call)                      # answered: the script (Echo()) starts
+    assert relay.nothing_for(0.1)           # nothing heard, nothing echoed (two-party bridge)
+    agent = utterance_ulaw("Your order ships tomorrow", "assistant")[:160 * 25]
+    relay.send_paced(agent, ts=0)
+    packets = relay.receive(25)
+    assert b"".join(p[1][12:] for p in packets) == agent      # the same audio, bit-exact
+    assert all(h[0] == 0 and h[5:] == (12, 160) for h in (p[2] for p in packets))
+    assert relay.nothing_for(0.1)           # it stops when the relay does
+    result = pbx.call(call)
+    assert result["script"]["current"] == {"kind": "echo"}
+    assert result["externals"][f"em-{call}"]["tx_packets"] == 25
+    pbx.hangup_call(call)
+
+
+def test_echo_of_a_timed_step_ends_and_alaw_comes_back_as_alaw(relay: Relay, pbx: SimPbx):
+    call = pbx.start_call({"answer": False, "steps": [{"echo": {"ms": 1500}},
+                                                      {"wait_hangup": 10000}]},
+                          app="voicebot")
+    relay.attach(call, fmt="alaw")
+    agent = alaw_encode(utterance_pcm("One moment please", "assistant"))[:160 * 10]
+    relay.send_paced(agent, pt=8)
+    packets = relay.receive(10)
+    assert {p[2][0] for p in packets} == {8}
+    # through the bridge's u-law and back out transcoded at the edge, as Asterisk does
+    assert b"".join(p[1][12:] for p in packets) == ulaw_to_alaw(alaw_to_ulaw(agent))
+    while pbx.call(call)["script"]["current"]["kind"] == "echo":
+        gevent.sleep(0.05)
+    relay.send_paced(agent[:160 * 5], pt=8, seq=500, ts=16000)
+    assert relay.nothing_for(0.15)          # Echo() is over: the relay's audio is not sent back
+    pbx.hangup_call(call)

@@ -12,7 +12,17 @@ from relay._g711 import ulaw_decode, ulaw_encode
 from relay.sim.pbx.caller import AgentActivity, CallerRun, parse_script
 from relay.sim.pbx.capture import RtpCapture, interarrival_jitter_ms, pacing_stats
 from relay.sim.pbx.model import AriError, NullMedia, Pbx
-from relay.sim.pbx.sounds import SILENCE, Source, UnknownMedia, media_audio, mix_ulaw
+from relay.sim.pbx.sounds import (
+    INBOUND_AHEAD,
+    INBOUND_KEEP,
+    SILENCE,
+    EchoSource,
+    InboundSource,
+    Source,
+    UnknownMedia,
+    media_audio,
+    mix_ulaw,
+)
 from relay.sim.pbx.timing import PbxTiming
 
 
@@ -193,6 +203,80 @@ def test_snoop_ends_with_its_target_without_channel_destroyed(pbx: Pbx):
     assert "sn" not in pbx.channels
 
 
+def test_echo_says_into_the_bridge_what_the_relay_sent_one_frame_later(pbx: Pbx):
+    ch = inbound(pbx)
+    pbx.external_media(app="voicebot", external_host="127.0.0.1:4000", channel_id="em1")
+    pbx.create_bridge("b1")
+    pbx.add_channels("b1", [ch.id, "em1"])
+    own = ch.voice
+    assert "em1" not in pbx.media.inbound          # nobody hears the relay: not fed
+    pbx.channel_echo(ch, True)
+    [echo], softmix = pbx.media.plans["em1"]
+    assert echo is ch.voice and isinstance(echo, EchoSource) and not softmix
+    fed = pbx.media.inbound["em1"]
+    frame = bytes(range(160))
+    fed.push(1005, frame)                          # arrived in the slot of ticks 1000..1019
+    assert echo.frame(1019) is None                # not back within the frame it came in
+    assert echo.frame(1020) == echo.frame(1039) == frame
+    assert echo.frame(1040) is None                # nothing more sent, nothing echoed
+    # A bridge playback is heard too: the echo is the mix of both.
+    pbx.play(["sound:beep"], bridge_id="b1", playback_id="pb1")
+    pbx.advance(pbx.now)
+    pb = pbx.playbacks["pb1"].source
+    assert pb in echo.heard and fed in echo.heard
+    fed.push(pb.start_tick + 5, frame)
+    t = pb.start_tick + 20
+    assert echo.frame(t) == mix_ulaw([frame, pb.frame(t - 20)])
+    pbx.stop_playback("pb1")
+    # Muted (addChannel?mute / POST mute) the relay's audio does not reach the echo.
+    fed.muted = True
+    fed.push(3005, frame)
+    assert echo.frame(3020) is None
+    fed.muted = False
+    # Echo() ends: the channel's own voice is back, the relay's RTP no longer fed.
+    pbx.channel_echo(ch, False)
+    assert ch.voice is own and pbx.media.plans["em1"] == ([own], False)
+    assert "em1" not in pbx.media.inbound
+
+
+def test_echo_leaving_the_bridge_hears_nothing_and_two_echoes_do_not_loop(pbx: Pbx):
+    a, b = inbound(pbx, "c1"), inbound(pbx, "c2")
+    pbx.create_bridge("b1")
+    pbx.add_channels("b1", [a.id, b.id])
+    pbx.channel_echo(a, True)
+    pbx.channel_echo(b, True)
+    assert a.voice.heard == (b.voice,) and b.voice.heard == (a.voice,)
+    assert a.voice.frame(5000) is None and b.voice.frame(5000) is None   # no recursion
+    pbx.remove_channels("b1", [a.id])
+    assert a.voice.heard == () and b.voice.heard == ()
+
+
+def test_inbound_source_queues_a_burst_and_drops_beyond_the_jitter_room():
+    src = InboundSource()
+    frames = [bytes([i]) * 160 for i in range(INBOUND_AHEAD + 2)]
+    for f in frames:                               # all in the same 20 ms
+        src.push(100, f)
+    assert [src.frame(100 + 20 * k) for k in range(INBOUND_AHEAD + 1)] == \
+        frames[:INBOUND_AHEAD + 1]
+    assert src.dropped == 1
+    src.push(100 + 20 * INBOUND_KEEP, frames[1])  # a ring: later frames take old slots
+    assert src.frame(100) is None and src.frame(100 + 20 * INBOUND_KEEP) == frames[1]
+
+
+def test_script_echo_step_starts_and_ends_echo():
+    run = run_script({"steps": [{"tone": 440}, {"echo": {"ms": 500}}, {"echo": True}]})
+    actions = run.start(0.0)
+    assert verbs(actions) == ["say", "silence", "echo"]     # the background tone stops
+    assert ("echo", True) in actions and ("dialplan", "Echo", "") in actions
+    assert run.next_deadline() == pytest.approx(0.5)
+    assert verbs(run.poll(0.49)) == []
+    assert [a for a in run.poll(0.5) if a[0] == "echo"] == [("echo", False), ("echo", True)]
+    assert run.step.kind == "echo" and run.next_deadline() == pytest.approx(600.0)
+    assert verbs(run.poll(599.0)) == []                     # until the call ends
+    assert parse_script([{"echo": 250}]).steps[0].ms == 250
+    assert parse_script([{"echo": {}}]).steps[0].ms == 0
+
+
 # ---------------------------------------------------------------------- caller scripts
 def fake_audio(step):
     return b"\x01" * (800 if step.kind == "say" else 160), step.kind == "tone"
@@ -294,6 +378,11 @@ def test_script_max_duration_and_background_tone():
     ({"steps": [], "end": "maybe"}, "end"),
     ({"steps": [], "caller": "bob"}, "caller"),
     ({"stepz": []}, "unexpected"),
+    ({"steps": [{"echo": False}]}, "echo takes"),
+    ({"steps": [{"echo": "yes"}]}, "echo takes"),
+    ({"steps": [{"echo": {"ms": 0}}]}, "ms must be"),
+    ({"steps": [{"echo": {"seconds": 5}}]}, "unexpected"),
+    ({"steps": [{"echo": True, "ms": 5}]}, "unexpected"),
     ("hello", "script"),
 ])
 def test_script_errors_say_what_is_wrong(script, message):

@@ -361,3 +361,24 @@ def test_concurrency_is_bounded_per_worker(fake):
     skipped = [g for g in busy if isinstance(g.exception, SttError)]
     assert len(skipped) == 12 - 2 - service.max_waiting
     assert service.counters["openai"]["skipped"] == len(skipped)
+
+
+def test_the_realtime_key_goes_as_openai_auth_says_an_own_key_as_bearer(fake):
+    # Azure OpenAI: openai.auth api-key, and no stt.api_key: the Realtime key, as api-key
+    server = fake(lambda r: (200, {"text": "ok"}, 0))
+    tree = load_settings(env={}, overrides={
+        "openai.api_key": "azure-key", "openai.auth": "api-key",
+        "stt.asyncSttEnabled": True, "stt.asyncSttProvider": "openai",
+        "stt.openai_base_url": server.base_url, "stt.timeout_s": 2.0}).tree
+    for own, expected in (("", {"Api-Key": "azure-key"}),
+                          ("sk-stt-only", {"Authorization": "Bearer sk-stt-only"})):
+        service = FallbackTranscriber(dict(tree["stt"], api_key=own),
+                                      openai_api_key=tree["openai"]["api_key"],
+                                      openai_auth=tree["openai"]["auth"])
+        try:
+            assert service.transcribe(b"\xff" * 800, "ulaw") == "ok"
+        finally:
+            service.close()
+        headers = server.requests[-1]["headers"]
+        sent = {k: headers[k] for k in ("Api-Key", "Authorization") if k in headers}
+        assert sent == expected

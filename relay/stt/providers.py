@@ -4,7 +4,8 @@ Owns, per provider, a pure request builder (turn audio in, a `requests.PreparedR
 nothing is sent here) and a response parser (status and body in, the text out, or `SttError`
 carrying the provider's own error message):
 
-- OpenAI `POST {base}/v1/audio/transcriptions`, `Authorization: Bearer KEY`, multipart/form-data
+- OpenAI `POST {base}/v1/audio/transcriptions`, `Authorization: Bearer KEY` (or `api-key: KEY`,
+  Azure OpenAI, when `auth` is "api-key": see FallbackTranscriber), multipart/form-data
   with `file` (a PCM16 8 kHz mono WAV), `model`, optional `language` and `prompt`; answer
   `{"text": ...}`, errors `{"error": {"message", "type", "code"}}`.
 - Google Speech-to-Text V1 `POST {base}/v1/speech:recognize` with JSON `config` (MULAW or
@@ -59,6 +60,7 @@ class ProviderConfig:
     api_key: str = ""             # OpenAI key, or Google API key
     bearer_token: str = ""        # Google OAuth access token (used when there is no API key)
     key_in: str = "header"        # Google API key placement: "header" or "query"
+    auth: str = "bearer"          # OpenAI key header: "bearer" or "api-key" (Azure OpenAI)
 
     def secrets(self) -> tuple[str, ...]:
         return tuple(s for s in (self.api_key, self.bearer_token) if s)
@@ -99,8 +101,18 @@ def openai_request(audio: bytes, line_format: str,
     fields.append(("file", ("turn.wav", pcm16_wav(pcm16(audio, line_format)), "audio/wav")))
     return requests.Request(
         "POST", _join(config.base_url, "/v1/audio/transcriptions"),
-        headers={"Authorization": f"Bearer {config.api_key}", "Accept": "application/json"},
+        headers={**openai_auth_header(config.auth, config.api_key),
+                 "Accept": "application/json"},
         files=fields).prepare()
+
+
+def openai_auth_header(auth: str, api_key: str) -> dict[str, str]:
+    """`Authorization: Bearer KEY` (OpenAI) or `api-key: KEY` (Azure OpenAI), as openai.auth."""
+    if auth == "api-key":
+        return {"api-key": api_key}
+    if auth != "bearer":
+        raise ValueError(f"unknown auth {auth!r} (bearer or api-key)")
+    return {"Authorization": f"Bearer {api_key}"}
 
 
 def openai_parse(status: int, body: bytes) -> str:

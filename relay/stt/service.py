@@ -34,7 +34,7 @@ class SttBusy(SttError):
 class FallbackTranscriber:
     """Sends caller turns to the configured provider (see the module docstring)."""
 
-    def __init__(self, stt: dict, openai_api_key: str = "",
+    def __init__(self, stt: dict, openai_api_key: str = "", openai_auth: str = "bearer",
                  http: Optional[requests.Session] = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         name = stt["asyncSttProvider"]
@@ -42,9 +42,13 @@ class FallbackTranscriber:
             raise ValueError(f"unknown fallback transcription provider {name!r}")
         self.provider = PROVIDERS[name]
         if name == "openai":
+            # Its own key (stt.api_key) is an OpenAI key: Bearer. Without one it uses the
+            # Realtime key, sent as the Realtime endpoint wants it (openai.auth: Azure's api-key).
+            own = bool(stt["api_key"])
             config = ProviderConfig(base_url=stt["openai_base_url"], model=stt["model"],
                                     language=stt["language"], prompt=stt["prompt"],
-                                    api_key=stt["api_key"] or openai_api_key)
+                                    api_key=stt["api_key"] or openai_api_key,
+                                    auth="bearer" if own else openai_auth)
         else:
             config = ProviderConfig(base_url=stt["google_base_url"], model=stt["model"],
                                     language=stt["language"], api_key=stt["google_api_key"],

@@ -21,6 +21,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=8765, help="port (0: any free port)")
     parser.add_argument("--api-key", default=os.environ.get("SIM_MODEL_API_KEY", "sk-sim-test"),
                         help="the API key clients must send (env SIM_MODEL_API_KEY)")
+    parser.add_argument("--auth", choices=("bearer", "api-key"),
+                        default=os.environ.get("SIM_MODEL_AUTH", "bearer"),
+                        help="how clients must send the key: 'Authorization: Bearer KEY' "
+                        "(bearer, OpenAI) or 'api-key: KEY' (api-key, Azure OpenAI; the server "
+                        "also answers on /openai/v1/realtime) (env SIM_MODEL_AUTH)")
     parser.add_argument("--script", metavar="FILE",
                         help="script JSON file (format: relay.sim.model.script)")
     parser.add_argument("--session-limit", type=float, default=3600.0, metavar="SECONDS",
@@ -40,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"sim-model: bad script {args.script}: {exc}", file=sys.stderr)
             return 2
     model = SimModel(host=args.host, port=args.port, api_key=args.api_key, script=script,
-                     session_limit_s=args.session_limit)
+                     session_limit_s=args.session_limit, auth=args.auth)
     stop = Event()
     handlers = [gevent.signal_handler(sig, stop.set) for sig in (signal.SIGINT, signal.SIGTERM)]
     try:

@@ -23,13 +23,20 @@ from gevent.pywsgi import WSGIServer
 from relay.sim.model import control
 from relay.sim.model.connection import Connection
 from relay.sim.model.faults import Fault
-from relay.sim.model.handshake import KNOWN_MODELS, Rejection, check_connection
+from relay.sim.model.handshake import (
+    AUTH_MODES,
+    KNOWN_MODELS,
+    Rejection,
+    check_connection,
+    presented_key,
+)
 from relay.sim.model.script import Script
 from relay.sim.model.session import DEFAULT_SESSION_LIMIT_S, RealtimeSession
 from relay.sim.model.vad import MIN_SPEECH_MS
 from relay.sim.model.wshandler import SimHandler, SimWebSocket
 
 PATH = "/v1/realtime"
+PATHS = (PATH, "/openai/v1/realtime")     # OpenAI's, and Azure OpenAI's GA path
 KEEP_SESSIONS = 500         # ended sessions kept for inspection
 
 
@@ -38,6 +45,8 @@ class SimModel:
 
     `SimModel(api_key="sk-test", script={...}).start()` listens on host:port (0: any free
     port); `.url` is ws://host:port/v1/realtime and `.http_url` the control endpoint's base.
+    `auth="api-key"` makes it take the key as Azure OpenAI does (an `api-key` header, not
+    `Authorization: Bearer`); it also answers on Azure's path (`.azure_url`).
     `.stop()` ends every connection and greenlet. Also a context manager.
     """
 
@@ -46,9 +55,14 @@ class SimModel:
                  session_limit_s: float = DEFAULT_SESSION_LIMIT_S,
                  models: Optional[frozenset] = KNOWN_MODELS, min_speech_ms: int = MIN_SPEECH_MS,
                  max_connections: int = 5000, keep_sessions: int = KEEP_SESSIONS,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, auth: str = "bearer") -> None:
+        if auth not in AUTH_MODES:
+            raise ValueError(f"auth must be one of {AUTH_MODES}, got {auth!r}")
+        if auth == "api-key" and models is KNOWN_MODELS:
+            models = None       # Azure: the "model" is a deployment, named by its owner
         self.host = host
         self.api_key = api_key
+        self.auth = auth
         self.session_limit_s = session_limit_s
         self.models = models
         self.min_speech_ms = min_speech_ms
@@ -95,6 +109,11 @@ class SimModel:
     @property
     def url(self) -> str:
         return f"ws://{self.host}:{self.port}{PATH}"
+
+    @property
+    def azure_url(self) -> str:
+        """The URL in Azure OpenAI's form (its path; the model is the deployment name)."""
+        return f"ws://{self.host}:{self.port}{PATHS[1]}"
 
     @property
     def http_url(self) -> str:
@@ -178,7 +197,7 @@ class SimModel:
 
     def _app(self, environ: dict, start_response: Callable) -> list[bytes]:
         ws = environ.get("wsgi.websocket")
-        if environ.get("PATH_INFO") == PATH:
+        if environ.get("PATH_INFO") in PATHS:
             if ws is None:
                 start_response("426 Upgrade Required", [("Content-Type", "text/plain"),
                                                          ("Connection", "close")])
@@ -194,11 +213,9 @@ class SimModel:
         headers = {k[5:].replace("_", "-").lower(): v for k, v in environ.items()
                    if k.startswith("HTTP_")}
         query = dict(parse_qsl(environ.get("QUERY_STRING", "")))
-        verdict = check_connection(headers, query, self.api_key, self.models)
+        verdict = check_connection(headers, query, self.api_key, self.models, self.auth)
         conn = Connection(ws, self.clock, self._greenlets.spawn)
-        authorization = headers.get("authorization", "")
-        conn.api_key = authorization[7:].strip() if authorization.lower().startswith(
-            "bearer ") else ""
+        conn.api_key = presented_key(headers, self.auth)
         self._connections[id(conn)] = conn
         try:
             if isinstance(verdict, Rejection):

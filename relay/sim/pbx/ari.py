@@ -342,6 +342,8 @@ class AriApi:
             ch.muted = on
             if ch.voice is not None:
                 ch.voice.muted = on or bool(ch.playbacks)
+            if ch.inbound is not None:
+                ch.inbound.muted = on
         return 204, None
 
     def unmute(self, p: Params, channelId: str) -> Response:

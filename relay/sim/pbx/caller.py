@@ -28,11 +28,16 @@ Script format (every key optional except `steps`; a bare list is taken as `steps
         {"tone": 440, "ms": 2000},                          # a tone for 2 s
         {"tone": 440},                     # PlayTones: the tone goes on behind the next steps
         {"wait_hangup": {"timeout_ms": 10000}},             # wait for the app to hang up
+        {"echo": {"ms": 5000}},            # Echo(): send back what the bridge sends, 20 ms later
+        {"echo": true},                    # Echo() until the call ends (as the dialplan app)
         {"hangup": true}
       ]
     }
 
-A wait that times out is recorded (`timed_out`) and the script goes on.
+A wait that times out is recorded (`timed_out`) and the script goes on. `echo` stops what the
+caller was saying (a background tone too); for its duration the channel says into its bridge
+what it hears from the bridge (the relay's RTP into an externalMedia channel included), one
+frame later, and nothing while it hears nothing; `{"echo": 5000}` is `{"echo": {"ms": 5000}}`.
 """
 
 from __future__ import annotations
@@ -51,7 +56,8 @@ AGENT_HANGOVER_S = 0.3        # agent voice this close together is one talkspurt
 DEFAULT_TIMEOUT_MS = 30000
 MAX_TURNS_KEPT = 1000         # turn latencies kept per call
 STEP_KINDS = ("say", "pause", "dtmf", "wait_agent_done", "wait_agent_start", "sound", "tone",
-              "wait_hangup", "hangup")
+              "wait_hangup", "hangup", "echo")
+TIMED_KINDS = ("say", "sound", "pause", "tone", "echo")     # steps that end at step_end
 _DTMF = set("0123456789ABCD*#")
 
 
@@ -185,6 +191,17 @@ def _parse_step(item: dict) -> list[Step]:
         o = _opts(item["wait_hangup"], "wait_hangup")
         _only(set(o), {"timeout_ms"})
         return [Step("wait_hangup", timeout_ms=_int(o, "timeout_ms", DEFAULT_TIMEOUT_MS, 1))]
+    if "echo" in keys:
+        _only(keys, {"echo"})
+        value = item["echo"]
+        if value is True or value is None:
+            return [Step("echo")]
+        if isinstance(value, dict):
+            _only(set(value), {"ms"})
+            return [Step("echo", ms=_int(value, "ms", 0, 1) if "ms" in value else 0)]
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return [Step("echo", ms=_int({"ms": value}, "ms", 0, 1))]
+        raise ScriptError(f"echo takes true, a number of ms or {{'ms': N}}, got {value!r}")
     if "hangup" in keys:
         _only(keys, {"hangup"})
         return [Step("hangup")]
@@ -317,6 +334,7 @@ class AgentActivity:
 #   ("hangup", reason: str)             hang up
 #   ("dialplan", app: str, data: str)   the dialplan application this step is (noise, Local ;2)
 #   ("varset", name: str, value: str)   a variable the dialplan sets (noise, Local ;2)
+#   ("echo", on: bool)                  Echo() starts / ends on the caller's channel
 Action = tuple
 
 
@@ -366,7 +384,7 @@ class CallerRun:
         if step is None:    # end == "wait": nothing left but to wait
             return []
         kind = step.kind
-        if kind in ("say", "sound", "pause", "tone"):
+        if kind in TIMED_KINDS:
             if self.step_end is not None and now >= self.step_end:
                 return self._advance(now)
             return []
@@ -404,7 +422,7 @@ class CallerRun:
             return deadline
         kind = step.kind
         timeout = self.step_started + step.timeout_ms / 1000.0
-        if kind in ("say", "sound", "pause", "tone"):
+        if kind in TIMED_KINDS:
             if self.step_end is not None:
                 deadline = min(deadline, self.step_end)
         elif kind == "dtmf":
@@ -473,6 +491,8 @@ class CallerRun:
             out.append(("varset", "PLAYBACKSTATUS", "SUCCESS"))    # its audio ran out by itself
         elif prev is not None and prev.kind == "tone" and prev.ms:
             out.append(("silence",))
+        elif prev is not None and prev.kind == "echo":
+            out.append(("echo", False))
         self.index += 1
         step = self.step
         self.step_started = now
@@ -508,6 +528,11 @@ class CallerRun:
             self.dtmf_next = 0
             self.dtmf_at = now
             out.extend(self.poll(now))
+        elif kind == "echo":
+            out.append(("silence",))
+            out.append(("echo", True))
+            if step.ms:                  # else: until the call ends, as Echo() does
+                self.step_end = now + step.ms / 1000.0
         elif kind == "hangup":
             out.extend(self._finish(now, "script hangup"))
         elif kind in ("wait_agent_done", "wait_agent_start"):
@@ -534,4 +559,6 @@ def _dialplan_app(step: Step) -> tuple[str, str]:
         return "WaitForNoise", f"{max(step.after_ms, 1)},1,{step.timeout_ms / 1000:g}"
     if kind == "wait_hangup":
         return "Wait", f"{step.timeout_ms / 1000:g}"
+    if kind == "echo":
+        return "Echo", ""
     return "Hangup", ""

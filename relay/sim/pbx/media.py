@@ -19,7 +19,10 @@ as it came and decoded by its payload type.
 Receiving: no greenlet per socket. A libev io watcher per socket runs a callback in the hub that
 reads one datagram from the non-blocking socket, parses the header (Cython) and appends to the
 capture. Packets
-from an address other than external_host are accepted and counted, as Asterisk does.
+from an address other than external_host are accepted and counted, as Asterisk does. When a
+channel in the bridge runs Echo(), the model hands the endpoint an InboundSource
+(`set_inbound`): each frame received (A-law transcoded to the bridge's u-law) is also pushed
+into it, on the pacer's grid, so that it is heard in the bridge; otherwise it is only captured.
 """
 
 from __future__ import annotations
@@ -33,10 +36,10 @@ from collections.abc import Callable
 import gevent
 from gevent.event import Event
 
-from relay._g711 import alaw_dbov, ulaw_dbov, ulaw_to_alaw
+from relay._g711 import alaw_dbov, alaw_to_ulaw, ulaw_dbov, ulaw_to_alaw
 from relay._rtp import RtpError, build_rtp, parse_rtp_header
 from relay.sim.pbx.capture import RtpCapture
-from relay.sim.pbx.sounds import FRAME_TICKS, Source, mix_ulaw
+from relay.sim.pbx.sounds import FRAME_TICKS, InboundSource, Source, mix_ulaw
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +62,7 @@ class RtpEndpoint:
         "channel_id",
         "closed",
         "first_sent_at",
+        "inbound",
         "last_sent_at",
         "last_tick",
         "local",
@@ -79,6 +83,7 @@ class RtpEndpoint:
         "softmix",
         "sources",
         "ssrc",
+        "t0",
         "ts",
         "watcher",
     )
@@ -99,6 +104,8 @@ class RtpEndpoint:
         self.sources: tuple[Source, ...] = ()
         self.softmix = False
         self.override: Source | None = None
+        self.inbound: InboundSource | None = None   # set while an Echo() hears this channel
+        self.t0 = 0.0                               # the pacer's tick 0 (monotonic seconds)
         self.watcher = None
         self.capture = capture
         self.activity = None
@@ -194,6 +201,10 @@ class RtpEndpoint:
                 cap.payload += payload
         else:
             cap.dropped += 1
+        inbound = self.inbound
+        if inbound is not None and pt == self.payload_type:
+            inbound.push(int((now - self.t0) * 1000.0),
+                         alaw_to_ulaw(payload) if pt else bytes(payload))
         act = self.activity
         if act is not None and pt == self.payload_type:
             act.update(now, (alaw_dbov if pt else ulaw_dbov)(payload) > VOICE_DBOV)
@@ -266,6 +277,7 @@ class MediaEngine:
         watcher = gevent.get_hub().loop.io(sock.fileno(), 1)
         watcher.start(ep.on_readable)
         ep.watcher = watcher
+        ep.t0 = self.t0
         self.endpoints[channel_id] = ep
         self._wheel[slot].append(ep)
         self._has_work.set()
@@ -306,6 +318,11 @@ class MediaEngine:
         ep = self.endpoints.get(channel_id)
         if ep is not None:
             ep.override = source
+
+    def set_inbound(self, channel_id: str, source: InboundSource | None) -> None:
+        ep = self.endpoints.get(channel_id)
+        if ep is not None:
+            ep.inbound = source
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:

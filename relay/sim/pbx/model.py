@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from relay.sim.pbx import events as ev
-from relay.sim.pbx.sounds import Source, UnknownMedia, media_audio
+from relay.sim.pbx.sounds import EchoSource, InboundSource, Source, UnknownMedia, media_audio
 from relay.sim.pbx.timing import PbxTiming, Range, draw_s
 
 RECORDING_FORMATS = ("wav", "wav16", "gsm", "ulaw", "alaw", "sln", "sln16", "g722", "g729")
@@ -62,6 +62,7 @@ class MediaHooks(Protocol):
     def close_external(self, channel_id: str) -> None: ...
     def set_plan(self, channel_id: str, sources: list[Source], softmix: bool) -> None: ...
     def set_override(self, channel_id: str, source: Source | None) -> None: ...
+    def set_inbound(self, channel_id: str, source: InboundSource | None) -> None: ...
 
 
 class NullMedia:
@@ -69,6 +70,7 @@ class NullMedia:
 
     def __init__(self) -> None:
         self.plans: dict[str, tuple[list[Source], bool]] = {}
+        self.inbound: dict[str, InboundSource] = {}
         self._port = itertools.count(20000, 2)
 
     def tick(self, now: float) -> int:
@@ -80,12 +82,19 @@ class NullMedia:
 
     def close_external(self, channel_id: str) -> None:
         self.plans.pop(channel_id, None)
+        self.inbound.pop(channel_id, None)
 
     def set_plan(self, channel_id: str, sources: list[Source], softmix: bool) -> None:
         self.plans[channel_id] = (sources, softmix)
 
     def set_override(self, channel_id: str, source: Source | None) -> None:
         pass
+
+    def set_inbound(self, channel_id: str, source: InboundSource | None) -> None:
+        if source is None:
+            self.inbound.pop(channel_id, None)
+        else:
+            self.inbound[channel_id] = source
 
 
 @dataclass(eq=False)
@@ -116,6 +125,7 @@ class Channel:
     snoops: list[Channel] = field(default_factory=list)
     external: dict | None = None             # externalMedia parameters and local address
     voice: Source | None = None              # what this channel says into a bridge
+    inbound: InboundSource | None = None     # externalMedia: what the relay sends into it
     playbacks: list[Playback] = field(default_factory=list)   # [current, queued...]
     recording: LiveRecording | None = None
     call_id: str | None = None
@@ -553,6 +563,7 @@ class Pbx:
         ch.external = {"host": host, "port": int(port_text), "format": fmt,
                        "direction": direction, "local_address": local_addr,
                        "local_port": local_port}
+        ch.inbound = InboundSource(cid)
         ch.channelvars = {"UNICASTRTP_LOCAL_ADDRESS": local_addr,
                           "UNICASTRTP_LOCAL_PORT": str(local_port)}
         ch.variables.update(ch.channelvars)
@@ -827,6 +838,21 @@ class Pbx:
             self._chan_event("ChannelCallerId", ch, caller_presentation=0,
                              caller_presentation_txt="Presentation Allowed, Not Screened")
 
+    def channel_echo(self, ch: Channel, on: bool) -> None:
+        """Echo() in the channel's dialplan (a caller's script) starts (`on`) or ends: while it
+        runs, what the channel says into its bridge is what it hears from the bridge, one frame
+        later (for a Local pair: what ;2 echoes, ;1 says into the bridge)."""
+        if ch.destroyed or ch.hanging or ch.voice is None:
+            return
+        voice = ch.voice
+        if on == isinstance(voice, EchoSource):
+            return
+        new = EchoSource(ch.id, replaced=voice) if on else (voice.replaced or Source(ch.id))
+        new.muted = voice.muted
+        ch.voice = new
+        if ch.bridge is not None:
+            self._replan(ch.bridge)
+
     def dialplan_varset(self, ch: Channel, name: str, value: str) -> None:
         if not (ch.destroyed or ch.hanging):
             self._varset(ch, name, value)
@@ -873,6 +899,8 @@ class Pbx:
             ch.muted = mute
             if ch.voice is not None:
                 ch.voice.muted = mute or bool(ch.playbacks)
+            if ch.inbound is not None:
+                ch.inbound.muted = mute
             br.subscribers.add(ch.stasis_app)
             added.append(ch)
             self._send("ChannelEnteredBridge", ch, br, bridge=ev.bridge_json(br),
@@ -919,10 +947,13 @@ class Pbx:
         ch.bridge = None
         if ch.voice is not None:
             ch.voice.muted = bool(ch.playbacks)
+        if isinstance(ch.voice, EchoSource):
+            ch.voice.heard = ()
         self._send("ChannelLeftBridge", ch, br, bridge=ev.bridge_json(br),
                    channel=ev.channel_json(ch))
         if ch.external is not None:
             self.media.set_plan(ch.id, [], False)
+            self.media.set_inbound(ch.id, None)
         self._replan(br)
 
     def destroy_bridge(self, bid: str) -> None:
@@ -956,6 +987,20 @@ class Pbx:
             sources = [o.voice for o in br.channels if o is not ch and o.voice is not None]
             sources += [pb.source for pb in br.playbacks if pb.source is not None]
             self.media.set_plan(ch.id, sources, softmix)
+        # A channel running Echo() hears everything else in the bridge, the relay's RTP into
+        # externalMedia channels included (fed to the bridge only while someone hears it).
+        echoes = [ch for ch in br.channels if isinstance(ch.voice, EchoSource)]
+        for ch in echoes:
+            heard: list[Source] = []
+            if br.bridge_type == "mixing":
+                for o in br.channels:
+                    if o is not ch:
+                        heard += [s for s in (o.voice, o.inbound) if s is not None]
+                heard += [pb.source for pb in br.playbacks if pb.source is not None]
+            ch.voice.heard = tuple(heard)
+        for ch in br.channels:
+            if ch.external is not None:
+                self.media.set_inbound(ch.id, ch.inbound if echoes else None)
 
     # ------------------------------------------------------------------ playbacks
     def play(self, media: list[str], *, channel_id: str | None = None,

@@ -250,6 +250,8 @@ class Scenario:
                     ch.voice.stop()
             elif verb == "dtmf":
                 pbx.caller_dtmf(ch, action[1], action[2])
+            elif verb == "echo":
+                pbx.channel_echo(ch, action[1])
             elif verb == "hangup":
                 call.end_reason = action[1]
                 pbx.caller_hangup(ch)

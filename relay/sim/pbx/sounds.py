@@ -98,7 +98,8 @@ class Source:
 
     `frame(tick)` is the 20 ms of audio starting at that tick (shorter at the end of a non-looping
     audio, None when nothing is playing). `muted` makes a channel's voice not reach its bridge
-    (a channel playback in progress, or addChannel?mute=true).
+    (a channel playback in progress, or addChannel?mute=true). Subclasses below: what the relay
+    sends into an externalMedia channel (InboundSource) and a channel running Echo() (EchoSource).
     """
 
     __slots__ = ("audio", "label", "length", "loop", "muted", "start_tick")
@@ -134,6 +135,87 @@ class Source:
                 return None
             off %= self.length
         return audio[off:off + FRAME_BYTES]
+
+
+ECHO_DELAY_TICKS = FRAME_TICKS   # Echo() writes back what it read: one frame later
+INBOUND_KEEP = 64                # frames an InboundSource keeps (1.28 s)
+INBOUND_AHEAD = 5                # a burst queues this many frames ahead; more are dropped
+
+
+class InboundSource(Source):
+    """What an externalMedia channel says into its bridge: the RTP the relay sends to it, put
+    on the pacer's grid by the media layer (`push(tick, ulaw)` as each packet arrives).
+
+    A frame lands in the 20 ms slot it arrived in, or after the last one queued when that slot
+    is taken (a burst queues, up to INBOUND_AHEAD frames ahead of its arrival; more are dropped
+    as by a full jitter buffer). `frame(tick)` is the frame of the slot `tick` falls in: every
+    reader at the same tick gets the same frame, nothing is consumed. The last INBOUND_KEEP
+    slots are kept.
+    """
+
+    __slots__ = ("dropped", "last_slot", "ring")
+
+    def __init__(self, label: str = "") -> None:
+        super().__init__(label)
+        self.ring: list[tuple[int, bytes] | None] = [None] * INBOUND_KEEP
+        self.last_slot = -1
+        self.dropped = 0
+
+    def push(self, tick: int, payload: bytes) -> None:
+        arrived = tick // FRAME_TICKS
+        slot = arrived if arrived > self.last_slot else self.last_slot + 1
+        if slot - arrived > INBOUND_AHEAD:
+            self.dropped += 1
+            return
+        self.last_slot = slot
+        self.ring[slot % INBOUND_KEEP] = (slot, payload)
+
+    def frame(self, tick: int) -> bytes | None:
+        slot = tick // FRAME_TICKS
+        entry = self.ring[slot % INBOUND_KEEP]
+        return entry[1] if entry is not None and entry[0] == slot else None
+
+    def stop(self) -> None:
+        self.ring = [None] * INBOUND_KEEP
+        self.last_slot = -1
+
+
+class EchoSource(Source):
+    """What a channel running Echo() says into its bridge: what it hears from the bridge (the
+    sources in `heard`, set by the model whenever the bridge changes), ECHO_DELAY_TICKS later.
+    Nothing heard, nothing said (no RTP in a two-party bridge). `replaced` is the channel's
+    own voice, back when Echo() ends. Two echoing channels in one bridge do not feed each other
+    endlessly: a source being read returns nothing to itself.
+    """
+
+    __slots__ = ("busy", "heard", "replaced")
+
+    def __init__(self, label: str = "", replaced: Source | None = None) -> None:
+        super().__init__(label)
+        self.heard: tuple[Source, ...] = ()
+        self.replaced = replaced
+        self.busy = False
+
+    def frame(self, tick: int) -> bytes | None:
+        if self.busy:
+            return None
+        self.busy = True
+        try:
+            t = tick - ECHO_DELAY_TICKS
+            frames = []
+            for src in self.heard:
+                if not src.muted:
+                    f = src.frame(t)
+                    if f is not None:
+                        frames.append(f)
+        finally:
+            self.busy = False
+        if not frames:
+            return None
+        return frames[0] if len(frames) == 1 else mix_ulaw(frames)
+
+    def stop(self) -> None:
+        self.heard = ()
 
 
 def _load_audioop():
