@@ -284,3 +284,25 @@ def test_a_second_connection_for_the_public_app_is_reported(pbx, fleet):
         assert not dispatcher.connected
     finally:
         usurper.stop()
+
+
+def test_a_refused_caller_still_listed_before_its_teardown_is_not_refused_twice(pbx, fleet):
+    # Asterisk answers the DELETE before the channel is torn down: a listing of the public app
+    # made meanwhile (the one the connection spawned, answered late) still shows the caller.
+    dispatcher = fleet([Target("w0", healthy=False)])
+    pbx.set_timing({"command_ms": [300, 300]})          # a slow teardown after the 204
+    [call_id] = pbx.start_calls(WAIT, count=1, app=PUBLIC)
+    wait_for(lambda: dispatcher.counters["refused"].get("no_worker") == 1, 10, "the refusal")
+    channel_id = pbx.call(call_id)["channel_id"]
+    assert caller_channel(pbx, call_id)          # still there, being torn down
+    listed = dispatcher.ari.get_channel(channel_id)
+    request = dispatcher.ari.request
+    dispatcher.ari.request = lambda method, path, *args, **kwargs: (
+        {"channel_ids": [channel_id]} if path == f"/applications/{PUBLIC}" else
+        request(method, path, *args, **kwargs))
+    dispatcher.ari.get_channel = lambda cid: listed if cid == channel_id else {}
+    dispatcher._adopt_waiting()
+    pbx.wait_calls([call_id], 10)
+    gevent.sleep(0.1)
+    assert dispatcher.counters["refused"] == {"no_worker": 1}
+    assert dispatcher.counters["calls"] == 1

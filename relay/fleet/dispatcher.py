@@ -266,9 +266,11 @@ class Dispatcher:
         except AriError as exc:
             if exc.status != 404:
                 log.warning("dispatch %s: cannot hang up: %s", channel_id, exc)
-        finally:
-            # forgotten only once it is gone: meanwhile _adopt_waiting must not take it again
-            self._attempts.pop(channel_id, None)
+            self._attempts.pop(channel_id, None)      # gone, or to be adopted again
+            return
+        # Asterisk answers the DELETE before the channel is torn down (FACTS.md): until its
+        # StasisEnd (which forgets the attempt) a listing of waiting callers still shows it,
+        # and _adopt_waiting must not take it again.
 
     def _count(self, key: str, label: str, delta: int = 1) -> None:
         table = self.counters[key]
