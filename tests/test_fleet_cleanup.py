@@ -52,3 +52,13 @@ def test_a_dead_workers_callers_channels_and_bridges_go_and_nothing_else(tmp_pat
         assert (again.callers, again.channels, again.bridges) == (0, 0, 0)
         live_events.stop()
         ari.close()
+
+
+def test_what_is_still_being_retried_at_the_deadline_is_not_counted_as_removed():
+    from test_janitor import ScriptedAri
+
+    ari = ScriptedAri({"dead-w0-1-br-1": [500]}, channels=[{"id": "dead-w0-1-em-1"}],
+                      bridges=[{"id": "dead-w0-1-br-1"}])
+    result = clean_up_after(ari, "dead-w0-1", wait_s=0.1)
+    assert (result.channels, result.bridges) == (1, 0)
+    assert result.errors == ["bridge dead-w0-1-br-1: still not removed after 0 s"]

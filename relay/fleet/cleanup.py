@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Iterable
 
@@ -87,13 +88,16 @@ def clean_up_after(ari: AriClient, app: str, callers: Iterable[str] = (),
     deadline = time.monotonic() + wait_s
     while janitor.pending and time.monotonic() < deadline:
         gevent.sleep(0.05)
+    unfinished = Counter(kind for kind, _ in janitor.pending)
     for kind, item in sorted(janitor.pending):
         result.errors.append(f"{kind} {item}: still not removed after {wait_s:.0f} s")
     janitor.stop()
     gave_up = janitor.counters["gave_up"]
-    result.channels = len(leftovers.channels) - gave_up["channel"]
-    result.bridges = len(leftovers.bridges) - gave_up["bridge"]
-    result.callers = len(doomed) - gave_up["caller"]
+    # removed: what was asked for, less what failed for good or was still being retried
+    for attr, kind, asked in (("channels", "channel", len(leftovers.channels)),
+                              ("bridges", "bridge", len(leftovers.bridges)),
+                              ("callers", "caller", len(doomed))):
+        setattr(result, attr, asked - gave_up[kind] - unfinished[kind])
     for kind in ("channel", "bridge", "caller"):
         if gave_up[kind]:
             result.errors.append(f"{gave_up[kind]} {kind}(s) could not be removed")
