@@ -323,13 +323,7 @@ class SimPbx:
         except AriError as exc:
             return self._respond(start_response, exc.status, {"message": exc.message})
         if path.startswith("/sim/"):        # the harness's own API: no latency, no faults
-            self._op()
-            try:
-                status, body = self.control.handle(method, path, params)
-            except Exception as exc:     # a bug answers 500 for this request only
-                log.exception("simulated PBX failed on %s %s", method, path)
-                status, body = 500, {"message": f"Internal error: {exc}"}
-            self._after_op()
+            status, body = self._apply(self.control.handle, method, path, params)
             return self._respond(start_response, status, body)
         status, body = self._ari(method, path[4:], params)
         delay = draw_s(self.timing_rng, self.model.timing.rest_latency_ms)
@@ -346,15 +340,21 @@ class SimPbx:
                 return fault.status, {"message": fault.message}
             if fault.kind == "late":
                 gevent.sleep(fault.delay_s)
-        self._op()
-        try:
-            status, body = self.api.handle(method, path, params)
-        except Exception as exc:     # a bug answers 500 for this request only
-            log.exception("simulated PBX failed on %s /ari%s", method, path)
-            status, body = 500, {"message": f"Internal error: {exc}"}
-        self._after_op()
+        status, body = self._apply(self.api.handle, method, path, params)
         if fault is not None and fault.kind == "after":
             return fault.status, {"message": fault.message}
+        return status, body
+
+    def _apply(self, handle, method: str, path: str, params: Params) -> tuple[int, Any]:
+        """One request on the model at the current time, its events flushed; a simulator bug
+        answers 500 for this request only."""
+        self._op()
+        try:
+            status, body = handle(method, path, params)
+        except Exception as exc:
+            log.exception("simulated PBX failed on %s %s", method, path)
+            status, body = 500, {"message": f"Internal error: {exc}"}
+        self._after_op()
         return status, body
 
     def _auth_respond(self, start_response, err: tuple[int, str]) -> list[bytes]:
