@@ -21,10 +21,11 @@ fleet worker left, by the master's cleanup (relay.fleet.cleanup).
 
 from __future__ import annotations
 
+import itertools
 import logging
 import random
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Optional
+from typing import Callable, Iterable, Iterator, Optional
 from urllib.parse import quote
 
 import gevent
@@ -44,14 +45,14 @@ def retryable(error: AriError) -> bool:
     return error.status in RETRYABLE_STATUSES
 
 
-def backoff_delays(initial: float, cap: float, count: int,
-                   rng: Callable[[], float] = random.random) -> list[float]:
-    """`count` delays doubling from `initial` up to `cap`, each with ±20% jitter."""
-    delays, delay = [], initial
-    for _ in range(count):
-        delays.append(delay * (0.8 + 0.4 * rng()))
+def backoff_delays(initial: float, cap: float, count: Optional[int] = None,
+                   rng: Callable[[], float] = random.random) -> Iterator[float]:
+    """`count` delays (None: for ever) doubling from `initial` up to `cap`, each with ±20%
+    jitter, drawn as they are asked for."""
+    delay = initial
+    for _ in range(count) if count is not None else itertools.repeat(None):
+        yield delay * (0.8 + 0.4 * rng())
         delay = min(delay * 2, cap)
-    return delays
 
 
 @dataclass

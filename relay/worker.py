@@ -381,7 +381,7 @@ class Worker:
         long as this events connection lasts: the next one starts its own."""
         connection = self.events.connections
         ari = self.settings.tree["ari"]
-        for delay in backoff_delays(ari["reconnect_initial_s"], ari["reconnect_max_s"], 10_000):
+        for delay in backoff_delays(ari["reconnect_initial_s"], ari["reconnect_max_s"]):
             if self._stopping or self.events.connections != connection:
                 return
             try:

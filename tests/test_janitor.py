@@ -151,8 +151,8 @@ def test_waiting_callers_are_the_app_s_channels_in_stasis_that_relay_did_not_cre
 
 
 def test_backoff_delays_double_up_to_the_cap_with_jitter():
-    assert backoff_delays(0.25, 1.0, 5, rng=lambda: 0.5) == [0.25, 0.5, 1.0, 1.0, 1.0]
-    low = backoff_delays(1.0, 8.0, 4, rng=lambda: 0.0)
-    high = backoff_delays(1.0, 8.0, 4, rng=lambda: 1.0)
+    assert list(backoff_delays(0.25, 1.0, 5, rng=lambda: 0.5)) == [0.25, 0.5, 1.0, 1.0, 1.0]
+    low = list(backoff_delays(1.0, 8.0, 4, rng=lambda: 0.0))
+    high = list(backoff_delays(1.0, 8.0, 4, rng=lambda: 1.0))
     assert low == pytest.approx([0.8, 1.6, 3.2, 6.4])
     assert high == pytest.approx([1.2, 2.4, 4.8, 9.6])
