@@ -147,6 +147,27 @@ class AriClient:
         self.request("POST", f"/bridges/{quote(bridge_id)}/addChannel",
                      {"channel": ",".join(channel_ids)})
 
+    def add_channel_once_in_app(
+            self, bridge_id: str, channel_ids: list[str], *, tries: int = 6,
+            first_pause_s: float = 0.02,
+            retry_also: Callable[[AriError], bool] = lambda error: False,
+            before_try: Callable[[], None] = lambda: None,
+            on_retry: Callable[[AriError], None] = lambda error: None) -> None:
+        """addChannel, asked again after a 422 "Channel not in Stasis application" (Asterisk
+        answers externalMedia before its channel enters the app: FACTS.md) or an error that
+        `retry_also` accepts, `tries` times in all with pauses doubling from first_pause_s.
+        `before_try()` may raise to stop; the last error is raised."""
+        for attempt in range(tries):
+            before_try()
+            try:
+                self.add_channel(bridge_id, channel_ids)
+                return
+            except AriError as exc:
+                if attempt == tries - 1 or not (exc.status == 422 or retry_also(exc)):
+                    raise
+                on_retry(exc)
+                gevent.sleep(first_pause_s * 2 ** attempt)
+
     def destroy_bridge(self, bridge_id: str) -> None:
         self.request("DELETE", f"/bridges/{quote(bridge_id)}")
 

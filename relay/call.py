@@ -243,21 +243,19 @@ class Call:
         if not self._media_in_app.wait(wait_s):
             log.info("call %s: no StasisStart for the media channel within %.1f s; adding it "
                      "to the bridge anyway", self.id, wait_s)
-        for attempt in range(ADD_CHANNEL_TRIES):
-            self._still_setting_up()
-            try:
-                self.worker.ari.add_channel(self.bridge_id, [self.id, self.media_channel_id])
-                return
-            except AriError as exc:
-                last = attempt == ADD_CHANNEL_TRIES - 1
-                if last or not (exc.status == 422 or retryable(exc)):
-                    if exc.status == 422:
-                        raise SetupFailed("add_channel", "the media channel did not enter the "
-                                          f"app in time ({exc.message})") from exc
-                    raise SetupFailed("add_channel", str(exc)) from exc
-                if exc.status == 422:
-                    self.worker.count("add_channel_retries")
-                gevent.sleep(ADD_CHANNEL_RETRY_S * 2 ** attempt)
+        def count_retry(error: AriError) -> None:
+            if error.status == 422:
+                self.worker.count("add_channel_retries")
+        try:
+            self.worker.ari.add_channel_once_in_app(
+                self.bridge_id, [self.id, self.media_channel_id], tries=ADD_CHANNEL_TRIES,
+                first_pause_s=ADD_CHANNEL_RETRY_S, retry_also=retryable,
+                before_try=self._still_setting_up, on_retry=count_retry)
+        except AriError as exc:
+            if exc.status == 422:
+                raise SetupFailed("add_channel", "the media channel did not enter the app in "
+                                  f"time ({exc.message})") from exc
+            raise SetupFailed("add_channel", str(exc)) from exc
 
     def _still_setting_up(self) -> None:
         if self.state != "setup":

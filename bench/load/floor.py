@@ -200,14 +200,7 @@ class Floor:
             # Asterisk answers externalMedia before the channel enters the app: bridge it once
             # its StasisStart came, asking again after a 422 (as relay does)
             self._media_in_app.setdefault(call["media"], gevent.event.Event()).wait(3.0)
-            for attempt in range(6):
-                try:
-                    self.ari.add_channel(call["bridge"], [call_id, call["media"]])
-                    break
-                except AriError as exc:
-                    if exc.status != 422 or attempt == 5:
-                        raise
-                    gevent.sleep(0.02 * 2 ** attempt)
+            self.ari.add_channel_once_in_app(call["bridge"], [call_id, call["media"]])
         except (AriError, KeyError, ValueError) as exc:
             if not call["ended"]:
                 log.warning("call %s: setup failed: %s", call_id, exc)

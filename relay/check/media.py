@@ -132,14 +132,8 @@ class MediaCheck:
                           (e.get("channel") or {}).get("id") == channel_id)
 
     def _add(self, channel_id: str) -> None:
-        for attempt in range(ADD_TRIES):
-            try:
-                self.ari.add_channel(self.bridge_id, [channel_id])
-                return
-            except AriError as exc:
-                if exc.status != 422 or attempt == ADD_TRIES - 1:
-                    raise
-                gevent.sleep(ADD_RETRY_S * 2 ** attempt)
+        self.ari.add_channel_once_in_app(self.bridge_id, [channel_id], tries=ADD_TRIES,
+                                         first_pause_s=ADD_RETRY_S)
 
     def run(self) -> list[Check]:
         rtp = self.settings.tree["rtp"]
