@@ -40,7 +40,7 @@ from gevent.pool import Pool
 from relay.ari import AriClient, AriError, AriEvents
 from relay.call import MEDIA_ARG
 from relay.fleet.assignments import Assignments
-from relay.worker import OWN_CHANNEL_PREFIXES
+from relay.janitor import OWN_CHANNEL_PREFIXES, in_stasis
 
 log = logging.getLogger(__name__)
 
@@ -310,11 +310,10 @@ class Dispatcher:
                 channel = self.ari.get_channel(channel_id)
             except AriError:
                 continue
-            dialplan = channel.get("dialplan") or {}
-            if str(dialplan.get("app_name", "")).lower() != "stasis" or str(
-                    channel.get("name", "")).startswith(OWN_CHANNEL_PREFIXES):
+            if not in_stasis(channel) or str(channel.get("name", "")).startswith(
+                    OWN_CHANNEL_PREFIXES):
                 continue
-            app, _, rest = str(dialplan.get("app_data", "")).partition(",")
+            app, _, rest = str(channel["dialplan"].get("app_data", "")).partition(",")
             if app != self.app or self._known(channel_id):    # heard of since the listing
                 continue
             log.info("dispatcher: %s was waiting in %s; dispatching it", channel_id, self.app)
