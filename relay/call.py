@@ -24,6 +24,7 @@ from relay.call_media import CallMedia
 from relay.call_watch import CallWatch
 from relay.config import VOICES, AgentConfig, turn_detection_problem
 from relay.dtmf import DtmfCollector
+from relay.history.usage import Usage
 from relay.janitor import retryable
 from relay.realtime_session import RealtimeSession
 from relay.recording import CallRecorder
@@ -89,7 +90,13 @@ class Call:
         self.state = "setup"
         self.end_reason = ""
         self.created_at = time.time()
+        self.answered_at: Optional[float] = None    # epoch: media up, the conversation starts
+        self.ended_at: Optional[float] = None
         self.started_mono = time.monotonic()
+        self.usage = Usage()        # the model's tokens, from every response.done
+        pacer = worker.pacer        # worker-wide pacing figures when the call started
+        self.pacer_marks = (getattr(pacer, "late_ticks", 0),
+                            getattr(pacer, "skipped_slots", 0))
         self.speaking = "nobody"
         self.transcript = Transcript(self.id, on_entry=worker.publish_transcript)
         dtmf = self.settings.tree["dtmf"]
@@ -210,6 +217,7 @@ class Call:
             self.media.playout.finish(GREETING_ITEM)
         self.worker.pacer.add(self)
         self.state = "active"
+        self.answered_at = time.time()
         self.setup_ms = (time.monotonic() - self.started_mono) * 1000.0
         self.worker.publish_call(self)
 
@@ -318,6 +326,7 @@ class Call:
             return
         self.state = "ending"
         self.end_reason = reason
+        self.ended_at = time.time()
         log.info("call %s: ending (%s)", self.id, reason)
         self.worker.pacer.remove(self)
         self.media.enabled = False
@@ -634,6 +643,7 @@ class Call:
     def rt_response_done(self, response: dict) -> None:
         response_id = str(response.get("id", ""))
         self._cancelled_responses.discard(response_id)
+        self.usage.add(response.get("usage"))
         self.watch.response_done(response)      # before the tools may ask for the next one
         self.tools.on_response_done(response_id, str(response.get("status", "")))
         if self.speaking == "assistant" and not self.media.playout.queued_bytes:

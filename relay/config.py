@@ -80,6 +80,9 @@ ENV_VARS: dict[str, str] = {
     "WEB_PORT": "web.port",
     "WEB_TOKEN": "web.token",
     "DASHBOARD_TOKEN": "web.token",
+    "DATABASE_URL": "history.database_url",
+    "HISTORY_ENABLED": "history.enabled",
+    "HISTORY_PERSONAL_DATA": "history.personal_data",
 }
 
 VOICES = ("alloy", "ash", "ballad", "coral", "echo", "sage", "shimmer", "verse", "marin", "cedar")
@@ -90,7 +93,11 @@ STT_PROVIDERS = ("openai", "google")
 OPENAI_AUTH_MODES = AUTH_MODES    # Authorization: Bearer KEY / api-key: KEY (Azure)
 SECRETS = ("ari.password", "openai.api_key", "stt.api_key", "stt.google_api_key",
            "stt.google_bearer_token")
-SECRETS += ("web.token",)
+SECRETS += ("web.token", "history.database_url")
+# pricing.models.<model>: USD per 1M tokens of each kind (relay/history/pricing.py)
+PRICE_KEYS = ("text_in", "cached_text_in", "text_out", "audio_in", "cached_audio_in", "audio_out")
+PRICED_MODELS = "pricing.models."      # a site config may add models under it
+ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 MIN_WEB_TOKEN = 8
 DEFAULT_TURN_DETECTION = {"type": "server_vad"}
 AGENT_KEY = re.compile(r"^[A-Za-z0-9_.-]+$")
@@ -158,6 +165,9 @@ class Settings:
 def _merge(base: dict, override: Mapping, source: str, path: str = "") -> None:
     for key, value in override.items():
         where = f"{path}{key}"
+        if key not in base and path == PRICED_MODELS:
+            base[key] = _new_model_prices(value, source, where)
+            continue
         if key not in base:
             raise ConfigError(f"{source}: unknown setting {where!r}")
         if isinstance(base[key], dict):
@@ -166,6 +176,14 @@ def _merge(base: dict, override: Mapping, source: str, path: str = "") -> None:
             _merge(base[key], value, source, where + ".")
         else:
             base[key] = _coerce(value, base[key], source, where)
+
+
+def _new_model_prices(value: Any, source: str, where: str) -> dict:
+    """The prices of a model the defaults do not list: every one of PRICE_KEYS, a number."""
+    if not isinstance(value, dict) or set(value) != set(PRICE_KEYS):
+        raise ConfigError(f"{source}: {where!r} must be an object with exactly "
+                          f"{', '.join(PRICE_KEYS)} (USD per 1M tokens)")
+    return {key: _coerce(value[key], 0.0, source, f"{where}.{key}") for key in PRICE_KEYS}
 
 
 def _coerce(value: Any, default: Any, source: str, where: str) -> Any:
@@ -238,6 +256,32 @@ def _check_tree(tree: dict) -> None:
     _check_fleet(tree, require)
     _check_web(tree, require)
     _check_tools(tree, require)
+    _check_history(tree, require)
+
+
+def _check_history(tree: dict, require) -> None:
+    """The history of ended calls (relay/history, docs/HISTORY.md) and the price table."""
+    history = tree["history"]
+    require(1 <= history["queue_max"] <= 1_000_000, "history.queue_max", "must be 1..1000000")
+    require(1 <= history["batch_max"] <= 10_000, "history.batch_max", "must be 1..10000")
+    require(history["database_url"] == history["database_url"].strip(), "history.database_url",
+            "(DATABASE_URL) must not start or end with spaces")
+    if history["enabled"]:
+        require(bool(history["spool_path"].strip()), "history.spool_path",
+                "must not be empty while the history is enabled")
+        require(bool(history["database_url"] or history["sqlite_path"].strip()),
+                "history.sqlite_path", "must not be empty when history.database_url "
+                "(DATABASE_URL) is not set")
+    pricing = tree["pricing"]
+    require(bool(ISO_DATE.match(pricing["as_of"])), "pricing.as_of",
+            f"must be a date YYYY-MM-DD, got {pricing['as_of']!r}")
+    for model, prices in pricing["models"].items():
+        require(bool(model.strip()), "pricing.models", "model names must not be empty")
+        for key in PRICE_KEYS:
+            price = prices.get(key)
+            require(isinstance(price, float) and 0 <= price < 1e6,
+                    f"pricing.models.{model}.{key}",
+                    f"must be a price in USD per 1M tokens (0 or more), got {price!r}")
 
 
 def _check_reconciliation(tree: dict, require) -> None:

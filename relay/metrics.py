@@ -289,9 +289,32 @@ def worker_families(worker: Any, web: Optional[Mapping[str, int]] = None) -> Fam
     out.labelled_counter("fallback_transcriptions", "Turns sent to the fallback "
                          "transcriber, by provider and result.", "result",
                          counters.get("fallback_transcriptions", {}), outer_label="provider")
+    history = getattr(worker, "history", None)     # relay.history.writer.HistoryWriter
+    if history is not None:
+        history_figures(out, history.stats())
     if web is not None:
         dashboard_figures(out, web)
     return out
+
+
+def history_figures(out: Families, stats: Mapping[str, Any]) -> None:
+    """The history writer's figures (HistoryWriter.stats(); docs/HISTORY.md)."""
+    out.gauge("history_queued", "Call records waiting for the store (queue and memory "
+              "backlog).", stats.get("queued", 0))
+    out.counter("history_written", "Call records written to the store.",
+                stats.get("written", 0))
+    out.counter("history_spooled", "Call records written to the spool file while the store "
+                "could not take them.", stats.get("spooled", 0))
+    out.counter("history_replayed", "Call records replayed from the spool into the store.",
+                stats.get("replayed", 0))
+    out.counter("history_write_failures", "Store writes (or openings) that failed.",
+                stats.get("write_failures", 0))
+    out.counter("history_spool_errors", "Spool writes that failed (disk full, permissions): "
+                "the records waited in memory.", stats.get("spool_errors", 0))
+    out.counter("history_dropped", "Call records lost: neither the store, the spool nor the "
+                "memory backlog could take them.", stats.get("dropped", 0))
+    out.gauge("history_last_error_timestamp_seconds", "When the store or the spool last "
+              "failed (epoch seconds; 0: never).", stats.get("last_error_at", 0.0))
 
 
 def dashboard_figures(out: Families, web: Mapping[str, int]) -> None:

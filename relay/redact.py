@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import re
 from typing import Any, Iterable
+from urllib.parse import unquote, urlsplit
 
 import ujson
 
@@ -107,6 +108,7 @@ def secrets_of(settings: Any) -> list[str]:
     from relay.config import SECRETS
 
     found = [str(settings.get(dotted)) for dotted in SECRETS]
+    found += _url_password(str(settings.get("history.database_url")))
     for agent in getattr(settings, "agents", {}).values():
         for spec in getattr(agent, "tool_specs", ()):
             webhook = getattr(spec, "webhook", None)
@@ -115,6 +117,16 @@ def secrets_of(settings: Any) -> list[str]:
                 if " " in str(value):       # "Bearer TOKEN": the token alone too
                     found.append(str(value).split(" ", 1)[1])
     return found
+
+
+def _url_password(url: str) -> list[str]:
+    """The password of a database URL (postgresql://user:PASSWORD@host/db), alone: a driver's
+    error may quote it without the rest of the URL."""
+    try:
+        password = urlsplit(url).password
+    except ValueError:
+        return []
+    return [unquote(password)] if password else []
 
 
 class RedactingFilter(logging.Filter):
