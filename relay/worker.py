@@ -24,6 +24,7 @@ from relay.ari import AriClient, AriError, AriEvents
 from relay.backoff import CircuitBreaker
 from relay.call import MEDIA_ARG, Call
 from relay.config import PACKAGE_ROOT, AgentConfig, Settings
+from relay.history.pricing import warn_if_unpriced
 from relay.janitor import OWN_CHANNEL_PREFIXES, Janitor, backoff_delays
 from relay.media import MediaSocket, Pacer
 from relay.metrics import (
@@ -126,6 +127,7 @@ class Worker:
 
     # life cycle
     def start(self) -> None:
+        warn_if_unpriced(self.settings.tree)    # the history's cost is null without prices
         self.media.start()
         self.pacer.start()
         self.events.start()

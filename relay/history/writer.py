@@ -47,6 +47,14 @@ class Store(Protocol):
     def close(self) -> None: ...
 
 
+def _outcome(fn: Callable, args: tuple) -> tuple[bool, Any]:
+    """(False, fn(*args)) or (True, the exception it raised): run in the pool's threads."""
+    try:
+        return False, fn(*args)
+    except Exception as exc:
+        return True, exc
+
+
 def _describe(exc: BaseException) -> str:
     return PROCESS.scrub(f"{type(exc).__name__}: {exc}")[:500]
 
@@ -146,12 +154,12 @@ class HistoryWriter:
             log.error("history: stopping took longer than %.1f s (%s in progress); the rest "
                       "goes to the spool", timeout, busy or "nothing")
             if busy == "store":     # the thread may still commit it: the store upserts by id
-                self._backlog.extendleft(reversed(self._inflight))
+                self._queue.extendleft(reversed(self._inflight))
             if busy not in ("spool", "replay"):
                 self._last_spooling()
         elif self._store is not None:
             try:
-                self._pool.spawn(self._close_store).get(timeout=STOP_SPOOL_S)
+                self._pool.spawn(_outcome, self._close_store, ()).get(timeout=STOP_SPOOL_S)
             except BaseException as exc:    # gevent.Timeout included
                 log.warning("history: cannot close the store: %s", _describe(exc))
         left = self._left_behind()
@@ -169,7 +177,10 @@ class HistoryWriter:
         if not records:
             return
         try:
-            self._pool.spawn(self._append_spool, records).get(timeout=STOP_SPOOL_S)
+            failed, error = self._pool.spawn(_outcome, self._append_spool, (records,)).get(
+                timeout=STOP_SPOOL_S)
+            if failed:
+                raise error
         except BaseException as exc:    # gevent.Timeout included
             self._spool_failed(exc)
             return
@@ -184,8 +195,8 @@ class HistoryWriter:
             self._wake.clear()
             try:
                 if first:
-                    self._spool_pending = self._in_thread("replay", self._spool_has_records)
                     first = False
+                    self._spool_pending = self._in_thread("replay", self._spool_has_records)
                 more = self._step()
             except Exception as exc:      # a bug here: logged, never the end of the writer
                 log.exception("history: the writer's loop failed")
@@ -202,13 +213,13 @@ class HistoryWriter:
         now = self._clock()
         store_due = now >= self._store_retry_at
         if not store_due or self._stopping and self._store_failures:
-            # the store is down: whatever waits goes to the spool (at stop: no more tries)
-            self._backlog.extend(self._queue)
-            self._queue.clear()
-        if self._backlog and (now >= self._spool_retry_at):
-            self._spool_backlog()
+            # the store is down: what waits goes to the spool (at stop: no more tries), through
+            # the backlog, within its bound
+            while self._queue and len(self._backlog) < self.backlog_max:
+                self._backlog.append(self._queue.popleft())
+        spooled = bool(self._backlog) and now >= self._spool_retry_at and self._spool_backlog()
         if not store_due or self._stopping and self._store_failures:
-            return False
+            return spooled and bool(self._queue)    # more for the spool
         if self._spool_pending and not self._replay():
             return bool(self._queue)    # the store is down now: the queue goes to the spool
         return self._write_batch()
@@ -224,21 +235,25 @@ class HistoryWriter:
         return max(0.0, min(due) - now) if due else None
 
     def _write_batch(self) -> bool:
-        batch: list[dict] = []
+        from_backlog: list[dict] = []
         if self._spool_failures:        # the spool is broken: the backlog goes to the store
-            while self._backlog and len(batch) < self.batch_max:
-                batch.append(self._backlog.popleft())
-        while self._queue and len(batch) < self.batch_max:
-            batch.append(self._queue.popleft())
+            while self._backlog and len(from_backlog) < self.batch_max:
+                from_backlog.append(self._backlog.popleft())
+        from_queue: list[dict] = []
+        while self._queue and len(from_backlog) + len(from_queue) < self.batch_max:
+            from_queue.append(self._queue.popleft())
+        batch = from_backlog + from_queue
         if not batch:
             return False
         self._inflight = batch
         try:
             self._in_thread("store", self._write, batch)
         except Exception as exc:
-            self._store_failed(exc, len(batch))
-            self._backlog.extendleft(reversed(batch))
-            return True        # now: to the spool
+            self._store_failed(exc)
+            # back where they were, in order (the bounds hold): now to the spool
+            self._backlog.extendleft(reversed(from_backlog))
+            self._queue.extendleft(reversed(from_queue))
+            return True
         finally:
             self._inflight = []
         self.counters["written"] += len(batch)
@@ -253,7 +268,7 @@ class HistoryWriter:
             self._in_thread("replay", self._replay_spool, progress)
         except Exception as exc:
             self._count_replay(progress)
-            self._store_failed(exc, 0)
+            self._store_failed(exc)
             return False
         self._count_replay(progress)
         self._spool_pending = False
@@ -270,13 +285,13 @@ class HistoryWriter:
             log.warning("history: %d unreadable line(s) of the spool %s moved to %s",
                         progress[1], self.spool_path, self._rejected_path())
 
-    def _spool_backlog(self) -> None:
+    def _spool_backlog(self) -> bool:
         records = list(self._backlog)
         try:
             self._in_thread("spool", self._append_spool, records)
         except Exception as exc:
             self._spool_failed(exc)
-            return
+            return False
         for _ in records:
             self._backlog.popleft()
         self.counters["spooled"] += len(records)
@@ -287,9 +302,10 @@ class HistoryWriter:
         self._spool_failures = 0
         self._spool_retry_at = 0.0
         self._dropping = False
+        return True
 
     # failures
-    def _store_failed(self, exc: BaseException, records: int) -> None:
+    def _store_failed(self, exc: BaseException) -> None:
         self.counters["write_failures"] += 1
         self._error(exc)
         self._store_failures += 1
@@ -338,11 +354,16 @@ class HistoryWriter:
 
     # blocking work, in the pool's threads
     def _in_thread(self, what: str, fn: Callable, *args: Any) -> Any:
+        """fn(*args) in a thread of the pool, this greenlet waiting (the hub runs on); its
+        exception raised here (not reported by the pool as an error of its own)."""
         self._busy = what
         try:
-            return self._pool.apply(fn, args)
+            failed, value = self._pool.apply(_outcome, (fn, args))
         finally:
             self._busy = ""
+        if failed:
+            raise value
+        return value
 
     def _write(self, records: list[dict]) -> None:
         if self._store is None:
@@ -365,6 +386,10 @@ class HistoryWriter:
         try:
             return self.spool_path.stat().st_size > 0
         except FileNotFoundError:
+            return False
+        except OSError as exc:      # written later if it can be (see _spool_failed)
+            log.warning("history: cannot read the spool %s: %s", self.spool_path,
+                        _describe(exc))
             return False
 
     def _append_spool(self, records: list[dict]) -> None:
