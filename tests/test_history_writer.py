@@ -370,3 +370,21 @@ def test_writer_arguments_are_checked(tmp_path):
         HistoryWriter(FakeStore().open, tmp_path / "s", queue_max=0)
     with pytest.raises(ValueError):
         HistoryWriter(FakeStore().open, tmp_path / "s", batch_max=0)
+
+
+def test_the_writers_figures_for_metrics(tmp_path, writers):
+    from relay.metrics import Families, history_figures
+
+    store = FakeStore()
+    writer = writers(store, tmp_path / "spool.jsonl")
+    writer.start()
+    for n in range(3):
+        writer.submit(record(n))
+    wait_for(lambda: writer.stats()["written"] == 3, 10, "the records")
+    out = Families()
+    history_figures(out, writer.stats())
+    text = out.text()
+    assert "relay_history_written_total 3.0" in text
+    assert "relay_history_queued 0.0" in text
+    assert "relay_history_spool_errors_total 0.0" in text
+    assert "relay_history_last_error_timestamp_seconds 0.0" in text

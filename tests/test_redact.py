@@ -52,12 +52,14 @@ def test_the_secrets_of_a_configuration_include_webhook_headers():
                                         SimpleNamespace(webhook=None)))
     tree = {"ari": {"password": "ari-pw"}, "openai": {"api_key": "sk-x"},
             "stt": {"api_key": "", "google_api_key": "g-key", "google_bearer_token": ""},
-            "web": {"token": "dash-token"}}
+            "web": {"token": "dash-token"},
+            "history": {"database_url": "postgresql://relay:db%2Fpw@db.example/relay"}}
     settings = SimpleNamespace(agents={"a": agent},
                                get=lambda d: tree[d.split(".")[0]][d.split(".")[1]])
     found = secrets_of(settings)
     for secret in ("ari-pw", "sk-x", "g-key", "dash-token", "k3y-from-env",
-                   "Bearer t0ken42", "t0ken42"):
+                   "Bearer t0ken42", "t0ken42",
+                   "postgresql://relay:db%2Fpw@db.example/relay", "db/pw"):
         assert secret in found
 
 
