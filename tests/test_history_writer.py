@@ -31,7 +31,7 @@ class FakeStore:
     def __init__(self) -> None:
         self.fail_open = False
         self.fail_writes = False
-        self.fail_write_number: set[int] = set()   # the n-th write_calls (1-based) fails
+        self.fail_from_write = 0        # n > 0: the n-th write_calls (1-based) and later fail
         self.block = threading.Event()          # while `hold` is set, writes wait for it
         self.hold = False
         self.inside = False
@@ -54,7 +54,7 @@ class FakeStore:
         try:
             if self.hold:
                 assert self.block.wait(20), "the test never released the store"
-            if self.fail_writes or self.writes in self.fail_write_number:
+            if self.fail_writes or 0 < self.fail_from_write <= self.writes:
                 raise StoreDown("server closed the connection unexpectedly")
             for record in records:
                 self.rows[record["id"]] = record
@@ -164,14 +164,14 @@ def test_a_replay_failing_halfway_keeps_the_rest_and_stores_nothing_twice(tmp_pa
     spool = tmp_path / "spool.jsonl"
     spool.write_text("".join(json.dumps(record(n)) + "\n" for n in range(5)))
     store = FakeStore()
-    store.fail_write_number = {2, 3, 4, 5, 6, 7, 8, 9, 10}      # the second batch on fails
+    store.fail_from_write = 2           # the second batch fails, and every try after it
     writer = writers(store, spool, batch_max=2, retry_initial_s=0.05, retry_max_s=0.05)
     writer.start()
     wait_for(lambda: writer.stats()["write_failures"] >= 1, 10, "the replay to fail")
     assert store.committed == ids(2)                    # the first batch went in
     assert spool_ids(spool) == ids(3, start=2)          # the rest is kept, in order
     assert writer.stats()["replayed"] == 2
-    store.fail_write_number = set()
+    store.fail_from_write = 0
     wait_for(lambda: not spool.exists(), 10, "the rest to be replayed")
     assert store.committed == ids(5)
     assert writer.stats()["replayed"] == 5
