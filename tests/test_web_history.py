@@ -686,3 +686,108 @@ def test_the_fleet_dashboard_reads_the_same_store(fleet, records):
     current["store"] = None
     response = api.get("/api/history")
     assert response.status_code == 503 and "no history store" in response.json()["error"]
+
+
+# ---------------------------------------------------------------------------- in a browser
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+PLAY_AND_WAIT = """
+const done = arguments[arguments.length - 1];
+const audio = document.getElementById("hc-audio");
+const report = (how) => done({how, ready: audio.readyState, time: audio.currentTime,
+                              duration: audio.duration, error: audio.error && audio.error.code});
+audio.addEventListener("timeupdate", () => { if (audio.currentTime > 0) report("playing"); });
+audio.addEventListener("error", () => report("error"));
+audio.play().catch((e) => done({how: "refused", reason: String(e)}));
+"""
+
+
+@pytest.fixture
+def browser(tmp_path):
+    if not CHROMIUM.exists() or not CHROMEDRIVER.exists():
+        pytest.skip(f"needs {CHROMIUM} and {CHROMEDRIVER} (apt-get install chromium "
+                    "chromium-driver)")
+    webdriver = pytest.importorskip("selenium.webdriver", reason="needs selenium")
+    from selenium.webdriver.chrome.service import Service
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                 "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
+                 "--autoplay-policy=no-user-gesture-required", "--window-size=1440,900",
+                 f"--user-data-dir={tmp_path / 'chromium-profile'}"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    driver.set_page_load_timeout(20)
+    driver.set_script_timeout(20)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def test_the_history_view_finds_a_call_shows_it_and_plays_its_recording(browser, web,
+                                                                        tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+    wait = WebDriverWait(browser, 20, poll_frequency=0.05)
+
+    def rows(driver) -> list[str]:
+        return [r.get_attribute("data-id") for r in
+                driver.find_elements(By.CSS_SELECTOR, "#history-rows tr")]
+
+    browser.get(f"{web.url}?token={TOKEN}")
+    assert browser.current_url == web.url
+    browser.find_element(By.ID, "tab-history").click()
+    wait.until(lambda d: rows(d) == NEWEST_FIRST)
+    assert not browser.find_element(By.ID, "live-view").is_displayed()
+
+    # a phrase said in one call: only that call is listed, and the export link is that search
+    browser.find_element(By.ID, "h-text").send_keys('"check the status"')
+    browser.execute_script("document.getElementById('h-since').value = '2026-02-27';"
+                           "document.getElementById('h-until').value = '2026-03-02';")
+    browser.find_element(By.ID, "h-search").click()
+    wait.until(lambda d: rows(d) == ["c-alice"])
+    export = browser.find_element(By.ID, "history-csv").get_attribute("href")
+    assert "text=%22check+the+status%22" in export and "since=2026-02-27" in export
+    # the totals of the period: per agent, per day, and a bar per day in the chart
+    wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#totals-days tr")) == 4)
+    bars = browser.find_elements(By.CSS_SELECTOR, "#totals-chart rect.chart-bar")
+    assert [b.get_attribute("data-day") for b in bars] == ["2026-02-28", "2026-03-01",
+                                                           "2026-03-02"]
+    agents = browser.find_element(By.ID, "totals-agents").text
+    assert "default" in agents and "retail" in agents
+
+    browser.save_screenshot(str(tmp_path / "history-list.png"))
+    # the call's page: header, transcript with its tool, figures, and the recording
+    browser.find_element(By.CSS_SELECTOR, '#history-rows tr[data-id="c-alice"]').click()
+    wait.until(lambda d: "Alice Martin" in d.find_element(By.ID, "hc-title").text)
+    assert "#history/call/c-alice" in browser.current_url
+    meta = browser.find_element(By.ID, "hc-meta").text
+    assert "agent default" in meta and "1:05" in meta and "caller hung up" in meta
+    transcript = browser.find_element(By.ID, "hc-transcript").text
+    assert "check the status of my order" in transcript and "How can I help" in transcript
+    assert browser.find_elements(By.CSS_SELECTOR, "#hc-transcript .msg.caller")
+    assert browser.find_elements(By.CSS_SELECTOR, "#hc-transcript .msg.assistant")
+    tool = browser.find_element(By.CSS_SELECTOR, "#hc-transcript .tool.ok").text
+    assert "lookup_order" in tool and '{"order":427}' in tool and "shipped" in tool
+    assert "barge-in" in browser.find_element(By.ID, "hc-events").text
+    quality = browser.find_element(By.ID, "hc-quality").text
+    assert "jitter" in quality and "4.5 ms" in quality and "turn p95" in quality
+    assert "3000" in browser.find_element(By.ID, "hc-usage").text
+    audio = browser.find_element(By.ID, "hc-audio")
+    assert audio.get_attribute("preload") == "metadata"
+    assert audio.get_attribute("src").endswith("/api/history/c-alice/recording")
+    played = browser.execute_async_script(PLAY_AND_WAIT)
+    assert played["how"] == "playing", played
+    assert played["ready"] >= 2 and played["time"] > 0
+    assert abs(played["duration"] - 2.0) < 0.05
+
+    browser.save_screenshot(str(tmp_path / "history-call.png"))
+    print(f"\nhistory screenshots: {tmp_path}")
+    # back to the results, and the browser saw no error
+    browser.find_element(By.ID, "hc-back").click()
+    wait.until(lambda d: d.find_element(By.ID, "history-list").is_displayed())
+    severe = [e["message"] for e in browser.get_log("browser") if e.get("level") == "SEVERE"]
+    assert severe == []
