@@ -21,7 +21,7 @@ from typing import Any, Optional
 
 import pytest
 import requests
-from stack import Stack
+from stack import API_KEY, Stack
 from web_client import RecordingClient
 
 from relay.config import load_settings
@@ -109,7 +109,7 @@ def make_records(recordings: Path) -> list[dict]:
                             "text": "It is order number four two seven."}]),
         record("c-carol", DAY0 + 12 * HOUR, 300.0, direction="outbound",
                caller_number="+44 20 7123 4567", caller_name="=cmd|' /C calc'!A0",
-               end_reason="model error: rate_limit_exceeded", cost_usd=None,
+               end_reason=f"model error: rate_limit_exceeded (key {API_KEY})", cost_usd=None,
                transcript=[{"t": DAY0 + 12 * HOUR + 3, "kind": "caller",
                             "text": "Where is my parcel, the blue one?"}]),
         record("c-dave", DAY0 - 2 * 86400 + 9 * HOUR, 5.0, agent="retail",
@@ -586,6 +586,15 @@ def test_a_store_failing_during_the_export_cuts_the_answer_visibly(
     assert client.get("/healthz").status_code == 200
 
 
+def test_no_secret_leaves_in_a_page_a_record_or_the_csv(client, monkeypatch):
+    monkeypatch.setattr(history_api, "EXPORT_PAGE", 2)      # scrubbed chunk by chunk
+    bodies = [client.get("/api/history").content, client.get("/api/history/c-carol").content,
+              client.get("/api/history.csv").content]
+    for body in bodies:
+        assert b"rate_limit_exceeded (key " in body
+        assert API_KEY.encode() not in body
+
+
 # ---------------------------------------------------------------------------- daily figures
 
 def test_daily_figures_per_day_and_agent(client, web):
@@ -733,9 +742,14 @@ def test_the_history_view_finds_a_call_shows_it_and_plays_its_recording(browser,
     from selenium.webdriver.support.ui import WebDriverWait
     wait = WebDriverWait(browser, 20, poll_frequency=0.05)
 
+    from selenium.common.exceptions import StaleElementReferenceException
+
     def rows(driver) -> list[str]:
-        return [r.get_attribute("data-id") for r in
-                driver.find_elements(By.CSS_SELECTOR, "#history-rows tr")]
+        try:
+            return [r.get_attribute("data-id") for r in
+                    driver.find_elements(By.CSS_SELECTOR, "#history-rows tr")]
+        except StaleElementReferenceException:      # redrawn while read: read again
+            return []
 
     browser.get(f"{web.url}?token={TOKEN}")
     assert browser.current_url == web.url

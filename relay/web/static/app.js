@@ -631,6 +631,8 @@ const past = {
   next: null,          // the cursor of the next page, if any
   shownCall: null,     // id of the call page shown
   loaded: false,
+  asked: 0,            // searches sent (only the last one's answer is shown)
+  totalsAsked: 0,
 };
 
 const SVG_NS = "http://www.w3.org/2000/svg";
@@ -707,13 +709,15 @@ async function loadHistoryPage(cursor) {
   params.set("limit", "50");
   if (cursor) params.set("after", cursor);
   historyMessage("Searching…", false);
+  const asked = ++past.asked;     // an older search answering late is not shown
   let page;
   try {
     page = await api(`/api/history?${params}`);
   } catch (e) {
-    historyMessage(`Search failed: ${e.message}`, true);
+    if (asked === past.asked) historyMessage(`Search failed: ${e.message}`, true);
     return;
   }
+  if (asked !== past.asked) return;
   past.next = page.next;
   $("history-rows").replaceChildren(...page.calls.map(historyRow));
   $("history-empty").hidden = page.calls.length > 0;
@@ -758,15 +762,18 @@ async function loadTotals() {
     if (past.params.get(key)) params.set(key, past.params.get(key));
   }
   let body;
+  const asked = ++past.totalsAsked;
   try {
     body = await api(`/api/stats/daily${params.toString() ? "?" + params : ""}`);
   } catch (e) {
+    if (asked !== past.totalsAsked) return;
     $("totals-span").textContent = `unavailable: ${e.message}`;
     $("totals-agents").replaceChildren();
     $("totals-days").replaceChildren();
     $("totals-chart").replaceChildren();
     return;
   }
+  if (asked !== past.totalsAsked) return;
   const days = body.days || [];
   const day = (t) => new Date(t * 1000).toISOString().slice(0, 10);
   $("totals-span").textContent = `${day(body.since)} to ${day(body.until - 1)} (UTC)`;
