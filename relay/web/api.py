@@ -11,8 +11,18 @@ Owns: the routes, their methods (405 with Allow otherwise) and their answers:
     GET  /healthz                   the process answers (no token needed)
     GET  /readyz                    200 when ARI is connected and calls are accepted, else 503
     GET  /metrics                   Prometheus text format
+    GET  /api/history               ended calls from the history store: a page, newest first
+                                    (number, text, agent, since, until, end_reason,
+                                    min_duration_s, max_duration_s, direction, limit, after)
+    GET  /api/history.csv           every call the same filters match, as CSV (streamed)
+    GET  /api/history/{id}          one ended call's whole record (404 unknown)
+    GET  /api/history/{id}/recording  its WAV, with byte ranges (206/416; also HEAD)
+    GET  /api/stats/daily           per day and agent: calls, minutes, latency, barge-ins, cost
+                                    (since, until, agent)
 
-Authorisation, the page and the WebSocket are the server's business, not this module's.
+The history routes are relay.web.history_api's, over `worker.history_store` (503 when it is
+None or absent). Authorisation, the page and the WebSocket are the server's business, not this
+module's.
 """
 
 from __future__ import annotations
@@ -22,6 +32,7 @@ from typing import TYPE_CHECKING, Callable, Optional
 
 from relay import metrics
 from relay.web import views
+from relay.web.history_api import HistoryApi
 from relay.web.http import HttpError, Request, Response, json_response
 
 if TYPE_CHECKING:
@@ -45,6 +56,7 @@ class Api:
         self.worker = worker
         self.web_stats = web_stats
         self.registry = metrics.registry_for(worker, web_stats)    # this worker's own
+        self.history = HistoryApi(lambda: getattr(worker, "history_store", None))
 
     def handle(self, request: Request) -> Optional[Response]:
         path = request.path
@@ -79,6 +91,9 @@ class Api:
             if action == "hangup":
                 allow(request, "POST")
                 return self._hangup(call_id, request)
+        answer = self.history.handle(request)
+        if answer is not None:
+            return answer
         if path.startswith("/api/"):
             raise HttpError(404, f"no such endpoint: {path}")
         return None

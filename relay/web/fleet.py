@@ -34,7 +34,9 @@ class FleetWebServer(DashboardServer):
     a JSON-able dict shown as "master" in /api/calls; master_metrics() -> Prometheus text
     lines (with their HELP/TYPE) added to /metrics; readiness() -> the /readyz verdict
     (relay.fleet.status.verdict: "ready", "public_app_connected", "workers_accepting",
-    "reasons"; without it, /readyz is about the listed workers alone). Settings from the `web`
+    "reasons"; without it, /readyz is about the listed workers alone); history_store() -> the
+    call-history store the master reads for /api/history and /api/stats/daily (None: those
+    answer 503). Settings from the `web`
     section; host and port may be overridden. request_timeout_s bounds each request to a
     worker; link_* tune the event links' reconnection; sync_interval_s is how often endpoints()
     is read for workers that came or went. expect_workers_to_stop(): the master is stopping its
@@ -48,6 +50,7 @@ class FleetWebServer(DashboardServer):
                  master_metrics: Optional[Callable[[], str]] = None,
                  host: Optional[str] = None, port: Optional[int] = None, *,
                  readiness: Optional[Callable[[], dict]] = None,
+                 history_store: Optional[Callable[[], object]] = None,
                  request_timeout_s: float = 3.0, link_backoff_initial_s: float = 0.2,
                  link_backoff_max_s: float = 5.0, sync_interval_s: float = 0.5) -> None:
         super().__init__(settings, host, port, extra_secrets=[internal_token])
@@ -64,7 +67,7 @@ class FleetWebServer(DashboardServer):
         self.http = WorkerHttp(internal_token, request_timeout_s)
         self.api = FleetApi(settings, self.fleet, self.http, web_stats=self.hub.stats,
                             master_status=master_status, master_metrics=master_metrics,
-                            readiness=readiness)
+                            readiness=readiness, history_store=history_store)
 
     def expect_workers_to_stop(self) -> None:
         """The master is stopping every worker: their event links close as they exit, which is

@@ -22,6 +22,9 @@ the workers' internal APIs (relay.web.fleet_http):
     GET  /metrics                 the workers' expositions summed (relay.web.fleet_metrics),
                                   with the fleet's own families; a worker that does not answer
                                   is left out and counted (relay_fleet_scrape_errors_total)
+    GET  /api/history...          the call history (relay.web.history_api), read by the master
+    GET  /api/stats/daily         itself from the store the workers write (`history_store()`;
+                                  503 without one)
 
 Every worker the master lists is asked, healthy or not (a draining worker, or one whose ARI
 events socket dropped, still carries calls); one that does not answer is skipped. Authorisation,
@@ -44,6 +47,7 @@ from relay.web import views
 from relay.web.api import CALL_PATH, METRICS_TYPE, allow
 from relay.web.fleet_http import WorkerAnswer, WorkerHttp, WorkerUnreachable
 from relay.web.fleet_metrics import MetricsMerger
+from relay.web.history_api import HistoryApi
 from relay.web.http import HttpError, Request, Response, json_response
 
 if TYPE_CHECKING:
@@ -84,7 +88,8 @@ class FleetApi:
                  web_stats: Optional[Callable[[], dict]] = None,
                  master_status: Optional[Callable[[], dict]] = None,
                  master_metrics: Optional[Callable[[], str]] = None,
-                 readiness: Optional[Callable[[], dict]] = None) -> None:
+                 readiness: Optional[Callable[[], dict]] = None,
+                 history_store: Optional[Callable[[], object]] = None) -> None:
         self.settings = settings
         self.fleet = fleet
         self.http = http
@@ -96,6 +101,7 @@ class FleetApi:
         self.forward_errors = 0
         self.bad_metric_lines = 0
         self._silent: set[str] = set()      # workers whose last scrape failed (logged once)
+        self.history = HistoryApi(history_store or (lambda: None))
 
     def handle(self, request: Request) -> Optional[Response]:
         path = request.path
@@ -123,6 +129,9 @@ class FleetApi:
             if action in ("config", "hangup"):
                 allow(request, "POST")
                 return self._forward(request, call_id, action)
+        answer = self.history.handle(request)
+        if answer is not None:
+            return answer
         if path.startswith("/api/"):
             raise HttpError(404, f"no such endpoint: {path}")
         return None

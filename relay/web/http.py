@@ -2,22 +2,25 @@
 
 Owns: reading a WSGI request (method, path, query, headers, a JSON body bounded by
 max_body_bytes: 413 past it), `HttpError` (a status and a message, answered as JSON), and the
-`Response` value with the security headers every answer carries. No routing, no calls here.
+`Response` value with the security headers every answer carries (its body in memory, or
+`stream`: an iterable of byte chunks sent as they come, with `close()` called when the answer is
+over or not sent, e.g. to HEAD). No routing, no calls here.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Iterable, Optional
 from urllib.parse import parse_qsl
 
 import ujson
 
 REASONS = {
-    200: "OK", 202: "Accepted", 303: "See Other", 400: "Bad Request", 401: "Unauthorized",
-    403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed", 413: "Payload Too Large",
-    415: "Unsupported Media Type", 426: "Upgrade Required", 500: "Internal Server Error",
-    502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout",
+    200: "OK", 202: "Accepted", 206: "Partial Content", 303: "See Other", 400: "Bad Request",
+    401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
+    413: "Payload Too Large", 415: "Unsupported Media Type", 416: "Range Not Satisfiable",
+    426: "Upgrade Required", 500: "Internal Server Error", 502: "Bad Gateway",
+    503: "Service Unavailable", 504: "Gateway Timeout",
 }
 
 SECURITY_HEADERS = [
@@ -46,20 +49,31 @@ class Response:
     body: bytes = b""
     content_type: str = "application/json"
     headers: list[tuple[str, str]] = field(default_factory=list)
+    stream: Optional[Iterable[bytes]] = None     # instead of body: sent chunk by chunk
+    stream_length: Optional[int] = None          # its length when known (else chunked)
 
     @property
     def status_line(self) -> str:
         return f"{self.status} {REASONS.get(self.status, 'Unknown')}"
 
     def all_headers(self) -> list[tuple[str, str]]:
-        headers = [("Content-Type", self.content_type),
-                   ("Content-Length", str(len(self.body)))]
+        headers = [("Content-Type", self.content_type)]
+        length = len(self.body) if self.stream is None else self.stream_length
+        if length is not None:
+            headers.append(("Content-Length", str(length)))
         headers += SECURITY_HEADERS
         if self.content_type.startswith("text/html"):
             headers.append(("Content-Security-Policy", PAGE_POLICY))
         if not any(name.lower() == "cache-control" for name, _ in self.headers):
             headers.append(("Cache-Control", "no-store"))
         return headers + self.headers
+
+
+    def close_stream(self) -> None:
+        """Release what the stream holds (a file, a cursor); safe to call more than once."""
+        close = getattr(self.stream, "close", None)
+        if close is not None:
+            close()
 
 
 def dumps(data: Any) -> str:

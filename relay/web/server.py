@@ -5,7 +5,10 @@ greenlets (a bounded pool), the refusal to start without a token anywhere but on
 order in which a request is judged (open: /healthz, the login page and its style; then the
 token; then same-origin for changes; then the route), the page's login (the `/login` form, or
 `/?token=` once: it sets the session cookie and redirects to a clean URL), redaction of every
-JSON/text body, and a clean stop (clients closed, handlers ended).
+JSON/text body (a streamed one chunk by chunk; audio and images are left as they are), and a
+clean stop (clients closed, handlers ended). A streamed answer whose source fails after its
+headers went out is logged once and its connection closed without the final chunk, so the
+client sees an incomplete answer, never a truncated one that looks whole.
 
 `DashboardServer` does all of that over a pluggable backend: `api` (routes: handle(request) ->
 Response or None) and `hub` (the /ws clients: a relay.web.ws.ClientHub). `WebServer` is one
@@ -16,8 +19,9 @@ all the workers.
 
 from __future__ import annotations
 
+import errno
 import logging
-from typing import TYPE_CHECKING, Iterable, Optional, Protocol, Self
+from typing import TYPE_CHECKING, Iterable, Iterator, Optional, Protocol, Self
 from urllib.parse import parse_qsl
 
 from gevent.pool import Pool
@@ -41,6 +45,7 @@ log = logging.getLogger(__name__)
 MAX_CONNECTIONS = 256
 PAGE_PATHS = ("/", "/index.html")
 LOGIN_ASSETS = ("/static/style.css", "/static/favicon.svg")   # the login page needs them
+UNSCRUBBED_TYPES = ("image/", "audio/", "text/css", "text/javascript")   # no secret, or binary
 
 
 class Routes(Protocol):
@@ -133,9 +138,15 @@ class DashboardServer:
         except Exception:
             log.exception("dashboard: %s %s failed", request.method, request.path)
             response = error_response(HttpError(500, "internal error (see relay's log)"))
-        if not response.content_type.startswith(("image/", "text/css", "text/javascript")):
+        scrub = not response.content_type.startswith(UNSCRUBBED_TYPES)
+        if scrub:
             response.body = self.redactor.scrub_bytes(response.body)
         start_response(response.status_line, response.all_headers())
+        if response.stream is not None:
+            if request.method == "HEAD":
+                response.close_stream()
+                return [b""]
+            return StreamedBody(response, request, self.redactor.scrub_bytes if scrub else None)
         return [b""] if request.method == "HEAD" else [response.body]
 
     def _respond(self, request: Request) -> Response:
@@ -205,6 +216,30 @@ class DashboardServer:
         if login:
             headers.append(("Set-Cookie", self.auth.session_cookie()))
         return Response(303, b"", "text/plain; charset=utf-8", headers)
+
+
+class StreamedBody:
+    """A streamed answer as the WSGI server iterates it: each chunk scrubbed (when asked), the
+    source closed at the end (`close()`, called by the server whatever happened), and a source
+    that fails half-way logged once and turned into a reset connection (no final chunk)."""
+
+    def __init__(self, response: Response, request: Request, scrub) -> None:
+        self.response = response
+        self.what = f"{request.method} {request.path}"
+        self.scrub = scrub
+
+    def __iter__(self) -> Iterator[bytes]:
+        assert self.response.stream is not None
+        try:
+            for chunk in self.response.stream:
+                yield self.scrub(chunk) if self.scrub is not None else chunk
+        except Exception:       # the source's (the client's socket errors are raised elsewhere)
+            log.exception("dashboard: %s failed after its answer began; connection closed",
+                          self.what)
+            raise ConnectionResetError(errno.ECONNRESET, "the streamed answer failed") from None
+
+    def close(self) -> None:
+        self.response.close_stream()
 
 
 class WebServer(DashboardServer):

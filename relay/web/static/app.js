@@ -293,6 +293,9 @@ async function loadAgents() {
       h("div", { class: "sub" }, `${a.key} · voice ${a.voice} · ${a.audio_format}`,
         ` · ${a.tools.length} tool${a.tools.length === 1 ? "" : "s"}`),
       h("details", {}, h("summary", {}, "instructions"), h("p", {}, a.instructions)))));
+    const chosen = $("h-agent").value;
+    $("h-agent").replaceChildren(h("option", { value: "" }, "any agent"),
+      ...body.agents.map((a) => h("option", { value: a.key, selected: a.key === chosen }, a.name)));
   } catch (e) {
     $("agents").replaceChildren(h("li", { class: "empty" }, `Agents unavailable: ${e.message}`));
   }
@@ -620,6 +623,342 @@ async function hangup() {
   }
 }
 
+// ---------------------------------------------------------------- history (ended calls)
+
+const past = {
+  params: null,        // URLSearchParams of the current search (filters only)
+  pages: [],           // cursors of the pages shown so far (null: the first)
+  next: null,          // the cursor of the next page, if any
+  shownCall: null,     // id of the call page shown
+  loaded: false,
+  asked: 0,            // searches sent (only the last one's answer is shown)
+  totalsAsked: 0,
+};
+
+const SVG_NS = "http://www.w3.org/2000/svg";
+
+function svg(tag, attrs, ...children) {
+  const el = document.createElementNS(SVG_NS, tag);
+  for (const [key, value] of Object.entries(attrs || {})) el.setAttribute(key, String(value));
+  for (const child of children) {
+    if (child !== null && child !== undefined) el.append(child instanceof Node ? child : String(child));
+  }
+  return el;
+}
+
+function fmtDateTime(t) {
+  if (!t) return "–";
+  return new Date(t * 1000).toLocaleString([], { hour12: false, year: "numeric",
+    month: "2-digit", day: "2-digit", hour: "2-digit", minute: "2-digit", second: "2-digit" });
+}
+
+function fmtCost(value) {
+  return value === null || value === undefined ? "–" : `$${Number(value).toFixed(4)}`;
+}
+
+function fmtMinutes(value) {
+  return value === null || value === undefined ? "–" : Number(value).toFixed(1);
+}
+
+function historyFilters() {
+  const params = new URLSearchParams();
+  for (const el of $("history-form").querySelectorAll("input, select")) {
+    const value = el.value.trim();
+    if (value) params.set(el.name, value);
+  }
+  return params;
+}
+
+function showView() {
+  const hash = window.location.hash || "#live";
+  const inHistory = hash.startsWith("#history");
+  $("live-view").hidden = inHistory;
+  $("history-view").hidden = !inHistory;
+  $("tab-live").classList.toggle("active", !inHistory);
+  $("tab-history").classList.toggle("active", inHistory);
+  if (!inHistory) return;
+  if (!past.loaded) {
+    past.loaded = true;
+    searchHistory();
+  }
+  const match = hash.match(/^#history\/call\/(.+)$/);
+  const id = match ? decodeURIComponent(match[1]) : null;
+  $("history-list").hidden = Boolean(id);
+  $("history-call").hidden = !id;
+  if (id && id !== past.shownCall) openHistoryCall(id);
+  if (!id) past.shownCall = null;
+}
+
+function historyMessage(text, error) {
+  const el = $("h-result");
+  el.textContent = text;
+  el.className = `form-result ${error ? "error" : "ok"}`;
+}
+
+async function searchHistory(event) {
+  if (event) event.preventDefault();
+  past.params = historyFilters();
+  past.pages = [null];
+  $("history-csv").href = `/api/history.csv${past.params.toString() ? "?" + past.params : ""}`;
+  await loadHistoryPage(null);
+  loadTotals();
+}
+
+async function loadHistoryPage(cursor) {
+  const params = new URLSearchParams(past.params);
+  params.set("limit", "50");
+  if (cursor) params.set("after", cursor);
+  historyMessage("Searching…", false);
+  const asked = ++past.asked;     // an older search answering late is not shown
+  let page;
+  try {
+    page = await api(`/api/history?${params}`);
+  } catch (e) {
+    if (asked === past.asked) historyMessage(`Search failed: ${e.message}`, true);
+    return;
+  }
+  if (asked !== past.asked) return;
+  past.next = page.next;
+  $("history-rows").replaceChildren(...page.calls.map(historyRow));
+  $("history-empty").hidden = page.calls.length > 0;
+  $("h-count").textContent = String(page.calls.length) + (page.next ? "+" : "");
+  $("h-next").hidden = !page.next;
+  $("h-first").hidden = past.pages.length <= 1;
+  $("h-page").textContent = past.pages.length > 1 || page.next ? `page ${past.pages.length}` : "";
+  historyMessage(page.calls.length ? "" : "No call matches.", false);
+}
+
+function historyRow(row) {
+  const open = () => { window.location.hash = `#history/call/${encodeURIComponent(row.id)}`; };
+  return h("tr", { "data-id": row.id, tabindex: "0", onclick: open,
+    onkeydown: (e) => { if (e.key === "Enter") open(); } },
+    h("td", { class: "num" }, fmtDateTime(row.started_at)),
+    h("td", {}, h("div", { class: "who" }, row.caller_name || row.caller_number || "unknown"),
+      row.caller_name ? h("div", { class: "sub" }, row.caller_number) : null),
+    h("td", {}, row.agent, row.direction === "outbound" ? h("span", { class: "tag" }, "outbound") : null),
+    h("td", { class: "num" }, fmtDuration(row.duration_s || 0)),
+    h("td", { class: "reason" }, row.end_reason || ""),
+    h("td", { class: "num" }, ms(row.turn_p95_ms)),
+    h("td", { class: "num" }, fmtCost(row.cost_usd)),
+    h("td", {}, row.has_recording ? h("span", { class: "tag status-ok", title: "recorded" }, "rec") : ""));
+}
+
+async function nextHistoryPage() {
+  if (!past.next) return;
+  past.pages.push(past.next);
+  await loadHistoryPage(past.next);
+}
+
+async function firstHistoryPage() {
+  past.pages = [null];
+  await loadHistoryPage(null);
+}
+
+// totals: per agent and per day, with a bar chart of calls per day
+
+async function loadTotals() {
+  const params = new URLSearchParams();
+  for (const key of ["since", "until", "agent"]) {
+    if (past.params.get(key)) params.set(key, past.params.get(key));
+  }
+  let body;
+  const asked = ++past.totalsAsked;
+  try {
+    body = await api(`/api/stats/daily${params.toString() ? "?" + params : ""}`);
+  } catch (e) {
+    if (asked !== past.totalsAsked) return;
+    $("totals-span").textContent = `unavailable: ${e.message}`;
+    $("totals-agents").replaceChildren();
+    $("totals-days").replaceChildren();
+    $("totals-chart").replaceChildren();
+    return;
+  }
+  if (asked !== past.totalsAsked) return;
+  const days = body.days || [];
+  const day = (t) => new Date(t * 1000).toISOString().slice(0, 10);
+  $("totals-span").textContent = `${day(body.since)} to ${day(body.until - 1)} (UTC)`;
+  $("totals-empty").hidden = days.length > 0;
+  const cells = (r) => [h("td", { class: "num" }, r.calls), h("td", { class: "num" }, fmtMinutes(r.minutes)),
+    h("td", { class: "num" }, ms(r.turn_avg_ms)), h("td", { class: "num" }, ms(r.turn_p95_ms)),
+    h("td", { class: "num" }, r.barge_ins), h("td", { class: "num" }, fmtCost(r.cost_usd))];
+  $("totals-days").replaceChildren(...days.map((r) => h("tr", {}, h("td", {}, r.day),
+    h("td", {}, r.agent), ...cells(r))));
+  const agents = new Map();
+  for (const r of days) {
+    const a = agents.get(r.agent) || { calls: 0, minutes: 0, turnSum: 0, turnCalls: 0,
+      turn_p95_ms: null, barge_ins: 0, cost_usd: 0 };
+    a.calls += r.calls || 0;
+    a.minutes += r.minutes || 0;
+    if (r.turn_avg_ms !== null && r.turn_avg_ms !== undefined) {
+      a.turnSum += r.turn_avg_ms * (r.calls || 0);
+      a.turnCalls += r.calls || 0;
+    }
+    if (r.turn_p95_ms !== null && r.turn_p95_ms !== undefined) {
+      a.turn_p95_ms = Math.max(a.turn_p95_ms || 0, r.turn_p95_ms);   // the worst day's
+    }
+    a.barge_ins += r.barge_ins || 0;
+    a.cost_usd += r.cost_usd || 0;
+    agents.set(r.agent, a);
+  }
+  $("totals-agents").replaceChildren(...[...agents.entries()].sort().map(([name, a]) => {
+    a.turn_avg_ms = a.turnCalls ? a.turnSum / a.turnCalls : null;
+    return h("tr", {}, h("td", {}, name), ...cells(a));
+  }));
+  drawDailyChart(days);
+}
+
+function drawDailyChart(rows) {
+  const chart = $("totals-chart");
+  const perDay = new Map();
+  for (const r of rows) {
+    const d = perDay.get(r.day) || { calls: 0, minutes: 0 };
+    d.calls += r.calls || 0;
+    d.minutes += r.minutes || 0;
+    perDay.set(r.day, d);
+  }
+  const days = [...perDay.keys()].sort();
+  const width = 640;
+  const height = 140;
+  const base = height - 20;
+  chart.setAttribute("viewBox", `0 0 ${width} ${height}`);
+  if (!days.length) {
+    chart.replaceChildren(svg("text", { x: width / 2, y: height / 2, "text-anchor": "middle",
+      class: "chart-label" }, "no calls"));
+    return;
+  }
+  const top = Math.max(1, ...days.map((d) => perDay.get(d).calls));
+  const slot = width / days.length;
+  const bar = Math.max(2, Math.min(40, slot * 0.7));
+  const parts = [svg("line", { x1: 0, y1: base, x2: width, y2: base, class: "chart-axis" })];
+  days.forEach((d, i) => {
+    const value = perDay.get(d);
+    const barHeight = Math.max(1, ((base - 16) * value.calls) / top);
+    const x = i * slot + (slot - bar) / 2;
+    parts.push(svg("rect", { x, y: base - barHeight, width: bar, height: barHeight, rx: 2,
+      class: "chart-bar", "data-day": d },
+      svg("title", {}, `${d}: ${value.calls} call${value.calls === 1 ? "" : "s"}, ` +
+        `${fmtMinutes(value.minutes)} min`)));
+    parts.push(svg("text", { x: x + bar / 2, y: base - barHeight - 4, "text-anchor": "middle",
+      class: "chart-value" }, value.calls));
+    if (days.length <= 16 || i % Math.ceil(days.length / 16) === 0) {
+      parts.push(svg("text", { x: x + bar / 2, y: height - 5, "text-anchor": "middle",
+        class: "chart-label" }, d.slice(5)));
+    }
+  });
+  chart.replaceChildren(...parts);
+}
+
+// one ended call's page
+
+async function openHistoryCall(id) {
+  past.shownCall = id;
+  $("hc-title").textContent = "Loading…";
+  $("hc-meta").textContent = "";
+  for (const list of ["hc-transcript", "hc-tools", "hc-events", "hc-quality", "hc-usage",
+    "hc-latency", "hc-recording"]) $(list).replaceChildren();
+  let call;
+  try {
+    call = await api(`/api/history/${encodeURIComponent(id)}`);
+  } catch (e) {
+    $("hc-title").textContent = `Cannot load the call: ${e.message}`;
+    return;
+  }
+  if (past.shownCall !== id) return;
+  renderHistoryCall(call);
+}
+
+function statCells(target, cells) {
+  $(target).replaceChildren(...cells.map(([label, value, bad]) =>
+    h("div", {}, h("dt", {}, label), h("dd", { class: bad ? "bad" : "" }, String(value)))));
+}
+
+function renderHistoryCall(call) {
+  $("hc-title").textContent = call.caller_name
+    ? `${call.caller_name} (${call.caller_number || "unknown"})` : (call.caller_number || "unknown caller");
+  const meta = [`agent ${call.agent}`, call.direction,
+    `${fmtDateTime(call.started_at)} → ${fmtTime(call.ended_at)}`,
+    fmtDuration(call.duration_s || 0), call.end_reason, `cost ${fmtCost(call.cost_usd)}`];
+  if (call.worker) meta.push(`worker ${call.worker}${call.host ? " on " + call.host : ""}`);
+  $("hc-meta").textContent = meta.filter(Boolean).join(" · ");
+
+  const transcript = [];
+  const events = [];
+  for (const e of call.transcript || []) {
+    if (e.kind === "event") events.push(e);
+    else transcript.push(e.kind === "tool" ? historyTool(e) : renderEntry(e));
+  }
+  $("hc-transcript").replaceChildren(...transcript.filter(Boolean));
+  $("hc-transcript-empty").hidden = transcript.length > 0;
+  $("hc-events").replaceChildren(...events.map((e) => h("li", {}, h("time", {}, fmtTime(e.t)),
+    h("span", { class: `level ${e.level || "info"}` }, e.level || "info"), h("span", {}, e.text))));
+  const tools = call.tools || [];
+  $("hc-tools").replaceChildren(...tools.map((t) => historyTool(Object.assign({ text: t.name }, t))));
+  $("hc-tools-empty").hidden = tools.length > 0;
+
+  if (call.recording_path) {
+    const audio = h("audio", { controls: true, preload: "metadata", id: "hc-audio",
+      src: `/api/history/${encodeURIComponent(call.id)}/recording` });
+    const failed = h("p", { class: "empty small", hidden: true }, "The recording cannot be played (it may have been removed).");
+    audio.addEventListener("error", () => { failed.hidden = false; });
+    $("hc-recording").replaceChildren(audio, failed);
+  } else {
+    $("hc-recording").replaceChildren(h("p", { class: "empty" }, "This call was not recorded."));
+  }
+
+  const q = call.quality || {};
+  const lossPct = q.rtp_in ? (100 * (q.lost || 0)) / (q.rtp_in + (q.lost || 0)) : 0;
+  const lat = call.turn_latency_ms || {};
+  const pacing = q.pacing && typeof q.pacing === "object" ? q.pacing : {};
+  const cells = [
+    ["RTP in", q.rtp_in ?? "–"], ["RTP out", q.rtp_out ?? "–"],
+    ["lost", `${q.lost ?? 0} (${lossPct.toFixed(1)}%)`, (q.lost || 0) > 0],
+    ["late", q.late ?? 0, (q.late || 0) > 0],
+    ["jitter", q.jitter_ms !== undefined ? `${q.jitter_ms} ms` : "–"],
+    ["turns", lat.count ?? 0], ["turn p50", ms(lat.p50)], ["turn p95", ms(lat.p95)],
+    ["turn max", ms(lat.max)], ["barge-ins", call.barge_ins ?? 0],
+  ];
+  for (const [key, value] of Object.entries(pacing)) {
+    if (typeof value !== "object") cells.push([`pacing ${key.replace(/_/g, " ")}`, value]);
+  }
+  const model = call.model || {};
+  const errors = Object.values(model.errors || {}).reduce((x, y) => x + y, 0);
+  cells.push(["model errs", errors, errors > 0], ["reconnects", model.reconnects ?? 0]);
+  statCells("hc-quality", cells);
+  const values = lat.values || [];
+  const top = Math.max(100, ...values);
+  $("hc-latency").replaceChildren(...values.map((v) => {
+    const bar = h("span", { class: v > 1500 ? "slow" : "", title: ms(v) });
+    bar.style.height = `${Math.max(4, (100 * v) / top)}%`;
+    return bar;
+  }));
+
+  const u = call.usage || {};
+  statCells("hc-usage", [
+    ["text in", u.input_text ?? 0], ["audio in", u.input_audio ?? 0],
+    ["cached text", u.input_cached_text ?? 0], ["cached audio", u.input_cached_audio ?? 0],
+    ["text out", u.output_text ?? 0], ["audio out", u.output_audio ?? 0],
+    ["responses", u.responses ?? 0], ["cost", fmtCost(call.cost_usd)],
+    ["model", model.name || "–"],
+  ]);
+}
+
+function historyTool(e) {
+  // a tool call as the history keeps it: name, arguments, status, result or error, duration
+  const status = e.status || "called";
+  const row = (label, text) => h("pre", {}, h("b", {}, `${label} `), text);
+  const body = [h("div", {}, h("span", { class: "tool-kind" }, "tool"),
+    h("span", { class: "tool-name" }, e.text || e.name),
+    h("span", { class: `tag status-${status}` }, status),
+    e.duration_ms !== undefined && e.duration_ms !== null
+      ? h("span", { class: "label" }, ` ${Math.round(e.duration_ms)} ms`) : null)];
+  const args = pretty(e.arguments);
+  if (args) body.push(row("arguments", args));
+  if (e.result !== undefined && e.result !== null) body.push(row("result", pretty(e.result)));
+  if (e.output !== undefined) body.push(row("result", pretty(e.output)));
+  if (e.error) body.push(row("error", pretty(e.error)));
+  return h("li", { class: `tool ${status}` }, ...body);
+}
+
 // ---------------------------------------------------------------- start
 
 document.addEventListener("DOMContentLoaded", () => {
@@ -631,6 +970,12 @@ document.addEventListener("DOMContentLoaded", () => {
     $("cfg-result").textContent = "";
   });
   $("hangup").addEventListener("click", hangup);
+  $("history-form").addEventListener("submit", searchHistory);
+  $("history-form").addEventListener("reset", () => setTimeout(() => searchHistory(), 0));
+  $("h-next").addEventListener("click", nextHistoryPage);
+  $("h-first").addEventListener("click", firstHistoryPage);
+  window.addEventListener("hashchange", showView);
+  showView();
   loadAgents();
   connect();
   setInterval(tickDurations, 1000);
