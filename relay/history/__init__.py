@@ -1,0 +1,1 @@
+"""Call history: the record of every ended call, its writer and its store (docs/HISTORY.md)."""
