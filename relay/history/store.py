@@ -285,8 +285,13 @@ class Store:
         """Store the records in one transaction; a call already stored is replaced (its
         transcript rows too), so writing a record twice stores it once. A record that cannot
         be stored raises ValueError naming it, before anything is written."""
+        latest: dict[str, dict] = {}
+        for record in records:          # the same call twice in a batch: the last one wins
+            values = call_values(record)
+            latest.pop(values["id"], None)
+            latest[values["id"]] = record
         calls, transcripts = [], []
-        for record in records:
+        for record in latest.values():
             values = call_values(record)
             calls.append(tuple(self._json_in(values[c]) if c in JSON_COLUMNS else values[c]
                                for c in CALL_COLUMNS))
