@@ -57,7 +57,9 @@ def synthetic_calls(rows: int, seed: int = 14):
         if n % 10_000 == 7:
             number = RARE_NUMBER
         else:
-            number = f"+1 {rng.randint(200, 999)} {rng.randint(200, 999)} {rng.randint(0, 9999):04d}"
+            area, exchange = rng.randint(200, 999), rng.randint(200, 999)
+            line = rng.randint(0, 9999)
+            number = f"+1 {area} {exchange} {line:04d}"
         values = {
             "id": f"bench-{n:08d}", "started_at": started, "answered_at": started + 1.0,
             "ended_at": started + duration, "duration_s": duration,

@@ -11,7 +11,6 @@ Without PostgreSQL's server binaries every test using them is skipped, saying wh
 from __future__ import annotations
 
 import pytest
-
 from pg_server import PgServer, find_bin_dir
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from relay.history.query import HistoryQuery, decode_cursor, encode_cursor
-from relay.history.store import (StoreError, StoreUnavailable, migrations, open_store)
+from relay.history.store import StoreError, StoreUnavailable, migrations, open_store
 
 ROOT = Path(__file__).resolve().parent.parent
 DAY = 86400.0

@@ -18,8 +18,14 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from relay.history.store import (Migration, Store, StoreError, StoreUnavailable,
-                                 apply_migrations, error_text)
+from relay.history.store import (
+    Migration,
+    Store,
+    StoreError,
+    StoreUnavailable,
+    apply_migrations,
+    error_text,
+)
 
 # pg_advisory_xact_lock key of schema upgrades (any constant; "relay-history" in ASCII digits)
 UPGRADE_LOCK_KEY = 72_101_108_097_121

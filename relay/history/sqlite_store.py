@@ -18,8 +18,14 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from relay.history.query import reversed_digits
-from relay.history.store import (Migration, Store, StoreError, StoreUnavailable,
-                                 apply_migrations, error_text)
+from relay.history.store import (
+    Migration,
+    Store,
+    StoreError,
+    StoreUnavailable,
+    apply_migrations,
+    error_text,
+)
 
 try:  # the real thread-local and lock, even when gevent has patched threading
     from gevent.monkey import get_original

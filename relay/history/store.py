@@ -13,15 +13,19 @@ or locked now (retrying later may succeed), `StoreError` for any other database 
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Iterable, Optional
 
-from relay.history.query import (HistoryQuery, check_limit, decode_cursor, encode_cursor,
-                                 reversed_digits)
+from relay.history.query import (
+    HistoryQuery,
+    check_limit,
+    decode_cursor,
+    encode_cursor,
+    reversed_digits,
+)
 
 # Transcript kinds whose text is indexed for full-text search.
 SPOKEN_KINDS = ("caller", "assistant", "fallback")
