@@ -560,6 +560,11 @@ def test_calls_from_gevent_thread_pool_threads(store):
     assert all(ids(r.value) == want for r in reads)
 
 
+def test_postgres_url_schemes(pg_url):
+    with open_store(pg_url.replace("postgresql://", "postgres://", 1)) as s:
+        assert s.dialect == "postgresql" and s.upgrade() == LATEST
+
+
 def test_postgres_stopped_then_back(pg_server, pg_url):
     with open_store(pg_url, connect_timeout_s=1) as s:
         s.upgrade()

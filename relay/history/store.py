@@ -289,14 +289,13 @@ class Store:
         """Store the records in one transaction; a call already stored is replaced (its
         transcript rows too), so writing a record twice stores it once. A record that cannot
         be stored raises ValueError naming it, before anything is written."""
-        latest: dict[str, dict] = {}
+        latest: dict[str, tuple[dict, dict]] = {}
         for record in records:          # the same call twice in a batch: the last one wins
             values = call_values(record)
             latest.pop(values["id"], None)
-            latest[values["id"]] = record
+            latest[values["id"]] = (values, record)
         calls, transcripts = [], []
-        for record in latest.values():
-            values = call_values(record)
+        for values, record in latest.values():
             calls.append(tuple(self._json_in(values[c]) if c in JSON_COLUMNS else values[c]
                                for c in CALL_COLUMNS))
             for row in transcript_values(values["id"], record.get("transcript")):
