@@ -150,6 +150,9 @@ def measure(store, rows: int) -> bool:
     queries = {
         f'phrase "{RARE_PHRASE}"': HistoryQuery(text=f'"{RARE_PHRASE}"'),
         "number ends with 79460958": HistoryQuery(number="79460958"),
+        "common word \"order\" (said in every call)": HistoryQuery(text="order"),
+        "common word + one day": HistoryQuery(text="order", since=BASE + 100 * 86400,
+                                              until=BASE + 101 * 86400),
         "date range (one day)": HistoryQuery(since=BASE + 100 * 86400, until=BASE + 101 * 86400),
         "agent + date range (one day)": HistoryQuery(agent="billing", since=BASE + 200 * 86400,
                                                      until=BASE + 201 * 86400),

@@ -335,8 +335,13 @@ FILTERS = [
 
 
 @pytest.mark.parametrize("limit", [3, 50])
-def test_every_filter_alone_and_combined(filled, limit):
+@pytest.mark.parametrize("phrases", ["as sized", "all common"])
+def test_every_filter_alone_and_combined(filled, limit, phrases):
     store, recs = filled
+    if phrases == "all common":
+        if store.dialect != "sqlite":
+            pytest.skip("SQLite alone chooses how to match a phrase")
+        store.common_matches = 1     # every phrase found: checked call by call
     for filters in FILTERS:
         q = HistoryQuery(**filters)
         assert [r["id"] for r in all_pages(store, q, limit)] == expected_ids(recs, q), filters
@@ -605,9 +610,12 @@ def test_databases_that_cannot_be_opened(tmp_path, pg_server):
 def test_sqlite_searches_are_answered_from_indexes(store):
     if store.dialect != "sqlite":
         pytest.skip("PostgreSQL's plans depend on its statistics: bench/bench_history_search.py")
-    for q in [HistoryQuery(), HistoryQuery(number="1234"), HistoryQuery(text='"late parcel"'),
-              HistoryQuery(since=BASE, until=BASE + DAY),
-              HistoryQuery(agent="sales", since=BASE, until=BASE + DAY)]:
+    store.write_calls([record(n) for n in range(3)])
+    queries = [HistoryQuery(), HistoryQuery(number="1234"), HistoryQuery(text='"late parcel"'),
+               HistoryQuery(since=BASE, until=BASE + DAY),
+               HistoryQuery(agent="sales", since=BASE, until=BASE + DAY)]
+    for q, common in [(q, common) for q in queries for common in (None, 1)]:
+        store.common_matches = common
         sql, params = store.search_sql(q, 50, encode_cursor(BASE + DAY, "x"))
         with store._read() as cur:
             cur.execute("EXPLAIN QUERY PLAN " + sql, params)

@@ -236,7 +236,8 @@ class Store:
     def _json_out(self, value: Any) -> Any:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def _phrase_match_sql(self, phrase: list[str]) -> tuple[str, list[Any]]:  # pragma: no cover
+    def _phrase_filter(self, phrase: list[str]) -> tuple[str, list[Any]]:  # pragma: no cover
+        """A condition on calls `c`: the phrase is said in the call."""
         raise NotImplementedError
 
     def _current_version(self, cursor) -> int:  # pragma: no cover - abstract
@@ -336,8 +337,8 @@ class Store:
             where.append("c.caller_digits_rev >= ? AND c.caller_digits_rev < ?")
             params += [low, high]
         for phrase in query.phrases:
-            sql, phrase_params = self._phrase_match_sql(phrase)
-            where.append(f"c.id IN ({sql})")
+            condition, phrase_params = self._phrase_filter(phrase)
+            where.append(condition)
             params += phrase_params
         if query.agent is not None:
             where.append("c.agent = ?")
