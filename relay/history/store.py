@@ -372,9 +372,9 @@ class Store:
         """One page of calls matching `query`, newest first: {"calls": [row...], "next":
         cursor or None}. `after` is the previous page's "next" (keyset paging: a row stored
         meanwhile never shifts a page; a newer row appears only on a new first page)."""
+        self._check_ready()
         sql, params = self.search_sql(query if query is not None else HistoryQuery(),
                                       limit, after)
-        self._check_ready()
         with self._read() as cursor:
             cursor.execute(sql, params)
             fetched = cursor.fetchall()
