@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: all venv build test bench demo clean lint browser
+.PHONY: all venv build test bench demo clean lint browser postgres
 
 all: build
 
@@ -20,7 +20,7 @@ venv: $(STAMP)
 build: $(STAMP)
 	$(PY) setup.py --quiet build_ext --inplace
 
-test: build browser
+test: build browser postgres
 	$(PY) -m pytest -q
 
 # The dashboard's browser test drives Debian's chromium: install it when missing and we are root
@@ -34,6 +34,20 @@ browser:
 	      || echo "could not install chromium: the browser test will be skipped"; \
 	  else \
 	    echo "chromium/chromium-driver missing and not root: the browser test will be skipped"; \
+	  fi; \
+	fi
+
+# The history store's tests (and `python -m bench history`) start a throw-away PostgreSQL from
+# Debian's server binaries: install them when missing and we are root; otherwise those tests skip.
+postgres:
+	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing postgresql (apt-get) for the history store's tests"; \
+	    export DEBIAN_FRONTEND=noninteractive; \
+	    { apt-get update -qq && apt-get install -y -qq postgresql; } >/dev/null 2>&1 \
+	      || echo "could not install postgresql: the PostgreSQL tests will be skipped"; \
+	  else \
+	    echo "postgresql missing and not root: the PostgreSQL tests will be skipped"; \
 	  fi; \
 	fi
 

@@ -5,6 +5,7 @@
     python -m bench g711 rtp               # the micro-benchmarks whose module names match
     python -m bench load [--calls 100,300 --window 20 ...]    # the load run only
     python -m bench load --help                               # its options
+    python -m bench history [--rows 20000]                    # history search at scale
 
 Each micro-benchmark module bench/bench_*.py has a `run() -> list[Row]`; their table goes to
 stdout and bench/out/micro.json. The load benchmark is bench/bench_load.py (bench/load/).
@@ -28,7 +29,7 @@ from pathlib import Path  # noqa: E402
 import bench  # noqa: E402
 
 OUT_DIR = Path(__file__).resolve().parent / "out"
-NOT_MICRO = {"bench_load"}
+NOT_MICRO = {"bench_load", "bench_history_search"}
 
 
 def _modules(selected: list[str]) -> list[str]:
@@ -71,6 +72,10 @@ def micro(selected: list[str]) -> int:
 
 
 def main(argv: list[str]) -> int:
+    if argv[:1] == ["history"]:     # alone: it fills a million calls into two databases
+        from bench import bench_history_search
+
+        return bench_history_search.main(argv[1:])
     names = []
     while argv and not argv[0].startswith("-"):
         names.append(argv.pop(0))

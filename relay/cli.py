@@ -18,6 +18,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("relay.serve", "run a relay worker against the configured Asterisk and model"),
     "sim-pbx": ("relay.sim.pbx.cli", "run the simulated Asterisk (ARI + RTP + scripted callers)"),
     "sim-model": ("relay.sim.model.cli", "run the simulated OpenAI Realtime model"),
+    "db": ("relay.history.db_cli", "upgrade the call-history database's schema, or print "
+           "its version"),
 }
 
 

@@ -7,6 +7,7 @@ monkey.patch_all()
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
+from pg_fixtures import pg_server, pg_url  # noqa: E402,F401  (PostgreSQL for the history store)
 
 REFERENCE = Path(__file__).resolve().parent / "reference"     # see reference/README.md
 
