@@ -83,6 +83,8 @@ ENV_VARS: dict[str, str] = {
     "DATABASE_URL": "history.database_url",
     "HISTORY_ENABLED": "history.enabled",
     "HISTORY_PERSONAL_DATA": "history.personal_data",
+    "HISTORY_SQLITE_PATH": "history.sqlite_path",
+    "HISTORY_SPOOL_PATH": "history.spool_path",
 }
 
 VOICES = ("alloy", "ash", "ballad", "coral", "echo", "sage", "shimmer", "verse", "marin", "cedar")

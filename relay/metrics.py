@@ -289,7 +289,7 @@ def worker_families(worker: Any, web: Optional[Mapping[str, int]] = None) -> Fam
     out.labelled_counter("fallback_transcriptions", "Turns sent to the fallback "
                          "transcriber, by provider and result.", "result",
                          counters.get("fallback_transcriptions", {}), outer_label="provider")
-    history = getattr(worker, "history", None)     # relay.history.writer.HistoryWriter
+    history = getattr(worker, "history", None)     # relay.history.service.History
     if history is not None:
         history_figures(out, history.stats())
     if web is not None:

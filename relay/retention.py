@@ -3,7 +3,8 @@
 Owns: removing, from the transcripts and recordings directories, the files relay itself names
 (`<YYYYmmdd-HHMMSS>_<call id>.jsonl`, `.wav`, and the `.part` files a crash may leave) whose last
 change is older than the retention period; and a small greenlet that does it when the worker
-starts and then periodically. Other files in those directories are never touched; nothing is
+starts and then periodically, together with the call history's own expiry (its rows and the
+recordings they name: relay.history.service), run in gevent's thread pool. Other files in those directories are never touched; nothing is
 removed when the retention is 0 days (keep forever).
 """
 
@@ -14,7 +15,7 @@ import os
 import re
 import time
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Callable, Iterable, Optional
 
 import gevent
 
@@ -57,11 +58,14 @@ class Retention:
     """Runs sweep() at start and every interval_s in one greenlet; stop() ends it."""
 
     def __init__(self, directories: Iterable[Path | str], days: float,
-                 interval_s: float = SWEEP_INTERVAL_S) -> None:
+                 interval_s: float = SWEEP_INTERVAL_S,
+                 expire_history: Optional[Callable[[], tuple[int, int]]] = None) -> None:
         self.directories = list(directories)
         self.days = days
         self.interval_s = interval_s
         self.removed = 0
+        self.history_removed = 0         # calls removed from the history store
+        self._expire_history = expire_history
         self._greenlet: Optional[gevent.Greenlet] = None
 
     def start(self) -> None:
@@ -83,4 +87,17 @@ class Retention:
             if count:
                 self.removed += count
                 log.info("retention: removed %d file(s) older than %g days", count, self.days)
+            if self._expire_history is not None:
+                self._history_once()
             gevent.sleep(self.interval_s)
+
+    def _history_once(self) -> None:
+        try:
+            calls, files = gevent.get_hub().threadpool.apply(self._expire_history)
+        except Exception as exc:        # the database down: the next sweep tries again
+            log.warning("retention: cannot expire the call history: %s", exc)
+            return
+        if calls:
+            self.history_removed += calls
+            log.info("retention: removed %d call(s) older than %g days from the history "
+                     "(%d recording file(s))", calls, self.days, files)

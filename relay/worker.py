@@ -25,6 +25,8 @@ from relay.backoff import CircuitBreaker
 from relay.call import MEDIA_ARG, Call
 from relay.config import PACKAGE_ROOT, AgentConfig, Settings
 from relay.history.pricing import warn_if_unpriced
+from relay.history.record import call_record
+from relay.history.service import History
 from relay.janitor import OWN_CHANNEL_PREFIXES, Janitor, backoff_delays
 from relay.media import MediaSocket, Pacer
 from relay.metrics import (
@@ -44,6 +46,7 @@ log = logging.getLogger(__name__)
 CALLER_GONE_EVENTS = {"StasisEnd", "ChannelDestroyed", "ChannelHangupRequest"}
 MEDIA_GONE_EVENTS = {"StasisEnd", "ChannelDestroyed"}
 RECENT_EVENTS = 500
+HISTORY_STOP_S = 5.0        # stop(): how long the history writer may flush (then it spools)
 TRANSCRIPT_MARGIN_S = 0.25  # stop(): ending calls' transcriptions end this long before its deadline
 
 
@@ -132,6 +135,8 @@ class Worker:
         self.pacer.start()
         self.events.start()
         self.retention.start()
+        if self.history is not None:
+            self.history.start()
         interval = self.settings.tree["ari"]["sweep_interval_s"]
         if interval > 0:
             self._spawn_background(self._sweep_periodically, interval)
@@ -160,6 +165,8 @@ class Worker:
         self.retention.stop()
         if self.stt is not None:
             self.stt.close()
+        if self.history is not None:        # after the calls: their records are submitted
+            self.history.stop(HISTORY_STOP_S)
 
     def drain(self, timeout: float, stop_timeout: float = 10.0) -> int:
         """Stop taking calls (a new caller is refused with congestion), let the live calls end
@@ -189,8 +196,12 @@ class Worker:
         recordings = Path(tree["call"]["recordings_dir"] or tree["call"]["transcripts_dir"])
         self.recordings_dir = recordings if recordings.is_absolute() else (
             PACKAGE_ROOT / recordings)
+        # the history of ended calls (relay/history): written off the hub, read by the dashboard
+        self.history: Optional[History] = History(tree) if tree["history"]["enabled"] else None
+        self.history_store = self.history.reader if self.history is not None else None
         self.retention = Retention({self.transcripts_dir, self.recordings_dir},
-                                   tree["call"]["retention_days"])
+                                   tree["call"]["retention_days"],
+                                   expire_history=self.history.expire if self.history else None)
         stt = tree["stt"]
         self.stt: Optional[FallbackTranscriber] = None
         if stt["asyncSttEnabled"]:
@@ -358,6 +369,11 @@ class Worker:
             self.audio_totals[key] += int(summary["audio"].get(key, 0))
         summary["transcript"] = call.transcript.turns()
         self.finished.append(summary)
+        if self.history is not None:
+            try:
+                self.history.submit(call_record(call))
+            except Exception:       # a record that cannot be built never stops the call's end
+                log.exception("call %s: cannot build its history record", call.id)
         self.publish_call(call)
         self._calls_changed.set()
 

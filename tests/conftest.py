@@ -4,12 +4,31 @@ from gevent import monkey
 
 monkey.patch_all()
 
+import os  # noqa: E402
+import tempfile  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 from pg_fixtures import pg_server, pg_url  # noqa: E402,F401  (PostgreSQL for the history store)
 
 REFERENCE = Path(__file__).resolve().parent / "reference"     # see reference/README.md
+
+# The tests never write the checkout's call history (var/relay.db): the relay processes they
+# start get a throw-away database by environment, the workers they build in process resolve
+# the history's relative paths under the same folder. A test that needs its own sets its own.
+_HISTORY_DIR = tempfile.mkdtemp(prefix="relay-test-history-")
+os.environ.setdefault("HISTORY_SQLITE_PATH", os.path.join(_HISTORY_DIR, "relay.db"))
+os.environ.setdefault("HISTORY_SPOOL_PATH", os.path.join(_HISTORY_DIR, "history-spool.jsonl"))
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _history_outside_the_checkout():
+    import shutil
+
+    from relay.history import service
+    service.PACKAGE_ROOT = Path(_HISTORY_DIR)
+    yield
+    shutil.rmtree(_HISTORY_DIR, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

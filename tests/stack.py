@@ -80,6 +80,8 @@ class Stack:
             "agent.configs_dir": str(AGENTS_DIR), "agent.active": "default",
             "rtp.port_min": 0, "rtp.port_max": 0,
             "call.transcripts_dir": str(tmp_path / "transcripts"),
+            "history.sqlite_path": str(tmp_path / "relay.db"),
+            "history.spool_path": str(tmp_path / "history-spool.jsonl"),
         }
         overrides.update(settings or {})
         self.settings = load_settings(env={}, overrides=overrides)

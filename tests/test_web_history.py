@@ -1,10 +1,8 @@
 """The call-history routes of the dashboard (relay.web.history_api): search, export, one call,
 its recording with byte ranges, the daily figures; on a worker's server and on the fleet's.
 
-The store they read is made by ONE fixture, `history_store`: for now `ListStore` below, a test
-double implementing docs/HISTORY.md's read side over a list of records. Once relay.history's
-store is merged, that fixture opens the real one (SQLite in tmp_path), upgrades it and writes
-`RECORDS` into it; every assertion here is about what the records say, so it holds for both.
+The store they read is made by ONE fixture, `history_store`: the real SQLite store in tmp_path,
+upgraded, holding the records; every assertion here is about what the records say.
 """
 
 from __future__ import annotations
@@ -25,6 +23,7 @@ from stack import API_KEY, Stack
 from web_client import RecordingClient
 
 from relay.config import load_settings
+from relay.history.store import open_store
 from relay.web import WebServer, history_api, history_csv
 from relay.web.fleet import FleetWebServer
 from relay.web.history_files import CHUNK, FileChunks, byte_range
@@ -126,99 +125,6 @@ def make_records(recordings: Path) -> list[dict]:
 NEWEST_FIRST = ["c-carol", "c-bob", "c-alice", "c-eve", "c-finn", "c-dave"]
 
 
-# ---------------------------------------------------------------------------- the test double
-
-class ListStore:
-    """TEST DOUBLE of relay.history.store.Store's read side (docs/HISTORY.md) over a list of
-    records: search (every filter, keyset paging newest first, opaque cursors), get,
-    daily_stats. Replaced by the real store once it is merged (see `history_store`)."""
-
-    ROW = ("id", "started_at", "ended_at", "duration_s", "agent", "direction",
-           "caller_number", "caller_name", "end_reason", "barge_ins", "cost_usd", "worker",
-           "host")
-
-    def __init__(self, records: list[dict]) -> None:
-        self.records = {r["id"]: r for r in records}
-
-    @staticmethod
-    def _key(r: dict) -> tuple[float, str]:
-        return (r["started_at"], r["id"])
-
-    def _matches(self, r: dict, q: Any) -> bool:
-        digits = re.sub(r"\D", "", r["caller_number"])
-        if q.number and not digits.endswith(q.number):
-            return False
-        if q.agent and r["agent"] != q.agent:
-            return False
-        if q.since is not None and r["started_at"] < q.since:
-            return False
-        if q.until is not None and r["started_at"] >= q.until:
-            return False
-        if q.end_reason and not r["end_reason"].startswith(q.end_reason):
-            return False
-        if q.min_duration_s is not None and r["duration_s"] < q.min_duration_s:
-            return False
-        if q.max_duration_s is not None and r["duration_s"] > q.max_duration_s:
-            return False
-        if q.direction and r["direction"] != q.direction:
-            return False
-        if q.text:
-            said = " ".join(e.get("text", "") for e in r["transcript"]
-                            if e.get("kind") in ("caller", "assistant")).lower()
-            words = set(re.findall(r"\w+", said))
-            for phrase, word in re.findall(r'"([^"]+)"|(\S+)', q.text.lower()):
-                if phrase and " ".join(re.findall(r"\w+", phrase)) not in " ".join(
-                        re.findall(r"\w+", said)):
-                    return False
-                if word and not set(re.findall(r"\w+", word)) <= words:
-                    return False
-        return True
-
-    def _row(self, r: dict) -> dict:
-        row = {k: r[k] for k in self.ROW}
-        row["turn_p50_ms"] = r["turn_latency_ms"]["p50"]
-        row["turn_p95_ms"] = r["turn_latency_ms"]["p95"]
-        row["has_recording"] = bool(r["recording_path"])
-        return row
-
-    def search(self, query: Any, limit: int, after: Optional[str]) -> dict:
-        hits = sorted((r for r in self.records.values() if self._matches(r, query)),
-                      key=self._key, reverse=True)
-        if after is not None:
-            match = re.fullmatch(r"k:([0-9.]+):(.+)", after)
-            if match is None:
-                raise ValueError(f"bad cursor {after!r}")
-            last = (float(match.group(1)), match.group(2))
-            hits = [r for r in hits if self._key(r) < last]
-        page = hits[:limit]
-        more = len(hits) > limit
-        return {"calls": [self._row(r) for r in page],
-                "next": f"k:{page[-1]['started_at']!r}:{page[-1]['id']}" if more else None}
-
-    def get(self, call_id: str) -> Optional[dict]:
-        return self.records.get(call_id)
-
-    def daily_stats(self, since: float, until: float, agent: Optional[str]) -> list:
-        groups: dict[tuple[str, str], list[dict]] = {}
-        for r in self.records.values():
-            if not since <= r["started_at"] < until or (agent and r["agent"] != agent):
-                continue
-            day = datetime.fromtimestamp(r["started_at"], timezone.utc).date().isoformat()
-            groups.setdefault((day, r["agent"]), []).append(r)
-        rows = []
-        for (day, name), calls in sorted(groups.items()):
-            turns = sorted(v for c in calls for v in c["turn_latency_ms"]["values"])
-            rows.append({
-                "day": day, "agent": name, "calls": len(calls),
-                "minutes": round(sum(c["duration_s"] for c in calls) / 60.0, 2),
-                "turn_avg_ms": sum(turns) / len(turns) if turns else None,
-                "turn_p95_ms": turns[max(0, math.ceil(0.95 * len(turns)) - 1)] if turns
-                else None,
-                "barge_ins": sum(c["barge_ins"] for c in calls),
-                "cost_usd": sum(c["cost_usd"] or 0.0 for c in calls)})
-        return rows
-
-
 class Spy:
     """Wraps whatever store the fixture gives: records each call (method, args, thread)."""
 
@@ -266,10 +172,14 @@ def records(tmp_path) -> list[dict]:
 
 
 @pytest.fixture
-def history_store(records):
-    """THE store of these tests (swap here for the real one: open_store(tmp_path / "h.db"),
-    upgrade(), write_calls(records))."""
-    return ListStore(records)
+def history_store(records, tmp_path):
+    """THE store of these tests: the real SQLite store (relay.history), upgraded, holding
+    `records`."""
+    store = open_store(str(tmp_path / "history.db"))
+    store.upgrade()
+    store.write_calls(records)
+    yield store
+    store.close()
 
 
 @pytest.fixture(scope="module")
@@ -605,7 +515,7 @@ def test_daily_figures_per_day_and_agent(client, web):
     assert days == [("2026-02-28", "retail", 1), ("2026-03-01", "default", 2),
                     ("2026-03-02", "default", 2), ("2026-03-02", "retail", 1)]
     monday = body["days"][2]
-    assert monday["minutes"] == round((65 + 300) / 60, 2) and monday["barge_ins"] == 2
+    assert monday["minutes"] == pytest.approx((65 + 300) / 60) and monday["barge_ins"] == 2
     name, args, thread = web.worker.history_store.calls[-1]
     assert name == "daily_stats" and thread != MAIN_THREAD
     retail = client.get("/api/stats/daily", params={"agent": "retail", "since": "2026-01-01",

@@ -29,6 +29,7 @@ import gevent
 
 from relay.web import history_csv
 from relay.web.history_files import recording_response
+from relay.history.query import HistoryQuery
 from relay.web.history_params import HistoryFilters, daily_request, export_filters, search_request
 from relay.web.http import HttpError, Request, Response, json_response
 
@@ -40,10 +41,13 @@ NO_STORE = ("the call history is not available here: no history store is configu
             "server")
 
 
-def to_store_query(filters: HistoryFilters) -> Any:
-    """The query object Store.search takes (relay.history.query.HistoryQuery has the same
-    fields as HistoryFilters; the store reads them by name)."""
-    return filters
+def to_store_query(filters: HistoryFilters) -> HistoryQuery:
+    """The query Store.search takes, from the request's checked filters (400 when the store's
+    own checks refuse one: a text with no word to search, say)."""
+    try:
+        return HistoryQuery(**filters.fields())
+    except ValueError as exc:
+        raise HttpError(400, str(exc)) from None
 
 
 def _allow(request: Request, *methods: str) -> None:
@@ -97,9 +101,9 @@ class HistoryApi:
         store = self.store_of()
         if store is None:
             raise HttpError(503, NO_STORE)
+        query = to_store_query(filters)
         try:
-            page = gevent.get_hub().threadpool.apply(store.search,
-                                                     (to_store_query(filters), limit, after))
+            page = gevent.get_hub().threadpool.apply(store.search, (query, limit, after))
         except ValueError as exc:
             if after is None:
                 log.exception("history: the search failed")
