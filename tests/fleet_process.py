@@ -52,7 +52,9 @@ class FleetProcess:
                    OPENAI_API_KEY=API_KEY, OPENAI_REALTIME_URL=self.model.url,
                    REALTIME_MODEL="gpt-realtime", AGENT_CONFIGS_DIR=str(AGENTS_DIR),
                    RTP_PORT_MIN="0", RTP_PORT_MAX="0", TRANSCRIPTS_DIR=str(self.transcripts),
-                   WEB_PORT="0", LOG_LEVEL="INFO", PYTHONUNBUFFERED="1")
+                   WEB_PORT="0", LOG_LEVEL="INFO", PYTHONUNBUFFERED="1",
+                   HISTORY_SQLITE_PATH=str(tmp_path / "relay.db"),
+                   HISTORY_SPOOL_PATH=str(tmp_path / "history-spool.jsonl"))
         for name in ("RELAY_CONFIG", "RELAY_WORKERS", "DRAIN_TIMEOUT_S"):
             env.pop(name, None)
         env.update(extra_env or {})

@@ -78,6 +78,22 @@ def test_100_calls_spread_over_4_workers_and_all_complete(fleet):
     dispatched = sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
                      if line.startswith("relay_dispatched_calls_total{"))
     assert dispatched == 100
+    # every worker wrote its calls to the one history; the master's dashboard reads it
+    history = f.dashboard() + "api/history"
+    found: dict[str, str] = {}
+
+    def every_call_in_the_history() -> bool:
+        found.clear()
+        after = None
+        while True:
+            page = requests.get(history, params={"limit": 200, **({"after": after} if after
+                                                                  else {})}, timeout=10).json()
+            found.update((row["id"], row["worker"]) for row in page["calls"])
+            after = page["next"]
+            if after is None:
+                return len(found) == 100
+    wait_for(every_call_in_the_history, 30, "the 100 calls in the history")
+    assert len(set(found.values())) == 4, Counter(found.values())
     assert f.stop(signal.SIGTERM) == 0
     assert f.log().count("exited (exit code 0)") == 4
 

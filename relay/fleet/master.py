@@ -50,6 +50,7 @@ from relay.fleet.dispatcher import Dispatcher
 from relay.fleet.endpoints import WorkerEndpoint
 from relay.fleet.health import HealthPoller
 from relay.fleet.process import WorkerProcess, worker_app_name
+from relay.history.service import ReadStore, database_target
 from relay.web.fleet import FleetWebServer
 
 log = logging.getLogger(__name__)
@@ -102,6 +103,7 @@ class Master:
         self.dispatcher: Optional[Dispatcher] = None
         self.poller = HealthPoller(self.processes, self.token, fleet["health_interval_s"])
         self.web: Optional[FleetWebServer] = None
+        self.history_store: Optional[ReadStore] = None     # the dashboard's (relay.history)
         self.state = "starting"            # starting, running, reloading, draining, stopping
         self.counters = {"restarts": {}, "cleanups": 0, "reloads": 0, "reloads_failed": 0,
                          "dispatched_by_slot": {}, "exits_unexpected": 0}
@@ -176,10 +178,15 @@ class Master:
     def _start_web(self) -> None:
         if not self.settings.get("web.enabled"):
             return
+        tree = self.settings.tree
+        # the workers write the call history; the master's dashboard reads the same database
+        self.history_store = (ReadStore(database_target(tree)) if tree["history"]["enabled"]
+                              else None)
         self.web = FleetWebServer(self.settings, self.endpoints, self.token,
                                   master_status=lambda: status.master_status(self),
                                   master_metrics=lambda: status.master_metrics(self),
-                                  readiness=lambda: status.readiness(self))
+                                  readiness=lambda: status.readiness(self),
+                                  history_store=lambda: self.history_store)
         self.web.start()
 
     # the processes
@@ -456,6 +463,8 @@ class Master:
         self.poller.stop()
         if self.web is not None:
             self.web.stop()
+        if self.history_store is not None:
+            self.history_store.close()
         self.ari.close()
         ok = all(p.returncode == 0 for p in procs if p.started_at is not None)
         log.info("master: stopped (%s)", "every worker exited cleanly" if ok else
