@@ -266,6 +266,8 @@ def _check_history(tree: dict, require) -> None:
     history = tree["history"]
     require(1 <= history["queue_max"] <= 1_000_000, "history.queue_max", "must be 1..1000000")
     require(1 <= history["batch_max"] <= 10_000, "history.batch_max", "must be 1..10000")
+    require(0.1 <= history["retry_max_s"] <= 3600, "history.retry_max_s",
+            "must be 0.1..3600 seconds")
     require(history["database_url"] == history["database_url"].strip(), "history.database_url",
             "(DATABASE_URL) must not start or end with spaces")
     if history["enabled"]:

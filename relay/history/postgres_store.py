@@ -1,8 +1,8 @@
 """The call history in PostgreSQL (several hosts sharing one history; DATABASE_URL).
 
-Owns: the connection pool (psycopg 3 + psycopg_pool; a connection is checked before it is
-lent, so a server restarted meanwhile costs a reconnect, not an error), transactions (one per
-store call; upgrades under pg_advisory_xact_lock so two processes upgrading at once apply each
+Owns: the connections (psycopg 3, one per OS thread that calls the store: gevent's thread
+pool is the pool; a connection found closed or broken, a server restarted meanwhile, is opened
+again), transactions (one per store call; upgrades under pg_advisory_xact_lock so two processes upgrading at once apply each
 migration once), JSON as jsonb, the tsvector phrase match, and turning psycopg's errors into
 StoreError / StoreUnavailable naming the server (never the password).
 """
@@ -16,7 +16,14 @@ from typing import Any, Iterator
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.types.json import Jsonb
-from psycopg_pool import ConnectionPool, PoolTimeout
+
+try:  # the real thread-local and lock, even when gevent has patched threading
+    from gevent.monkey import get_original
+
+    _thread_local, _allocate_lock = get_original("_thread", ["_local", "allocate_lock"])
+except ImportError:  # pragma: no cover - gevent is a dependency of relay
+    from _thread import _local as _thread_local
+    from _thread import allocate_lock as _allocate_lock
 
 from relay.history.store import (
     Migration,
@@ -42,8 +49,9 @@ def describe_url(url: str) -> str:
 
 
 class PostgresStore(Store):
-    """The history store in the PostgreSQL database at `url`, through a pool of at most
-    `pool_size` connections (one per thread calling at once is plenty)."""
+    """The history store in the PostgreSQL database at `url`: one connection per OS thread
+    that calls it (the store is only called from gevent's thread pool, whose threads are the
+    pool: docs/HISTORY.md says why not psycopg_pool)."""
 
     dialect = "postgresql"
     placeholder = "%s"
@@ -53,46 +61,65 @@ class PostgresStore(Store):
         "CASE WHEN jsonb_typeof(c.turn_latency -> 'values') = 'array' "
         "THEN c.turn_latency -> 'values' ELSE '[]'::jsonb END) e) v")
 
-    def __init__(self, url: str, pool_size: int = 4, connect_timeout_s: float = 5.0) -> None:
-        if isinstance(pool_size, bool) or not isinstance(pool_size, int) or pool_size < 1:
-            raise ValueError(f"pool_size must be an integer >= 1, not {pool_size!r}")
+    def __init__(self, url: str, connect_timeout_s: float = 5.0) -> None:
         self.url = url
         self.where = describe_url(url)
         self.connect_timeout_s = float(connect_timeout_s)
-        connect_timeout = max(1, round(self.connect_timeout_s))
-        # One connection first, alone: its error (refused, no such database, bad password)
-        # is the clear one to give; the pool would only say it timed out.
+        self._local = _thread_local()
+        self._lock = _allocate_lock()
+        self._connections: list[psycopg.Connection] = []
+        self._closed = False
+        self._connection()      # refused, no such database, bad password: said now
+
+    def _connection(self) -> psycopg.Connection:
+        if self._closed:
+            raise StoreError(f"the history store on {self.where} is closed")
+        conn = getattr(self._local, "conn", None)
+        if conn is not None and not conn.closed and not conn.broken:
+            return conn
+        if conn is not None:
+            self._forget(conn)
         try:
-            psycopg.connect(url, connect_timeout=connect_timeout).close()
+            conn = psycopg.connect(self.url, autocommit=False,
+                                   connect_timeout=max(1, round(self.connect_timeout_s)))
         except psycopg.Error as exc:
             raise self._fail(exc) from exc
-        self._pool = ConnectionPool(
-            url, min_size=1, max_size=pool_size, open=False, name="relay-history",
-            timeout=self.connect_timeout_s, check=ConnectionPool.check_connection,
-            kwargs={"connect_timeout": connect_timeout})
+        with self._lock:
+            self._connections.append(conn)
+        self._local.conn = conn
+        return conn
+
+    def _forget(self, conn: psycopg.Connection) -> None:
+        with self._lock:
+            if conn in self._connections:
+                self._connections.remove(conn)
+        if getattr(self._local, "conn", None) is conn:
+            self._local.conn = None
         try:
-            self._pool.open(wait=True, timeout=self.connect_timeout_s)
-        except PoolTimeout as exc:
-            self._pool.close()
-            raise StoreUnavailable(f"history database {self.where}: no connection within "
-                                   f"{self.connect_timeout_s:g} s") from exc
+            conn.close()
+        except psycopg.Error:
+            pass
 
     def describe(self) -> str:
         return self.where
 
     def _fail(self, exc: BaseException) -> StoreError:
-        transient = isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError,
-                                     PoolTimeout))
+        transient = isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError))
         cls = StoreUnavailable if transient else StoreError
         return cls(f"history database {self.where}: {error_text(exc).strip()}")
 
     @contextmanager
     def _transaction(self) -> Iterator[psycopg.Cursor]:
+        """One transaction on this thread's connection: committed when the block ends,
+        rolled back when it raises (a connection that broke is opened again next time)."""
+        conn = self._connection()
         try:
-            with self._pool.connection() as conn:
+            with conn.transaction():
                 with conn.cursor() as cursor:
                     yield cursor
-        except (psycopg.Error, PoolTimeout) as exc:
+        except psycopg.Error as exc:
+            if conn.broken or conn.closed:
+                self._forget(conn)
             raise self._fail(exc) from exc
 
     def _read(self):
@@ -137,5 +164,13 @@ class PostgresStore(Store):
                                 record_version)
 
     def close(self) -> None:
-        """Close the pool and its connections."""
-        self._pool.close()
+        """Close every thread's connection (a thread using the store later is told it is
+        closed)."""
+        with self._lock:
+            self._closed = True
+            connections, self._connections = self._connections, []
+        for conn in connections:
+            try:
+                conn.close()
+            except psycopg.Error:
+                pass

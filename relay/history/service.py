@@ -138,7 +138,9 @@ class History:
         self.writer = HistoryWriter(lambda: open_upgraded(self.target),
                                     _under_root(history["spool_path"]),
                                     queue_max=history["queue_max"],
-                                    batch_max=history["batch_max"])
+                                    batch_max=history["batch_max"],
+                                    retry_initial_s=min(0.5, history["retry_max_s"]),
+                                    retry_max_s=history["retry_max_s"])
         self.reader = ReadStore(self.target)
 
     def describe(self) -> str:
