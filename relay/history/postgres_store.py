@@ -1,7 +1,10 @@
 """The call history in PostgreSQL (several hosts sharing one history; DATABASE_URL).
 
 Owns: the connection pool (psycopg 3 + psycopg_pool; a connection is checked before it is
-lent, so a server restarted meanwhile costs a reconnect, not an error), transactions (one per
+lent, so a server restarted meanwhile costs a reconnect, not an error; connections are made on
+demand (min_size 0) and a failed connect is retried for `reconnect_timeout_s` only, so after
+an outage calls reconnect within a few seconds instead of the pool's backoff growing to
+minutes; meanwhile they raise StoreUnavailable), transactions (one per
 store call; upgrades under pg_advisory_xact_lock so two processes upgrading at once apply each
 migration once), JSON as jsonb, the tsvector phrase match, and turning psycopg's errors into
 StoreError / StoreUnavailable naming the server (never the password).
@@ -53,7 +56,8 @@ class PostgresStore(Store):
         "CASE WHEN jsonb_typeof(c.turn_latency -> 'values') = 'array' "
         "THEN c.turn_latency -> 'values' ELSE '[]'::jsonb END) e) v")
 
-    def __init__(self, url: str, pool_size: int = 4, connect_timeout_s: float = 5.0) -> None:
+    def __init__(self, url: str, pool_size: int = 4, connect_timeout_s: float = 5.0,
+                 reconnect_timeout_s: float = 2.0) -> None:
         if isinstance(pool_size, bool) or not isinstance(pool_size, int) or pool_size < 1:
             raise ValueError(f"pool_size must be an integer >= 1, not {pool_size!r}")
         self.url = url
@@ -67,8 +71,9 @@ class PostgresStore(Store):
         except psycopg.Error as exc:
             raise self._fail(exc) from exc
         self._pool = ConnectionPool(
-            url, min_size=1, max_size=pool_size, open=False, name="relay-history",
+            url, min_size=0, max_size=pool_size, open=False, name="relay-history",
             timeout=self.connect_timeout_s, check=ConnectionPool.check_connection,
+            reconnect_timeout=float(reconnect_timeout_s),
             kwargs={"connect_timeout": connect_timeout})
         try:
             self._pool.open(wait=True, timeout=self.connect_timeout_s)

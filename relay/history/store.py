@@ -88,9 +88,10 @@ def is_postgres_url(url_or_path: str) -> bool:
 
 def open_store(url_or_path: Any, **options: Any) -> "Store":
     """A store on `url_or_path`: postgresql:// or postgres:// -> PostgresStore (options:
-    pool_size, connect_timeout_s), else the path of a SQLite file -> SqliteStore (options:
-    busy_timeout_s). The database is reached once here, so a bad one fails now, clearly
-    (StoreError / StoreUnavailable). Call `upgrade()` before the first write or search."""
+    pool_size, connect_timeout_s, reconnect_timeout_s), else the path of a SQLite file ->
+    SqliteStore (options: busy_timeout_s). The database is reached once here, so a bad one
+    fails now, clearly (StoreError / StoreUnavailable). Call `upgrade()` before the first
+    write or search."""
     if is_postgres_url(url_or_path):
         from relay.history.postgres_store import PostgresStore
 
