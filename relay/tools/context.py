@@ -2,9 +2,10 @@
 
 Owns: ToolContext, the only door from a built-in to its call: who is calling, which agent and
 tool config, the call variables of an outbound call (relay.outbound: a customer's name, an
-order number; {} for an inbound call), the time, and the call actions tools are allowed (end the call or transfer it once
-the caller has heard the model's last sentence, send DTMF). The built-ins never touch the Call
-object, ARI or the model session directly, so they stay small and testable with a fake host.
+order number; {} for an inbound call), the time, and the call actions tools are allowed
+(end the call or transfer it once the caller has heard the model's last sentence, send DTMF).
+The built-ins never touch the Call object, ARI or the model session directly, so they stay
+small and testable with a fake host.
 """
 
 from __future__ import annotations
