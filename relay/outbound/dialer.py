@@ -32,7 +32,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from typing import TYPE_CHECKING, Callable, Optional
 from urllib.parse import quote
 
@@ -60,6 +60,7 @@ ORIGINATE_ARG = "relay-outbound"    # Stasis args of a channel relay originated
 AMD_ARG = "relay-amd"               # ... and of it back from the AMD context
 APP_VARIABLE = "RELAY_APP"          # the channel variable the AMD context's Stasis() reads
 RECENT_ENDED = 2000                 # ended dials whose channel ids are still recognised
+RECENT_OUTCOMES = 200              # final outcomes kept for the API
 HANGUP_GRACE_S = 10.0               # an ended dial's channel is not a leftover this long:
                                     # the hangup relay asked for is under way (the janitor's)
 Callback = Callable[[DialOutcome], None]
@@ -103,6 +104,7 @@ class Dialer:
         self._ended: OrderedDict[str, float] = OrderedDict()   # channel id -> ended (monotonic)
         self._greenlets: set[gevent.Greenlet] = set()
         self.counters: dict[str, int] = {}      # outcome -> n
+        self.recent: deque[dict] = deque(maxlen=RECENT_OUTCOMES)    # final outcomes (views)
 
     # the API
     def dial(self, request: DialRequest, on_outcome: Optional[Callback] = None) -> DialOutcome:
@@ -354,6 +356,7 @@ class Dialer:
         while len(self._ended) > RECENT_ENDED:
             self._ended.popitem(last=False)
         self.counters[result] = self.counters.get(result, 0) + 1
+        self.recent.append(outcome.view())
         log.info("dial %s: %s (%s)", dial.channel_id, result, reason)
         guard = dial.guard
         if guard is not None and guard is not gevent.getcurrent():
