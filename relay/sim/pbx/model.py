@@ -512,11 +512,13 @@ class Pbx:
             ch.subscribers.add(app)
             ch.originate_app = app
         ch.callee = self.callee_for(resource) if self.callee_for is not None else None
-        self._at(self.now, lambda: self._outbound_dial(ch, app, args, resource, timeout))
+        started = self.now
+        self._at(self.now, lambda: self._outbound_dial(ch, app, args, resource, timeout,
+                                                        started))
         return ch
 
     def _outbound_dial(self, ch: Channel, app: str | None, args: list[str], dialstring: str,
-                       timeout: int) -> None:
+                       timeout: int, started: float) -> None:
         """The dial thread: ast_call (Dial ""), then the callee's 180 `dial_ms` later, then
         its final answer after its ring time, unless the originate's timeout comes first."""
         if ch.destroyed or ch.hanging:
@@ -527,10 +529,10 @@ class Pbx:
         if callee is None:          # no callee registered: it answers at once
             self._outbound_answer(ch, app, args, dialstring)
             return
-        ringing_at = self.now + draw_s(self.timing_rng, self.timing.dial_ms)
+        ringing_at = started + draw_s(self.timing_rng, self.timing.dial_ms)
         final_at = ringing_at + draw_s(self.timing_rng, callee.ring_ms)
         self._at(ringing_at, lambda: self._outbound_ringing(ch, dialstring))
-        timeout_at = self.now + timeout if timeout > 0 else None
+        timeout_at = started + timeout if timeout > 0 else None
         if callee.behaviour == "no_answer" and timeout_at is None:
             return              # rings for ever (until relay hangs it up)
         if timeout_at is not None and (callee.behaviour == "no_answer" or final_at >= timeout_at):
