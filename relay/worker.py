@@ -336,9 +336,10 @@ class Worker:
                    message: str = "") -> Optional[Call]:
         """A conversation on a channel in the app: an inbound caller, or an answered outbound
         dial (`outbound`: its relay.outbound Dial; `message`: leave it on a machine). None when
-        the channel has one already or the worker no longer takes calls."""
+        the channel has one already. A draining worker still talks to the callee of a dial it
+        placed before (a live call); its stop() ends the dials not yet answered first."""
         channel_id = channel["id"]
-        if channel_id in self.calls or (outbound is not None and not self.accepting):
+        if channel_id in self.calls or self._stopping:
             return None
         call = Call(self, channel, agent, outbound=outbound, message=message)
         self.calls[channel_id] = call
