@@ -250,7 +250,9 @@ def test_machine_with_message_plays_it_then_hangs_up(stack):
         "Hello Alice Martin, please call us back about order A-1234.")
     assert call.media.stats()["rtp_out"] > 0             # the message was played ...
     pbx_call = next(c for c in s.pbx.calls() if c["channel_id"] == outcome.channel_id)
-    assert pbx_call["agent"]["voiced_packets"] > 0        # ... and heard by the machine
+    assert pbx_call["agent"]["voiced_packets"] > 0   # ... and heard by the machine
+    said = [e for e in call.transcript.entries() if e["kind"] == "assistant"]
+    assert said and not any(e.get("interrupted") for e in said)   # after the beep: whole
     # relay hung up (DELETE: a soft hangup request), not the machine
     [request] = [e for e in events_of(s, outcome.channel_id)
                  if e["type"] == "ChannelHangupRequest"]

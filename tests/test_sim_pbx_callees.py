@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 from ari_swagger import AriSpec
 
-from relay.sim.pbx.callees import parse_callee
+from relay.sim.pbx.callees import MACHINE_SCRIPT, parse_callee
 from relay.sim.pbx.model import AriError, NullMedia, Pbx
 from relay.sim.pbx.timing import PbxTiming
+from relay.sim.speech import utterance_ulaw
 
 APP = "voicebot"
 
@@ -151,4 +152,7 @@ def test_a_machine_result_waits_for_its_greeting_and_beep():
     callee = parse_callee({"answer": "machine", "script": {"steps": [
         {"pause_ms": 1500}, {"tone": 1000, "ms": 500}, {"wait_hangup": {}}]}})
     assert callee.amd_after_ms == 1500 + 500 + 1000
+    greeting = parse_callee({"answer": "machine"})       # a spoken greeting, then a beep
+    said = len(utterance_ulaw(MACHINE_SCRIPT["steps"][0]["say"])) / 8.0
+    assert said > 3000 and greeting.amd_after_ms == said + 600 + 1000
     assert parse_callee({"steps": []}).behaviour == "answer"

@@ -87,7 +87,7 @@ def leading_audio_ms(script: Script) -> float:
     total = 0.0
     for step in script.steps:
         if step.kind in ("say", "sound"):
-            total += len(default_audio(step)) / 8.0
+            total += len(default_audio(step)[0]) / 8.0     # u-law at 8 kHz: 8 bytes a ms
         elif step.kind in ("tone", "pause") and step.ms:
             total += step.ms
         else:
