@@ -308,3 +308,50 @@ def test_reconciliation_never_takes_a_dial_for_a_waiting_caller(stack):
     assert s.worker.counters["leftovers_removed"]["channel"] == 0
     assert sorted(r.outcome for r in results) == ["answered", "machine"]
     no_leftovers(s)
+
+
+def test_the_callee_hanging_up_during_amd_is_answered_with_amd_hangup(stack):
+    s = stack()
+    s.pbx.register_endpoint("short", {"answer": "answer", "amd": {"after_ms": 5000},
+                                      "script": {"steps": [{"pause_ms": 300},
+                                                           {"hangup": True}]}})
+    outcome, _ = dial(s, "PJSIP/short", "machine_hangup")
+    # the app stays subscribed to the channel it originated while the dialplan runs AMD()
+    assert (outcome.outcome, outcome.cause) == ("answered", 16)
+    assert outcome.amd == {"status": "HANGUP", "cause": "", "action": ""}
+    assert "during answering-machine detection" in outcome.reason
+    no_leftovers(s)
+
+
+def test_a_refused_continue_to_amd_fails_the_dial_and_hangs_up(stack):
+    s = stack()
+    s.pbx.register_endpoint("human", {"answer": "answer", "script": {"steps": [],
+                                                                     "end": "wait"}})
+    s.pbx.add_fault({"kind": "respond", "method": "POST", "path": "/continue$",
+                     "status": 400, "message": "Requested context does not exist"})
+    outcome, _ = dial(s, "PJSIP/human", "machine_talk")
+    assert outcome.outcome == "failed"
+    assert "cannot start answering-machine detection" in outcome.reason
+    assert "Requested context does not exist" in outcome.reason
+    no_leftovers(s)
+
+
+def test_a_failing_callback_and_a_stopping_dialer_leave_nothing(stack):
+    s = stack()
+    s.pbx.register_endpoint("busy", {"answer": "busy"})
+    s.pbx.register_endpoint("ringing", {"answer": "no_answer"})
+
+    def explode(outcome):
+        raise RuntimeError("the campaign engine broke")
+    first = s.worker.dialer.dial(DialRequest("PJSIP/busy", "caller", variables=VARIABLES),
+                                 on_outcome=explode)
+    wait_for(lambda: first.outcome == "busy", 10, "the busy outcome")
+    got: list = []
+    ringing = s.worker.dialer.dial(DialRequest("PJSIP/ringing", "caller", variables=VARIABLES),
+                                   on_outcome=got.append)
+    wait_for(lambda: ringing.state == "ringing", 10, "the dial to ring")
+    s.worker.dialer.stop()
+    assert got == [ringing] and ringing.outcome == "failed"
+    assert ringing.reason == "relay stopped before the dial ended"
+    no_leftovers(s)
+    assert s.worker.ready           # neither took the worker down
