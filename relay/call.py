@@ -35,6 +35,7 @@ from relay.tools.runner import CallTools
 from relay.transcript import Transcript
 
 if TYPE_CHECKING:
+    from relay.outbound.dialer import Dial
     from relay.worker import Worker
 
 log = logging.getLogger(__name__)
@@ -73,15 +74,27 @@ class SetupStopped(Exception):
 class Call:
     """One caller's conversation with the agent."""
 
-    def __init__(self, worker: "Worker", channel: dict, agent: AgentConfig) -> None:
+    def __init__(self, worker: "Worker", channel: dict, agent: AgentConfig,
+                 outbound: Optional["Dial"] = None, message: str = "") -> None:
         self.worker = worker
         self.settings = worker.settings
         self.channel = channel
         self.id: str = channel["id"]
-        self.agent = agent
+        self.agent = agent      # an outbound call's: its texts filled with the call variables
         caller = channel.get("caller") or {}
         self.caller_number = str(caller.get("number", ""))
         self.caller_name = str(caller.get("name", ""))
+        # An outbound call (relay.outbound): the dial it comes from, its variables (for the
+        # tools), and the message to leave on an answering machine ("": a conversation).
+        self.dial = outbound
+        self.direction = "inbound" if outbound is None else "outbound"
+        self.variables: dict[str, str] = {} if outbound is None else \
+            dict(outbound.outcome.variables)
+        self.machine_message = message
+        self._message_requested = False
+        if outbound is not None:    # the callee's number, not the caller id relay sent
+            self.caller_number = outbound.request.endpoint.partition("/")[2].split("@")[0]
+            self.caller_name = ""
         # Ids carry the worker's app name, so that whoever cleans up after a dead worker
         # (relay.fleet) finds what it created on Asterisk: relay-br-..., relay-w0-3-em-...
         suffix = uuid.uuid4().hex[:12]
@@ -178,9 +191,15 @@ class Call:
         then audio once the model session is open. Each step checks that the call is still
         being set up; a failure is judged by _setup_failed from what Asterisk said."""
         tree = self.settings.tree
-        log.info("call %s: from %r, agent %s", self.id, self.caller_number, self.agent.key)
-        self.transcript.add("event", f"call from {self.caller_number or 'unknown'}",
-                            agent=self.agent.key)
+        log.info("call %s: %s %r, agent %s", self.id,
+                 "to" if self.dial is not None else "from", self.caller_number, self.agent.key)
+        if self.dial is not None:
+            self.transcript.add("event", f"outbound call to {self.dial.request.endpoint} "
+                                "answered", agent=self.agent.key, variables=self.variables,
+                                amd=self.dial.outcome.amd)
+        else:
+            self.transcript.add("event", f"call from {self.caller_number or 'unknown'}",
+                                agent=self.agent.key)
         model = self.spawn(self._open_session)
         ari = self.worker.ari
         self._step("answer", ari.answer, self.id)
@@ -211,7 +230,7 @@ class Call:
         if self.state != "setup" or self.session is None or not self.session.connected:
             return   # ended meanwhile, or _open_session has ended the call
         self.media.start(time.monotonic())
-        if self.agent.greeting_sound:
+        if self.agent.greeting_sound and not self.machine_message:
             sound = load_sound(self.agent.greeting_sound, self.media.line_format)
             self.media.playout.add(GREETING_ITEM, sound)
             self.media.playout.finish(GREETING_ITEM)
@@ -560,7 +579,12 @@ class Call:
             self.transcript.add("event", "model session replaced")
             return
         prompt = self.settings.tree["agent"]["initial_user_prompt"]
-        if prompt and self.session is not None:
+        if self.machine_message and self.session is not None:
+            self._message_requested = True
+            self.session.request_response(
+                "You have reached an answering machine. Say exactly this message, word for "
+                f"word, and nothing else: {self.machine_message}")
+        elif prompt and self.session is not None:
             self.session.add_user_text(prompt)
         elif self.agent.greeting_instructions and self.session is not None:
             self.session.request_response(self.agent.greeting_instructions)
@@ -646,6 +670,9 @@ class Call:
         self.usage.add(response.get("usage"))
         self.watch.response_done(response)      # before the tools may ask for the next one
         self.tools.on_response_done(response_id, str(response.get("status", "")))
+        if self._message_requested and self.state in ("setup", "active"):
+            self._message_requested = False     # the message was said: hang up once heard
+            self.end_after_playout("message left on the answering machine", response_id)
         if self.speaking == "assistant" and not self.media.playout.queued_bytes:
             self.speaking = "nobody"
 
@@ -726,6 +753,11 @@ class Call:
     def hangup(self, reason: str = "hung up by the operator") -> None:
         self.end(reason)
 
+    @property
+    def outbound(self) -> Optional[dict]:
+        """The call record's `outbound` dict (docs/HISTORY.md); None for an inbound call."""
+        return None if self.dial is None else self.dial.outcome.record()
+
     # views
     def summary(self) -> dict:
         """The call as the dashboard and the history of ended calls show it. The texts that come
@@ -734,7 +766,8 @@ class Call:
         session = self.session
         scrub = PROCESS.scrub
         return {
-            "id": self.id, "caller": scrub(self.caller_number),
+            "id": self.id, "direction": self.direction, "outbound": self.outbound,
+            "caller": scrub(self.caller_number),
             "caller_name": scrub(self.caller_name),
             "agent": self.agent.key, "state": self.state, "speaking": self.speaking,
             "started_at": self.created_at,

@@ -13,6 +13,7 @@ import sys
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("relay.demo", "run relay on the simulated PBX and model with scripted callers"),
+    "call": ("relay.outbound.cli", "place one outbound call through a running relay (its API)"),
     "check": ("relay.check.cli", "check the settings, Asterisk (ARI, media both ways) and the "
               "model before the first call"),
     "serve": ("relay.serve", "run a relay worker against the configured Asterisk and model"),

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Mapping, Optional
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from relay.outbound.settings import OutboundAgentConfig, parse_outbound
 from relay.realtime_endpoint import AUTH_MODES, realtime_url
 from relay.sounds import SoundError, load_sound
 from relay.tools.spec import ToolConfigError, parse_tools
@@ -52,6 +53,9 @@ ENV_VARS: dict[str, str] = {
     "MEDIA_STASIS_WAIT_S": "call.media_stasis_wait_s",
     "WAITING_CALLERS": "call.waiting_callers",
     "TRANSCRIPTS_DIR": "call.transcripts_dir",
+    "OUTBOUND_CALLER_ID": "outbound.caller_id",
+    "OUTBOUND_RING_TIMEOUT_S": "outbound.ring_timeout_s",
+    "OUTBOUND_AMD_CONTEXT": "outbound.amd_context",
     "DTMF_INTER_DIGIT_TIMEOUT_MS": "dtmf.inter_digit_timeout_ms",
     "DTMF_MAX_DIGITS": "dtmf.max_digits",
     "DTMF_TERMINATOR": "dtmf.terminator",
@@ -128,6 +132,7 @@ class AgentConfig:
     record: Optional[bool] = None   # record this agent's calls; None: the call.record setting
     timezone: str = "UTC"           # IANA name: the agent's local time (get_current_time)
     watchdog: WatchdogConfig = field(default_factory=WatchdogConfig)   # relay/watchdog.py
+    outbound: OutboundAgentConfig = field(default_factory=OutboundAgentConfig)  # relay/outbound
     tool_specs: tuple = field(default=(), repr=False, compare=False)   # relay.tools.spec.ToolSpec
 
 
@@ -259,6 +264,7 @@ def _check_tree(tree: dict) -> None:
     _check_web(tree, require)
     _check_tools(tree, require)
     _check_history(tree, require)
+    _check_outbound(tree, require)
 
 
 def _check_history(tree: dict, require) -> None:
@@ -286,6 +292,19 @@ def _check_history(tree: dict, require) -> None:
             require(isinstance(price, float) and 0 <= price < 1e6,
                     f"pricing.models.{model}.{key}",
                     f"must be a price in USD per 1M tokens (0 or more), got {price!r}")
+
+
+def _check_outbound(tree: dict, require) -> None:
+    """Outbound dials (relay.outbound): the AMD dialplan location and the waits."""
+    out = tree["outbound"]
+    require(bool(out["amd_context"].strip()), "outbound.amd_context", "must not be empty")
+    require(bool(out["amd_extension"].strip()), "outbound.amd_extension", "must not be empty")
+    require(1 <= out["ring_timeout_s"] <= 600, "outbound.ring_timeout_s",
+            "must be 1..600 seconds")
+    require(0 < out["answer_grace_s"] <= 120, "outbound.answer_grace_s",
+            "must be within 0..120 seconds")
+    require(0 < out["amd_wait_s"] <= 300, "outbound.amd_wait_s", "must be within 0..300 seconds")
+    require(1 <= out["max_pending"] <= 100000, "outbound.max_pending", "must be 1..100000")
 
 
 def _check_reconciliation(tree: dict, require) -> None:
@@ -457,7 +476,8 @@ def load_agent(path: Path, environ: Optional[Mapping[str, str]] = None) -> Agent
         return ConfigError(f"{path}: {what}")
 
     known = {"name", "instructions", "voice", "greeting", "audio_format", "turn_detection",
-             "input_transcription", "tools", "description", "record", "timezone", "watchdog"}
+             "input_transcription", "tools", "description", "record", "timezone", "watchdog",
+             "outbound"}
     unknown = set(data) - known
     if unknown:
         raise fail(f"unknown key(s) {', '.join(sorted(unknown))} "
@@ -504,6 +524,10 @@ def load_agent(path: Path, environ: Optional[Mapping[str, str]] = None) -> Agent
     except (ValueError, SoundError) as exc:
         raise fail(str(exc)) from None
     try:
+        outbound = parse_outbound(data.get("outbound"))
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+    try:
         tools, tool_specs = parse_tools(data.get("tools", []), path.parent,
                                         os.environ if environ is None else environ)
     except ToolConfigError as exc:
@@ -524,6 +548,7 @@ def load_agent(path: Path, environ: Optional[Mapping[str, str]] = None) -> Agent
         timezone=timezone,
         tool_specs=tool_specs,
         watchdog=watchdog,
+        outbound=outbound,
     )
 
 

@@ -2,8 +2,10 @@
 
 Owns: the demo scenario. It starts the simulated Asterisk, the simulated Realtime model and one
 relay worker in this process, configured exactly as for real services (only the addresses
-differ), places a handful of calls with scripted callers, then prints per call what was said by
-whom, the turn latencies and the audio quality, and stops everything cleanly.
+differ), places a handful of calls with scripted callers and one outbound call (relay.outbound:
+the `reminder` agent dials a simulated callee, answering-machine detection says HUMAN, the
+conversation runs), then prints per call what was said by whom, the turn latencies and the
+audio quality, and stops everything cleanly.
 """
 
 from __future__ import annotations
@@ -67,6 +69,15 @@ CALLS: list[tuple[str, dict]] = [
         {"pause_ms": 3000}, {"hangup": True}]}),
 ]
 
+OUTBOUND_ENDPOINT = "PJSIP/+15550199"
+OUTBOUND_VARIABLES = {"customer_name": "Erin", "appointment_time": "tomorrow at ten"}
+OUTBOUND_CALLEE = {"answer": "answer", "ring_ms": [800, 1500], "script": {
+    "caller": {"name": "Erin", "number": "+15550199"}, "steps": [
+        {"pause_ms": 300}, {"say": "Hello?"},
+        {"wait_agent_done": {"silence_ms": 600, "timeout_ms": 20000}},
+        {"after_agent": THANKS, "silence_ms": 500},
+        {"wait_agent_done": {"silence_ms": 600, "timeout_ms": 20000}}]}}
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default=str(PACKAGE_ROOT / "var" / "demo"),
@@ -110,11 +121,15 @@ def run(args: argparse.Namespace) -> int:
         for label, script in CALLS:
             ids.append((label, pbx.start_call(script, app=APP)))
             time.sleep(0.3)
-        print(f"placed {len(ids)} calls; they last about 20 seconds...\n")
+        dialled = _dial_out(worker, pbx)
+        print(f"placed {len(ids)} calls and dialled {OUTBOUND_ENDPOINT}; they last about 20 "
+              "seconds...\n")
         results = {r["id"]: r for r in pbx.wait_calls([i for _, i in ids], 90)}
+        _wait(lambda: dialled, 60)
         _wait(lambda: not worker.calls, 15)
         for label, call_id in ids:
             _print_call(label, results[call_id], worker, pbx, call_id)
+        _print_dial(dialled[0], worker)
         live = pbx.inspect()
         print(f"left in the PBX after the calls: {len(live['channels'])} channels, "
               f"{len(live['bridges'])} bridges")
@@ -133,6 +148,31 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _dial_out(worker: Worker, pbx: Any) -> list:
+    """One outbound call (relay.outbound) to a simulated callee who answers; the list gets
+    its final outcome."""
+    from relay.outbound import DialRequest
+
+    pbx.register_endpoint(OUTBOUND_ENDPOINT.split("/", 1)[1], OUTBOUND_CALLEE)
+    dialled: list = []
+    worker.dialer.dial(DialRequest(endpoint=OUTBOUND_ENDPOINT, agent="reminder",
+                                   caller_id='"Acme Clinic" <+15550100>',
+                                   variables=OUTBOUND_VARIABLES), on_outcome=dialled.append)
+    return dialled
+
+
+def _print_dial(outcome: Any, worker: Worker) -> None:
+    amd = outcome.amd or {}
+    print(f"== outbound call to {outcome.endpoint} (agent {outcome.agent}, variables "
+          f"{outcome.variables})")
+    print(f"   outcome {outcome.outcome}, answering-machine detection: "
+          f"{amd.get('status', 'off')} {amd.get('cause', '')}".rstrip())
+    summary = next((s for s in worker.finished if s["id"] == outcome.channel_id), None)
+    for speaker, text in (summary or {}).get("transcript", []):
+        print(f"   {speaker:>9}: {text}")
+    print(f"   ended: {outcome.reason}\n")
+
+
 def _start_dashboard(worker: Worker, port: int):
     """The dashboard on 127.0.0.1, to watch the calls live; None when the port is taken."""
     from relay.web import WebServer
@@ -149,7 +189,7 @@ def _prepare_speech() -> None:
     pacer while it runs (against real services it runs elsewhere)."""
     from relay.sim.speech import utterance_pcm, utterance_ulaw
 
-    for text in MODEL_SCRIPT["phrasebook"]:
+    for text in MODEL_SCRIPT["phrasebook"] + ["Hello?"]:
         utterance_ulaw(text)
     replies = [MODEL_SCRIPT["greeting"], MODEL_SCRIPT["default"]]
     replies += [rule["say"] for rule in MODEL_SCRIPT["rules"]]

@@ -1,7 +1,9 @@
 """One relay worker: the process-wide owner of ARI, the RTP socket, the pacer and the calls.
 
 Owns: routing ARI events to calls (recognising and skipping the externalMedia and snoop
-channels relay itself creates), starting a Call for each new caller, reconciling calls with
+channels relay itself creates), starting a Call for each new caller, the dialer of outbound
+calls (relay.outbound: it gets the events of its channels and starts their Calls through
+start_call), reconciling calls with
 Asterisk after the events socket reconnects, the worker's counters, a bounded event feed for
 observers (the dashboard), a drain (no new calls; the live ones end by themselves up to a
 deadline) and a clean stop that ends every call properly.
@@ -36,6 +38,7 @@ from relay.metrics import (
     TURN_LATENCY_BUCKETS_S,
     Histogram,
 )
+from relay.outbound.dialer import Dialer
 from relay.redact import register, secrets_of
 from relay.retention import Retention
 from relay.stt import FallbackTranscriber
@@ -127,6 +130,7 @@ class Worker:
         }
         self.audio_totals: dict[str, int] = dict.fromkeys(AUDIO_TOTALS, 0)
         self._setup_recording_and_stt(tree)
+        self.dialer = Dialer(self)      # outbound calls (relay.outbound)
 
     # life cycle
     def start(self) -> None:
@@ -149,6 +153,7 @@ class Worker:
         timeout = max(0.0, timeout)
         deadline = time.monotonic() + timeout
         self.transcripts_due_by = deadline - min(TRANSCRIPT_MARGIN_S, timeout / 4)
+        self.dialer.stop()
         calls = list(self.calls.values())
         for call in calls:
             call.end("relay shutting down")
@@ -237,6 +242,10 @@ class Worker:
     def publish_call(self, call: Call) -> None:
         self._publish({"type": "call", "call": call.summary()})
 
+    def publish_dial(self, outcome) -> None:
+        """An outbound dial's final outcome (relay.outbound.DialOutcome), for observers."""
+        self._publish({"type": "dial", "dial": outcome.view()})
+
     def count_model_error(self, code: str) -> None:
         errors = self.counters["model_errors"]
         errors[code] = errors.get(code, 0) + 1
@@ -287,6 +296,8 @@ class Worker:
                 owner.on_resource_gone("bridge")
             return
         channel_id = str(_field(event, "channel").get("id", ""))
+        if channel_id in self.dialer.pending:
+            self.dialer.on_channel_event(str(kind), channel_id, event)
         call = self.calls.get(channel_id)
         if call is None:
             owner = self.owned.get(channel_id)
@@ -313,6 +324,8 @@ class Worker:
         # A dispatcher's move carries the original args comma-joined in one appArgs
         # (relay.fleet): "agent=support,x" counts as two args, as in Stasis(app,agent=support,x).
         args = [part for a in raw_args for part in str(a).split(",")]
+        if self.dialer.on_stasis_start(channel, args):
+            return      # an outbound dial's channel: the dialer starts its call (or not)
         if MEDIA_ARG in args or str(channel.get("name", "")).startswith(OWN_CHANNEL_PREFIXES):
             return      # relay's own channel of no live call: the sweep removes it
         self._take_call(channel, args)
@@ -330,7 +343,18 @@ class Worker:
         except KeyError as exc:
             log.warning("call %s: %s; using the active agent", channel_id, exc)
             agent = self.settings.agent()
-        call = Call(self, channel, agent)
+        return self.start_call(channel, agent)
+
+    def start_call(self, channel: dict, agent: AgentConfig, outbound: Any = None,
+                   message: str = "") -> Optional[Call]:
+        """A conversation on a channel in the app: an inbound caller, or an answered outbound
+        dial (`outbound`: its relay.outbound Dial; `message`: leave it on a machine). None when
+        the channel has one already. A draining worker still talks to the callee of a dial it
+        placed before (a live call); its stop() ends the dials not yet answered first."""
+        channel_id = channel["id"]
+        if channel_id in self.calls or self._stopping:
+            return None
+        call = Call(self, channel, agent, outbound=outbound, message=message)
         self.calls[channel_id] = call
         self.counters["calls_total"] += 1
         call.start()
@@ -369,6 +393,8 @@ class Worker:
             self.audio_totals[key] += int(summary["audio"].get(key, 0))
         summary["transcript"] = call.transcript.turns()
         self.finished.append(summary)
+        if call.dial is not None:
+            self.dialer.call_ended(call)
         if self.history is not None:
             try:
                 self.history.submit(call_record(call))
@@ -437,7 +463,8 @@ class Worker:
             for call in list(self.calls.values()):
                 if call.started_mono < asked_at and call.id not in alive:
                     call.on_caller_gone()
-            leftovers = self.janitor.leftovers(lambda: set(self.owned), channels)
+            leftovers = self.janitor.leftovers(
+                lambda: set(self.owned) | self.dialer.channel_ids(), channels)
             for kind, ids in (("bridge", leftovers.bridges), ("channel", leftovers.channels)):
                 for resource_id in ids:
                     log.info("worker: removing %s %s left on Asterisk by no live call", kind,
@@ -455,8 +482,10 @@ class Worker:
             self.counters["reconciliations"] += 1
 
     def _waiting(self, app: str, channels: list[dict]) -> list[dict]:
+        """Callers waiting in the app with no conversation: never an outbound dial's channel
+        (the dialer decides about those, even between its StasisStart and its Call)."""
         return [c for c in self.janitor.waiting_callers(app, channels)
-                if c.get("id") not in self.calls]
+                if c.get("id") not in self.calls and not self.dialer.owns(str(c.get("id")))]
 
     def _waiting_caller(self, channel: dict) -> None:
         """A caller sitting in our app that no conversation has: take it over (its Stasis

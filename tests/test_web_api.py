@@ -294,7 +294,7 @@ def test_hangup_and_method_and_path_errors(make):
             ("GET", f"/api/calls/{call.id}/hangup", "POST"),
             ("GET", f"/api/calls/{call.id}/config", "POST"),
             ("DELETE", f"/api/calls/{call.id}", "GET"),
-            ("POST", "/api/calls", "GET"), ("PUT", "/api/agents", "GET"),
+            ("PUT", "/api/calls", "GET, POST"), ("PUT", "/api/agents", "GET"),
             ("POST", "/metrics", "GET, HEAD"), ("DELETE", "/healthz", "GET, HEAD"),
             ("POST", "/", "GET, HEAD")):
         response = api(method, path)

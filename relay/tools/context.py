@@ -1,9 +1,11 @@
 """What a built-in tool sees of the call that runs it, and what it may do to that call.
 
 Owns: ToolContext, the only door from a built-in to its call: who is calling, which agent and
-tool config, the time, and the call actions tools are allowed (end the call or transfer it once
-the caller has heard the model's last sentence, send DTMF). The built-ins never touch the Call
-object, ARI or the model session directly, so they stay small and testable with a fake host.
+tool config, the call variables of an outbound call (relay.outbound: a customer's name, an
+order number; {} for an inbound call), the time, and the call actions tools are allowed
+(end the call or transfer it once the caller has heard the model's last sentence, send DTMF).
+The built-ins never touch the Call object, ARI or the model session directly, so they stay
+small and testable with a fake host.
 """
 
 from __future__ import annotations
@@ -44,6 +46,8 @@ class ToolContext:
         self.call_id: str = host.id
         self.caller_number: str = host.caller_number
         self.agent = host.agent
+        self.direction: str = getattr(host, "direction", "inbound")
+        self.variables: dict[str, str] = dict(getattr(host, "variables", None) or {})
         self.ends_conversation = False
         self._clock = clock
 

@@ -151,6 +151,8 @@ class CallTools:
                 raise ToolError(NOT_AVAILABLE, "webhook tools are not available here")
             context = {"call_id": call.id, "caller_number": call.caller_number,
                        "agent": call.agent.key}
+            if getattr(call, "direction", "inbound") == "outbound":
+                context.update(direction="outbound", variables=dict(call.variables))
             return webhooks.call(spec.webhook, args, context, timeout), False
         except gevent.Timeout as exc:
             if exc is not timer:

@@ -1,7 +1,8 @@
 """HTTP webhook tools: one pooled requests session per worker.
 
 Owns: the worker's connection pool to tool webhooks and one request per tool call:
-`{"arguments": {...}, "context": {"call_id", "caller_number", "agent"}}` as JSON with the
+`{"arguments": {...}, "context": {"call_id", "caller_number", "agent"}}` (an outbound call's
+context adds "direction": "outbound" and its "variables") as JSON with the
 tool's headers (values from the environment), a timeout, no retries, no redirects followed, a
 bounded response body. The body (JSON or text) is the tool's output; an HTTP error status, a
 timeout or a connection failure becomes a ToolError the model hears about. Needs gevent's

@@ -3,6 +3,8 @@
 Owns: the routes, their methods (405 with Allow otherwise) and their answers:
 
     GET  /api/calls                 live calls (summaries) and the last ended ones
+    POST /api/calls                 place one outbound call (relay/web/dials.py)
+    GET  /api/dials                 outbound dials under way and recent outcomes (dials.py)
     GET  /api/calls/{id}            one call with its transcript and live config (404 unknown)
     POST /api/calls/{id}/config     {"instructions", "voice", "turn_detection", "tools"} ->
                                     Call.apply_config (one session.update); 400 with the reason
@@ -31,7 +33,7 @@ import re
 from typing import TYPE_CHECKING, Callable, Optional
 
 from relay import metrics
-from relay.web import views
+from relay.web import dials, views
 from relay.web.history_api import HistoryApi
 from relay.web.http import HttpError, Request, Response, json_response
 
@@ -69,10 +71,15 @@ class Api:
             allow(request, "GET", "HEAD")
             return Response(200, metrics.exposition(self.registry), METRICS_TYPE)
         if path in ("/api/calls", "/api/calls/"):
-            allow(request, "GET")
+            allow(request, "GET", "POST")
+            if request.method == "POST":
+                return dials.place_call(self.worker, request)
             return json_response({"calls": [c.summary() for c in self.worker.calls.values()],
                                   "finished": views.finished_calls(self.worker),
                                   "worker": views.worker_status(self.worker)})
+        if path in ("/api/dials", "/api/dials/"):
+            allow(request, "GET")
+            return dials.list_dials(self.worker)
         if path in ("/api/agents", "/api/agents/"):
             allow(request, "GET")
             active = self.worker.settings.get("agent.active")

@@ -11,6 +11,9 @@
     POST   /sim/calls/{id}/wav             write the call's WAV now -> {"wav": [paths]}
     POST   /sim/dialplans/{context}        {"script": {...}}: what Local/x@context ;2 halves run
     POST   /sim/endpoints/{name}           {"script": {...}}: what originated PJSIP/name runs
+                                           once answered, or {"callee": {"answer": "busy"|
+                                           "no_answer"|"reject"|"machine"|..., "ring_ms",
+                                           "script", "amd"}} (relay.sim.pbx.callees)
     GET    /sim/stats                      totals (RTP counts, live channels/bridges, calls by
                                            state); with ?since=T&until=T (monotonic seconds,
                                            the machine's clock) also the window's pacing,
@@ -126,7 +129,8 @@ class ControlApi:
         return 204, None
 
     def endpoint(self, p: Params, name: str) -> Response:
-        self.sim.register_endpoint(name, self._script(p))
+        callee = p.body.get("callee")
+        self.sim.register_endpoint(name, self._script(p) if callee is None else callee)
         return 204, None
 
     def list_faults(self, p: Params) -> Response:

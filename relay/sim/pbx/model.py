@@ -19,6 +19,16 @@ unless it was hung up first; until then it answers 409/422 "not in Stasis" but c
 are commands run `command_ms` later, in order per channel. A channel originated into an app
 that has no events connection when it would enter fails as Stasis() does: STASISSTATUS=FAILED,
 hung up. `PbxTiming.instant()` makes all of it synchronous (the model's own unit tests).
+
+An originated PJSIP/NAME rings and ends as its callee (relay.sim.pbx.callees, looked up through
+`callee_for`) says: Ringing `dial_ms` after the originate, then answered (Up, Dial ANSWER,
+Stasis), refused (ChannelHangupRequest and ChannelDestroyed with the SIP answer's cause: 17
+busy, 21 rejected, 34 congestion, 38 failure) or, at the originate's timeout, hung up by the
+dial thread (ChannelDestroyed cause 19, no hangup request). As in res/ari/resource_channels.c,
+the originate's app stays subscribed to the channel for its whole life (not only while it is in
+Stasis). `continue` into one of `amd_contexts` runs the documented AMD context (docs/OUTBOUND.md):
+AMD() (its result from the callee, after its analysis time), then
+Stasis(${RELAY_APP},relay-amd,${AMDSTATUS},${AMDCAUSE}).
 """
 
 from __future__ import annotations
@@ -134,6 +144,8 @@ class Channel:
     hanging: bool = False
     destroyed: bool = False
     command_due: float = 0.0        # when the last command queued on the channel runs (FIFO)
+    originate_app: str | None = None    # the app an originate subscribed it to (for its life)
+    callee: Any = None                  # originated PJSIP: its relay.sim.pbx.callees.Callee
 
     def set_stasis_dialplan(self, app: str, args: list[str]) -> None:
         self.app_name = "Stasis"
@@ -249,6 +261,10 @@ class Pbx:
         self._snoop_seq = itertools.count()
         self._uid_seq = itertools.count(1)
         self._id_seq = itertools.count(1)
+        # who answers an originated PJSIP/NAME (relay.sim.pbx.callees; None: answers at once,
+        # silent), and the dialplan contexts that run AMD() then Stasis() (docs/OUTBOUND.md)
+        self.callee_for: Callable[[str], Any] | None = None
+        self.amd_contexts: set[str] = {"relay-amd"}
 
     # ------------------------------------------------------------------ time
     def advance(self, now: float) -> None:
@@ -453,8 +469,8 @@ class Pbx:
                   ) -> Channel:
         """POST /channels: dial `endpoint`; with `app` the answered channel enters Stasis."""
         tech, _, resource = endpoint.partition("/")
-        if not resource:
-            raise AriError(400, "Endpoint must be in the format tech/resource")
+        if not tech or not resource:
+            raise AriError(400, "Invalid endpoint specified")
         if app and extension:
             raise AriError(400, "Application and extension are mutually exclusive")
         if not app and not extension:
@@ -484,7 +500,8 @@ class Pbx:
             self._at(self.now, lambda: self._local_answer(one, two, app, args, dest))
             return one
         if tech != "PJSIP":
-            raise AriError(400, f"Unsupported endpoint technology '{tech}' in the simulated PBX")
+            # ast_dial_prerun finds no such channel driver: ast_ari_response_alloc_failed
+            raise AriError(500, "Allocation failed")
         ch = self._new_channel(channel_id, f"PJSIP/{resource}-{self._seq_name()}", "PJSIP", "Down",
                                caller=caller, connected=caller, context=context or "default",
                                exten=extension or "s", app_name="AppDial2",
@@ -493,8 +510,65 @@ class Pbx:
         ch.voice = Source(ch.id)
         if app:
             ch.subscribers.add(app)
-        self._at(self.now, lambda: self._outbound_answer(ch, app, args, resource))
+            ch.originate_app = app
+        ch.callee = self.callee_for(resource) if self.callee_for is not None else None
+        started = self.now
+        self._at(self.now, lambda: self._outbound_dial(ch, app, args, resource, timeout,
+                                                        started))
         return ch
+
+    def _outbound_dial(self, ch: Channel, app: str | None, args: list[str], dialstring: str,
+                       timeout: int, started: float) -> None:
+        """The dial thread: ast_call (Dial ""), then the callee's 180 `dial_ms` later, then
+        its final answer after its ring time, unless the originate's timeout comes first."""
+        if ch.destroyed or ch.hanging:
+            return
+        self._send("Dial", ch, dialstatus="", forward="", dialstring=dialstring,
+                   peer=ev.channel_json(ch))
+        callee = ch.callee
+        if callee is None:          # no callee registered: it answers at once
+            self._outbound_answer(ch, app, args, dialstring)
+            return
+        ringing_at = started + draw_s(self.timing_rng, self.timing.dial_ms)
+        final_at = ringing_at + draw_s(self.timing_rng, callee.ring_ms)
+        self._at(ringing_at, lambda: self._outbound_ringing(ch, dialstring))
+        timeout_at = started + timeout if timeout > 0 else None
+        if callee.behaviour == "no_answer" and timeout_at is None:
+            return              # rings for ever (until relay hangs it up)
+        if timeout_at is not None and (callee.behaviour == "no_answer" or final_at >= timeout_at):
+            self._at(timeout_at, lambda: self._outbound_timeout(ch))
+        elif callee.refusal is not None:
+            self._at(final_at, lambda: self._outbound_refused(ch, dialstring))
+        else:
+            self._at(final_at, lambda: self._outbound_answer(ch, app, args, dialstring))
+
+    def _outbound_ringing(self, ch: Channel, dialstring: str) -> None:
+        if ch.destroyed or ch.hanging or ch.state != "Down":
+            return
+        ch.state = "Ringing"
+        self._chan_event("ChannelStateChange", ch)
+        self._send("Dial", ch, dialstatus="RINGING", forward="", dialstring=dialstring,
+                   peer=ev.channel_json(ch))
+
+    def _outbound_refused(self, ch: Channel, dialstring: str) -> None:
+        """A final SIP answer (486, 603, 503, 500): chan_pjsip queues the hangup with its
+        cause, the dial thread reports the status and hangs the channel up."""
+        if ch.destroyed or ch.hanging:
+            return
+        refusal = ch.callee.refusal
+        ch.hanging = True
+        self._chan_event("ChannelHangupRequest", ch, cause=refusal.cause)
+        self._send("Dial", ch, dialstatus=refusal.dialstatus, forward="", dialstring=dialstring,
+                   peer=ev.channel_json(ch))
+        self._destroy(ch, refusal.cause)
+
+    def _outbound_timeout(self, ch: Channel) -> None:
+        """The originate's timeout (main/dial.c handle_timeout_trip): hangupcause 19 and
+        ast_hangup, with no hangup request."""
+        if ch.destroyed or ch.hanging or ch.state == "Up":
+            return
+        ch.hanging = True
+        self._destroy(ch, 19)
 
     def _local_answer(self, one: Channel, two: Channel, app: str | None, args: list[str],
                       dest: str) -> None:
@@ -524,10 +598,8 @@ class Pbx:
 
     def _outbound_answer(self, ch: Channel, app: str | None, args: list[str],
                          dialstring: str) -> None:
-        if ch.destroyed:
+        if ch.destroyed or ch.hanging:
             return
-        self._send("Dial", ch, dialstatus="", forward="", dialstring=dialstring,
-                   peer=ev.channel_json(ch))
         ch.state = "Up"
         self._chan_event("ChannelStateChange", ch)
         self._send("Dial", ch, dialstatus="ANSWER", forward="", dialstring=dialstring,
@@ -731,14 +803,45 @@ class Pbx:
             self._leave_bridge(ch)
         self._leave_stasis(ch)
         ch.subscribers.clear()
+        if ch.originate_app is not None:        # the originate's subscription lasts
+            ch.subscribers.add(ch.originate_app)
         if context:
             ch.context = context
         if extension:
             ch.exten = extension
         ch.priority = priority if priority is not None else ch.priority + 1
+        if ch.context in self.amd_contexts:
+            self._run_amd(ch)
+            return
         self._notify("continued", ch, context=ch.context, extension=ch.exten,
                      priority=ch.priority, label=label)
         self._at(self.now, lambda: self.caller_hangup(ch))
+
+    def _run_amd(self, ch: Channel) -> None:
+        """The documented AMD context: AMD(), then (after its analysis, and for a machine the
+        end of its greeting and beep) Stasis(${RELAY_APP},relay-amd,STATUS,CAUSE)."""
+        ch.app_name, ch.app_data = "AMD", ""
+        self._chan_event("ChannelDialplan", ch, dialplan_app="AMD", dialplan_app_data="")
+        callee = ch.callee
+        if callee is None:      # nobody to listen to: AMD's total analysis time, NOTSURE
+            status, cause, after_s = "NOTSURE", "TOOLONG-5000", 5.0
+        else:
+            status, cause = callee.amd_status, callee.amd_cause
+            after_s = callee.amd_after_ms / 1000.0
+        self._at(self.now + after_s, lambda: self._amd_done(ch, status, cause))
+
+    def _amd_done(self, ch: Channel, status: str, cause: str) -> None:
+        if ch.destroyed or ch.hanging:
+            return
+        self._varset(ch, "AMDSTATUS", status)
+        self._varset(ch, "AMDCAUSE", cause)
+        app = ch.variables.get("RELAY_APP", "")
+        args = ["relay-amd", status, cause]
+        ch.priority += 1
+        ch.set_stasis_dialplan(app, args)
+        self._chan_event("ChannelDialplan", ch, dialplan_app="Stasis",
+                         dialplan_app_data=ch.app_data)
+        self._originated_enters(ch, app, args)
 
     def redirect(self, cid: str, endpoint: str) -> None:
         ch = self._stasis_channel(cid)

@@ -10,8 +10,10 @@ externalMedia channel goes away. Sans-IO apart from writing WAV files: no socket
 Local channels originated through ARI (`Local/EXTEN@CONTEXT`) run the script registered for
 CONTEXT (or EXTEN@CONTEXT) on their ;2 half; built in: `playtone` (Wait 1, Playback hello-world,
 PlayTones 440, Wait 120, as in event-trace.json), `dtmfcaller` (Wait 2, SendDTMF 123#),
-`silent`; any other context is silent until hung up. Originated PJSIP/NAME channels run the
-script registered for NAME (silent by default).
+`silent`; any other context is silent until hung up. An originated PJSIP/NAME rings and answers
+(running its script), is busy, never answers, rejects, fails or is an answering machine as the
+callee registered for NAME says (relay.sim.pbx.callees); with none registered it answers at once
+and stays silent.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from relay.sim.pbx.callees import Callee, parse_callee
 from relay.sim.pbx.caller import (
     SAMPLE_RATE,
     AgentActivity,
@@ -125,7 +128,8 @@ class Scenario:
         self.calls: dict[str, Call] = {}
         self.dialplans: dict[str, Script] = {k: parse_script(v)
                                              for k, v in BUILTIN_DIALPLANS.items()}
-        self.endpoint_scripts: dict[str, Script] = {}
+        self.callees: dict[str, Callee] = {}
+        pbx.callee_for = self.callees.get
         self._heap: list[tuple[float, int, str]] = []
         self._seq = itertools.count()
         self._ids = itertools.count(1)
@@ -158,9 +162,10 @@ class Scenario:
         """The script a Local/EXTEN@CONTEXT ;2 half runs (key CONTEXT or EXTEN@CONTEXT)."""
         self.dialplans[context] = parse_script(script)
 
-    def register_endpoint(self, name: str, script: Any) -> None:
-        """The script an originated PJSIP/NAME channel runs once it answers."""
-        self.endpoint_scripts[name] = parse_script(script)
+    def register_endpoint(self, name: str, callee: Any) -> None:
+        """Who answers an originated PJSIP/NAME: a callee spec (relay.sim.pbx.callees), or a
+        caller script it runs once it answers. ValueError for a bad spec."""
+        self.callees[name] = parse_callee(callee)
 
     # ------------------------------------------------------------------ the clock
     def _push(self, call: Call, when: float) -> None:
@@ -297,7 +302,8 @@ class Scenario:
             self._far_end(ch, data["voice"], "local", self._dialplan_for(ch), now)
             return
         if kind == "outbound_answered":
-            script = self.endpoint_scripts.get(data["endpoint"], self.dialplans["silent"])
+            callee = ch.callee
+            script = callee.script if callee is not None else self.dialplans["silent"]
             self._far_end(ch, ch, "outbound", script, now)
             return
         call = self.calls.get(ch.call_id or "")

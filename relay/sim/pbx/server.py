@@ -483,10 +483,11 @@ class SimPbx:
         self._require_started()
         self.scenario.register_dialplan(context, script)
 
-    def register_endpoint(self, name: str, script: Any) -> None:
-        """The script an originated PJSIP/name channel runs once it answers."""
+    def register_endpoint(self, name: str, callee: Any) -> None:
+        """Who answers an originated PJSIP/name: a callee spec or the script it runs once it
+        answers (relay.sim.pbx.callees)."""
         self._require_started()
-        self.scenario.register_endpoint(name, script)
+        self.scenario.register_endpoint(name, callee)
 
     def capture(self, call_id: str, channel_id: str | None = None) -> RtpCapture:
         """The RTP the relay sent on the call's (first, or given) externalMedia channel."""

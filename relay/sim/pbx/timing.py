@@ -20,6 +20,9 @@ range of `(0, 0)` means "at once, in the same step", the old synchronous behavio
   rest_latency_ms     each ARI REST answer is written this long after the operation was applied
   event_latency_ms    each event reaches its events WebSocket this long after it was produced
                       (each connection keeps its FIFO order)
+  dial_ms             an originated PJSIP channel rings (180 Ringing) this long after the
+                      originate (its callee then answers or refuses after its own ring time:
+                      relay.sim.pbx.callees)
   keep_alive_ms       an HTTP connection idle this long between requests is closed by the
                       server (Asterisk's http.conf session_keep_alive, 15000 ms by default);
                       (0, 0): kept open for ever
@@ -40,7 +43,7 @@ from typing import Any
 Range = tuple[float, float]
 
 FIELDS = ("stasis_entry_ms", "command_ms", "rest_latency_ms", "event_latency_ms",
-          "keep_alive_ms")
+          "keep_alive_ms", "dial_ms")
 MAX_MS = 3_600_000.0
 
 
@@ -65,6 +68,7 @@ class PbxTiming:
     rest_latency_ms: Range = (0.2, 3.0)
     event_latency_ms: Range = (0.2, 3.0)
     keep_alive_ms: Range = (15000.0, 15000.0)
+    dial_ms: Range = (20.0, 150.0)
 
     def __post_init__(self) -> None:
         for name in FIELDS:
