@@ -27,7 +27,7 @@ from relay.backoff import CircuitBreaker
 from relay.call import MEDIA_ARG, Call
 from relay.config import PACKAGE_ROOT, AgentConfig, Settings
 from relay.history.pricing import warn_if_unpriced
-from relay.history.record import call_record
+from relay.history.record import call_record, dial_record
 from relay.history.service import History
 from relay.janitor import OWN_CHANNEL_PREFIXES, Janitor, backoff_delays
 from relay.media import MediaSocket, Pacer
@@ -242,9 +242,16 @@ class Worker:
     def publish_call(self, call: Call) -> None:
         self._publish({"type": "call", "call": call.summary()})
 
-    def publish_dial(self, outcome) -> None:
-        """An outbound dial's final outcome (relay.outbound.DialOutcome), for observers."""
+    def publish_dial(self, outcome, conversation: bool = False) -> None:
+        """An outbound dial's final outcome (relay.outbound.DialOutcome), for observers; one
+        that never became a conversation is recorded in the history here (a conversation's
+        record, with its outcome, is written when its call ends)."""
         self._publish({"type": "dial", "dial": outcome.view()})
+        if self.history is not None and not conversation:
+            try:
+                self.history.submit(dial_record(outcome, self))
+            except Exception:
+                log.exception("dial %s: cannot build its history record", outcome.channel_id)
 
     def count_model_error(self, code: str) -> None:
         errors = self.counters["model_errors"]

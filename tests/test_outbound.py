@@ -355,3 +355,43 @@ def test_a_failing_callback_and_a_stopping_dialer_leave_nothing(stack):
     assert ringing.reason == "relay stopped before the dial ended"
     no_leftovers(s)
     assert s.worker.ready           # neither took the worker down
+
+
+def test_every_dial_is_in_the_call_history_with_its_outcome(stack, tmp_path):
+    # answered ones with their conversation, the others (busy, no answer) as dials
+    from relay.history.query import HistoryQuery
+    from relay.history.store import open_store
+
+    s = stack()
+    s.pbx.register_endpoint("alice", {"answer": "answer", "ring_ms": [100, 200],
+                                      "script": ASKS_THEN_HANGS_UP})
+    s.pbx.register_endpoint("+15550199", {"answer": "busy"})
+    s.pbx.register_endpoint("carol", {"answer": "no_answer"})
+    answered, _ = dial(s, "PJSIP/alice")
+    busy, _ = dial(s, "PJSIP/+15550199@trunk")
+    unanswered, _ = dial(s, "PJSIP/carol", ring_timeout_s=1)
+    store = open_store(str(tmp_path / "relay.db"))
+    try:
+        def stored() -> dict:
+            if store.version() == 0:
+                return {}
+            page = store.search(HistoryQuery(direction="outbound"), 50, None)
+            return {row["id"]: row for row in page["calls"]}
+        wait_for(lambda: len(stored()) == 3, 15, "the three dials in the history")
+        rows = stored()
+        full = {i: store.get(i) for i in rows}
+        assert full[answered.channel_id]["outbound"]["outcome"] == "answered"
+        assert full[answered.channel_id]["answered_at"] is not None
+        assert ("assistant", "It ships tomorrow.") in [
+            (e["kind"], e["text"]) for e in full[answered.channel_id]["transcript"]]
+        assert full[busy.channel_id]["outbound"]["outcome"] == "busy"
+        assert full[busy.channel_id]["outbound"]["cause"] == 17
+        assert full[busy.channel_id]["caller_number"] == "+15550199"
+        assert rows[busy.channel_id]["end_reason"].startswith("busy")
+        assert full[unanswered.channel_id]["outbound"]["outcome"] == "no_answer"
+        # the callee's number is searchable like a caller's
+        page = store.search(HistoryQuery(number="5550199"), 50, None)
+        assert [row["id"] for row in page["calls"]] == [busy.channel_id]
+    finally:
+        store.close()
+    no_leftovers(s)

@@ -114,6 +114,46 @@ def call_record(call: Any, personal_data: Optional[bool] = None) -> dict:
     return for_store(jsonable(record), personal_data)
 
 
+def dial_record(outcome: Any, worker: Any, personal_data: Optional[bool] = None) -> dict:
+    """The record of an outbound dial that never became a conversation (busy, no answer,
+    rejected, failed: relay.outbound.DialOutcome), so that the history holds every dial's
+    outcome, not only the answered ones. No audio, no model, no cost."""
+    tree = worker.settings.tree
+    started = float(outcome.started_at or time.time())
+    ended = float(outcome.ended_at or started)
+    callee = outcome.endpoint.partition("/")[2].partition("@")[0]
+    reason = PROCESS.scrub(outcome.reason or outcome.outcome)
+    record = {
+        "id": outcome.channel_id,
+        "worker": worker_label(worker),
+        "host": socket.gethostname(),
+        "agent": outcome.agent,
+        "direction": "outbound",
+        "caller_number": PROCESS.scrub(callee),
+        "caller_name": "",
+        "started_at": round(started, 3),
+        "answered_at": None,
+        "ended_at": round(ended, 3),
+        "duration_s": round(max(0.0, ended - started), 3),
+        "end_reason": f"{outcome.outcome}: {reason}" if reason != outcome.outcome else reason,
+        "barge_ins": 0,
+        "turn_latency_ms": latency_summary([]),
+        "quality": {},
+        "model": {"name": tree["openai"]["model"], "errors": {}, "reconnects": 0,
+                  "sockets": 0, "resumed": 0},
+        "usage": {},
+        "cost_usd": None,
+        "recording_path": "",
+        "transcript": [{"t": round(ended, 3), "kind": "event",
+                        "text": f"dialled {outcome.endpoint}: {outcome.outcome} ({reason})"}],
+        "tools": [],
+        "outbound": outcome.record(),
+    }
+    if personal_data is None:
+        personal_data = tree["history"]["personal_data"]
+    return for_store(jsonable(record), personal_data)
+
+
 def quality(call: Any) -> dict:
     """The call's media figures (CallMedia.stats()), its setup time, its barge-in reactions,
     and the worker-wide pacing figures while it lasted (pacer late ticks and skipped slots:

@@ -361,7 +361,7 @@ class Dialer:
         guard = dial.guard
         if guard is not None and guard is not gevent.getcurrent():
             guard.kill(block=False)
-        self.worker.publish_dial(outcome)
+        self.worker.publish_dial(outcome, conversation=dial.call is not None)
         if dial.on_outcome is not None:
             try:
                 dial.on_outcome(outcome)

@@ -461,6 +461,16 @@ class Pbx:
         return ch
 
     # ------------------------------------------------------------------ originate
+    def _callee(self, resource: str) -> Any:
+        """Who answers PJSIP/RESOURCE: registered by the whole resource, or (NUMBER@trunk,
+        the number dialled through a trunk endpoint) by the number alone."""
+        if self.callee_for is None:
+            return None
+        callee = self.callee_for(resource)
+        if callee is None and "@" in resource:
+            callee = self.callee_for(resource.partition("@")[0])
+        return callee
+
     def originate(self, endpoint: str, *, app: str | None = None, app_args: str | None = None,
                   extension: str | None = None, context: str | None = None,
                   priority: int | None = None, caller_id: str | None = None,
@@ -511,7 +521,7 @@ class Pbx:
         if app:
             ch.subscribers.add(app)
             ch.originate_app = app
-        ch.callee = self.callee_for(resource) if self.callee_for is not None else None
+        ch.callee = self._callee(resource)
         started = self.now
         self._at(self.now, lambda: self._outbound_dial(ch, app, args, resource, timeout,
                                                         started))

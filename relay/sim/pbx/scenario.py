@@ -163,8 +163,9 @@ class Scenario:
         self.dialplans[context] = parse_script(script)
 
     def register_endpoint(self, name: str, callee: Any) -> None:
-        """Who answers an originated PJSIP/NAME: a callee spec (relay.sim.pbx.callees), or a
-        caller script it runs once it answers. ValueError for a bad spec."""
+        """Who answers an originated PJSIP/NAME (or PJSIP/NAME@trunk): a callee spec
+        (relay.sim.pbx.callees), or a caller script it runs once it answers. ValueError for a
+        bad spec."""
         self.callees[name] = parse_callee(callee)
 
     # ------------------------------------------------------------------ the clock
