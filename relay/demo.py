@@ -108,6 +108,8 @@ def run(args: argparse.Namespace) -> int:
         "openai.realtime_url": model.url, "openai.api_key": API_KEY,
         "rtp.port_min": 0, "rtp.port_max": 0,
         "call.transcripts_dir": str(out / "transcripts"),
+        # relay's own recording of each call (both voices), played by the History tab
+        "call.record": True, "call.recordings_dir": str(out / "calls"),
     })
     worker = Worker(settings)
     worker.start()
@@ -144,8 +146,28 @@ def run(args: argparse.Namespace) -> int:
         worker.stop(5)
         model.stop()
         pbx.stop()
+    _print_history(settings)
     print("stopped cleanly")
     return 0
+
+
+def _print_history(settings: Any) -> None:
+    """Where the demo's calls are kept (relay.history): the same database `relay serve`'s
+    dashboard reads, in its History tab."""
+    if not settings.get("history.enabled"):
+        return
+    from relay.history.query import HistoryQuery
+    from relay.history.service import database_target, open_upgraded
+
+    target = database_target(settings.tree)
+    store = open_upgraded(target)
+    try:
+        page = store.search(HistoryQuery(since=time.time() - 600), 200, None)
+    finally:
+        store.close()
+    total = len(page["calls"])
+    print(f"call history: {total} call(s) of the last 10 minutes in {target}; the dashboard's "
+          "History tab lists them (here with --linger, or under `relay serve`)")
 
 
 def _dial_out(worker: Worker, pbx: Any) -> list:
