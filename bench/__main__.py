@@ -6,6 +6,7 @@
     python -m bench load [--calls 100,300 --window 20 ...]    # the load run only
     python -m bench load --help                               # its options
     python -m bench history [--rows 20000]                    # history search at scale
+    python -m bench history-writer [--calls 300]              # history writes under load
 
 Each micro-benchmark module bench/bench_*.py has a `run() -> list[Row]`; their table goes to
 stdout and bench/out/micro.json. The load benchmark is bench/bench_load.py (bench/load/).
@@ -29,7 +30,7 @@ from pathlib import Path  # noqa: E402
 import bench  # noqa: E402
 
 OUT_DIR = Path(__file__).resolve().parent / "out"
-NOT_MICRO = {"bench_load", "bench_history_search"}
+NOT_MICRO = {"bench_load", "bench_history_search", "bench_history_writer"}
 
 
 def _modules(selected: list[str]) -> list[str]:
@@ -72,6 +73,10 @@ def micro(selected: list[str]) -> int:
 
 
 def main(argv: list[str]) -> int:
+    if argv[:1] == ["history-writer"]:     # alone: it paces live calls for a minute
+        from bench import bench_history_writer
+
+        return bench_history_writer.main(argv[1:])
     if argv[:1] == ["history"]:     # alone: it fills a million calls into two databases
         from bench import bench_history_search
 

@@ -9,11 +9,13 @@ StoreError / StoreUnavailable naming the server (never the password).
 
 from __future__ import annotations
 
+import json
 import time
 from contextlib import contextmanager
 from typing import Any, Iterator
 
 import psycopg
+import psycopg.waiting
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.types.json import Jsonb
 
@@ -33,6 +35,14 @@ from relay.history.store import (
     apply_migrations,
     error_text,
 )
+
+# relay calls psycopg only from OS threads of gevent's thread pool, never on the hub. Under gevent's
+# monkey patching psycopg waits for the server with the patched poll, which runs a gevent hub in
+# the calling thread: Python code holding the GIL while the server works, taken from the hub
+# thread that paces the calls' audio (bench/bench_history_writer.py: pacer p99 20 ms during a
+# burst of writes). Its C wait releases the GIL while it waits.
+if getattr(psycopg.waiting, "wait_c", None) is not None:
+    psycopg.waiting.wait = psycopg.waiting.wait_c
 
 # pg_advisory_xact_lock key of schema upgrades (any constant; "relay-history" in ASCII digits)
 UPGRADE_LOCK_KEY = 72_101_108_097_121
@@ -130,6 +140,24 @@ class PostgresStore(Store):
 
     def _json_in(self, value: Any) -> Any:
         return None if value is None else Jsonb(value)
+
+    def _transcript_fields_in(self, fields: dict) -> Any:
+        return json.dumps(fields, ensure_ascii=False, default=str)    # cast in SQL
+
+    def _replace_transcripts(self, cursor: Any, call_ids: list[str], rows: list[tuple],
+                             insert_line: str) -> None:
+        # A batch's thousands of transcript rows as six arrays in one statement: psycopg's
+        # per-row pipeline held the GIL ~1 ms per record, from the thread pool, delaying the
+        # pacer on the hub (bench/bench_history_writer.py).
+        cursor.execute("DELETE FROM transcript WHERE call_id = ANY(%b::text[])", (call_ids,))
+        if not rows:
+            return
+        columns = [list(column) for column in zip(*rows)]
+        cursor.execute(
+            "INSERT INTO transcript (call_id, seq, t, kind, text, fields) "
+            "SELECT c, s, t, k, x, f::jsonb FROM unnest(%b::text[], %b::int4[], "
+            "%b::float8[], %b::text[], %b::text[], %b::text[]) AS u(c, s, t, k, x, f)",
+            columns)      # %b: binary arrays, dumped without the text format's escaping
 
     def _json_out(self, value: Any) -> Any:
         return value

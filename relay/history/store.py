@@ -300,7 +300,7 @@ class Store:
             calls.append(tuple(self._json_in(values[c]) if c in JSON_COLUMNS else values[c]
                                for c in CALL_COLUMNS))
             for row in transcript_values(values["id"], record.get("transcript")):
-                transcripts.append(row[:-1] + (self._json_in(row[-1]),))
+                transcripts.append(row[:-1] + (self._transcript_fields_in(row[-1]),))
         if not calls:
             return
         self._check_ready()
@@ -313,10 +313,21 @@ class Store:
                                 f"VALUES ({', '.join('?' for _ in TRANSCRIPT_COLUMNS)})")
         with self._write() as cursor:
             cursor.executemany(upsert, calls)
-            cursor.executemany(self._sql("DELETE FROM transcript WHERE call_id = ?"),
-                               [(call[0],) for call in calls])
-            if transcripts:
-                cursor.executemany(insert_line, transcripts)
+            self._replace_transcripts(cursor, [call[0] for call in calls], transcripts,
+                                      insert_line)
+
+    def _transcript_fields_in(self, fields: dict) -> Any:
+        """A transcript row's `fields` as the database takes them."""
+        return self._json_in(fields)
+
+    def _replace_transcripts(self, cursor: Any, call_ids: list[str], rows: list[tuple],
+                             insert_line: str) -> None:
+        """The transcript rows of these calls replaced by `rows` (one statement per row: a
+        dialect may do it in one)."""
+        cursor.executemany(self._sql("DELETE FROM transcript WHERE call_id = ?"),
+                           [(call_id,) for call_id in call_ids])
+        if rows:
+            cursor.executemany(insert_line, rows)
 
     # --- read ------------------------------------------------------------------------
     def search_sql(self, query: HistoryQuery, limit: int,
