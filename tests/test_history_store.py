@@ -335,14 +335,16 @@ FILTERS = [
 ]
 
 
+# SQLite alone chooses how to match a phrase ("all common": every phrase checked call by call)
 @pytest.mark.parametrize("limit", [3, 50])
-@pytest.mark.parametrize("phrases", ["as sized", "all common"])
+@pytest.mark.parametrize("store_url, phrases", [("sqlite", "as sized"),
+                                                ("sqlite", "all common"),
+                                                ("postgresql", "as sized")],
+                         indirect=["store_url"])
 def test_every_filter_alone_and_combined(filled, limit, phrases):
     store, recs = filled
     if phrases == "all common":
-        if store.dialect != "sqlite":
-            pytest.skip("SQLite alone chooses how to match a phrase")
-        store.common_matches = 1     # every phrase found: checked call by call
+        store.common_matches = 1
     for filters in FILTERS:
         q = HistoryQuery(**filters)
         assert [r["id"] for r in all_pages(store, q, limit)] == expected_ids(recs, q), filters
@@ -616,9 +618,9 @@ def test_databases_that_cannot_be_opened(tmp_path, pg_server):
         s.version()
 
 
+# (PostgreSQL's plans depend on its statistics: bench/bench_history_search.py checks them)
+@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
 def test_sqlite_searches_are_answered_from_indexes(store):
-    if store.dialect != "sqlite":
-        pytest.skip("PostgreSQL's plans depend on its statistics: bench/bench_history_search.py")
     store.write_calls([record(n) for n in range(3)])
     queries = [HistoryQuery(), HistoryQuery(number="1234"), HistoryQuery(text='"late parcel"'),
                HistoryQuery(since=BASE, until=BASE + DAY),
