@@ -537,7 +537,8 @@ def test_expire_removes_old_calls_and_answers_their_recordings(store):
     recs = [record(n) for n in range(10)]
     store.write_calls(recs)
     cut = recs[6]["started_at"]
-    paths = store.expire(cut)
+    removed, paths = store.expire(cut)
+    assert removed == 6
     assert sorted(paths) == sorted(r["recording_path"] for r in recs[:6] if r["recording_path"])
     assert sorted(ids(store.search(HistoryQuery()))) == [r["id"] for r in recs[6:]]
     for r in recs[:6]:
@@ -545,7 +546,7 @@ def test_expire_removes_old_calls_and_answers_their_recordings(store):
         assert transcript_count(store, r["id"]) == 0
     assert {r["id"] for r in all_pages(store, HistoryQuery(text="parcel"))} == {
         r["id"] for r in recs[6:]}
-    assert store.expire(cut) == []
+    assert store.expire(cut) == (0, [])
     assert sum(g["calls"] for g in store.daily_stats()) == 4
 
 

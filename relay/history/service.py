@@ -102,7 +102,7 @@ class ReadStore:
     def daily_stats(self, *args: Any, **kwargs: Any) -> Any:
         return self._use("daily_stats", *args, **kwargs)
 
-    def expire(self, before_epoch: float) -> list[str]:
+    def expire(self, before_epoch: float) -> tuple[int, list[str]]:
         return self._use("expire", before_epoch)
 
     def close(self) -> None:
@@ -118,7 +118,7 @@ def expire_calls(store: Any, days: float, now: Optional[float] = None) -> tuple[
     if days <= 0:
         return 0, 0
     cutoff = (time.time() if now is None else now) - days * 86400.0
-    paths = store.expire(cutoff)
+    removed, paths = store.expire(cutoff)
     files = 0
     for path in paths:
         if not path:
@@ -130,7 +130,7 @@ def expire_calls(store: Any, days: float, now: Optional[float] = None) -> tuple[
             continue
         except OSError as exc:
             log.warning("history: cannot remove the recording %s: %s", path, exc)
-    return len(paths), files
+    return removed, files
 
 
 class History:

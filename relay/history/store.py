@@ -475,20 +475,21 @@ class Store:
                         "cost_usd": None if cost is None else float(cost)})
         return out
 
-    def expire(self, before_epoch: float) -> list[str]:
+    def expire(self, before_epoch: float) -> tuple[int, list[str]]:
         """Remove every call that started before `before_epoch` (with its transcript and its
-        full-text rows) in one transaction; the recording paths of the removed calls (those
-        that had one), for the caller to delete."""
+        full-text rows) in one transaction; how many were removed, and the recording paths of
+        those that had one, for the caller to delete."""
         before = _number("before_epoch", before_epoch, required=True)
         self._check_ready()
         with self._write() as cursor:
             cursor.execute(self._sql("SELECT recording_path FROM calls WHERE started_at < ?"),
                            [before])
-            paths = [path for (path,) in cursor.fetchall() if path]
+            found = [path for (path,) in cursor.fetchall()]
+            paths = [path for path in found if path]
             cursor.execute(self._sql("DELETE FROM transcript WHERE call_id IN "
                                      "(SELECT id FROM calls WHERE started_at < ?)"), [before])
             cursor.execute(self._sql("DELETE FROM calls WHERE started_at < ?"), [before])
-        return paths
+        return len(found), paths
 
     def __enter__(self) -> "Store":
         return self
