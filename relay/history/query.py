@@ -13,8 +13,8 @@ import binascii
 import json
 import math
 import re
-from dataclasses import dataclass
-from typing import Optional
+from dataclasses import asdict, dataclass
+from typing import Any, Optional
 
 DIRECTIONS = ("inbound", "outbound")
 MAX_LIMIT = 200
@@ -46,6 +46,10 @@ class HistoryQuery:
     min_duration_s: Optional[float] = None
     max_duration_s: Optional[float] = None
     direction: Optional[str] = None
+
+    def fields(self) -> dict[str, Any]:
+        """The filters that are set."""
+        return {k: v for k, v in asdict(self).items() if v is not None}
 
     def __post_init__(self) -> None:
         if self.number is not None:

@@ -30,7 +30,7 @@ import gevent
 from relay.web import history_csv
 from relay.web.history_files import recording_response
 from relay.history.query import HistoryQuery
-from relay.web.history_params import HistoryFilters, daily_request, export_filters, search_request
+from relay.web.history_params import daily_request, export_filters, search_request
 from relay.web.http import HttpError, Request, Response, json_response
 
 log = logging.getLogger(__name__)
@@ -39,15 +39,6 @@ CALL_PATH = re.compile(r"^/api/history/([^/]+)(?:/(recording))?/?$")
 EXPORT_PAGE = 200
 NO_STORE = ("the call history is not available here: no history store is configured on this "
             "server")
-
-
-def to_store_query(filters: HistoryFilters) -> HistoryQuery:
-    """The query Store.search takes, from the request's checked filters (400 when the store's
-    own checks refuse one: a text with no word to search, say)."""
-    try:
-        return HistoryQuery(**filters.fields())
-    except ValueError as exc:
-        raise HttpError(400, str(exc)) from None
 
 
 def _allow(request: Request, *methods: str) -> None:
@@ -97,11 +88,10 @@ class HistoryApi:
             raise HttpError(503, f"the call history could not be read ({type(exc).__name__}; "
                             "see relay's log)") from None
 
-    def _page(self, filters: HistoryFilters, limit: int, after: Optional[str]) -> dict:
+    def _page(self, query: HistoryQuery, limit: int, after: Optional[str]) -> dict:
         store = self.store_of()
         if store is None:
             raise HttpError(503, NO_STORE)
-        query = to_store_query(filters)
         try:
             page = gevent.get_hub().threadpool.apply(store.search, (query, limit, after))
         except ValueError as exc:
@@ -133,7 +123,7 @@ class HistoryApi:
         return Response(200, b"", "text/csv; charset=utf-8", headers,
                         stream=self._export_chunks(filters, first))
 
-    def _export_chunks(self, filters: HistoryFilters, page: dict) -> Iterator[bytes]:
+    def _export_chunks(self, filters: HistoryQuery, page: dict) -> Iterator[bytes]:
         yield history_csv.header()
         seen = 0
         while True:

@@ -13,10 +13,11 @@ from __future__ import annotations
 import math
 import re
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from typing import Any, Optional
 
+from relay.history.query import HistoryQuery
 from relay.web.http import HttpError
 
 FILTERS = ("number", "text", "agent", "since", "until", "end_reason", "min_duration_s",
@@ -33,28 +34,8 @@ DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 
 @dataclass(frozen=True)
-class HistoryFilters:
-    """The search's filters, checked; every field optional (None: not filtered). The fields are
-    those of relay.history.query.HistoryQuery (docs/HISTORY.md)."""
-
-    number: Optional[str] = None
-    text: Optional[str] = None
-    agent: Optional[str] = None
-    since: Optional[float] = None
-    until: Optional[float] = None
-    end_reason: Optional[str] = None
-    min_duration_s: Optional[float] = None
-    max_duration_s: Optional[float] = None
-    direction: Optional[str] = None
-
-    def fields(self) -> dict[str, Any]:
-        """The filters that are set."""
-        return {k: v for k, v in asdict(self).items() if v is not None}
-
-
-@dataclass(frozen=True)
 class SearchRequest:
-    filters: HistoryFilters
+    filters: HistoryQuery
     limit: int
     after: Optional[str]
 
@@ -136,7 +117,7 @@ def _ordered(low: Optional[float], high: Optional[float], low_name: str,
         raise HttpError(400, f"{low_name} is after {high_name}: nothing could match")
 
 
-def filters_of(params: dict[str, str]) -> HistoryFilters:
+def filters_of(params: dict[str, str]) -> HistoryQuery:
     """The filters among params (other names are the caller's to check)."""
     direction = _text(params, "direction")
     if direction is not None and direction not in DIRECTIONS:
@@ -147,10 +128,13 @@ def filters_of(params: dict[str, str]) -> HistoryFilters:
     shortest = _seconds(params, "min_duration_s")
     longest = _seconds(params, "max_duration_s")
     _ordered(shortest, longest, "min_duration_s", "max_duration_s")
-    return HistoryFilters(number=_number(params), text=_search_text(params),
-                          agent=_text(params, "agent"), since=since, until=until,
-                          end_reason=_text(params, "end_reason"), min_duration_s=shortest,
-                          max_duration_s=longest, direction=direction)
+    try:        # the store's own checks too (a text with no word to search, say)
+        return HistoryQuery(number=_number(params), text=_search_text(params),
+                            agent=_text(params, "agent"), since=since, until=until,
+                            end_reason=_text(params, "end_reason"), min_duration_s=shortest,
+                            max_duration_s=longest, direction=direction)
+    except ValueError as exc:
+        raise HttpError(400, str(exc)) from None
 
 
 def search_request(params: dict[str, str]) -> SearchRequest:
@@ -169,7 +153,7 @@ def search_request(params: dict[str, str]) -> SearchRequest:
     return SearchRequest(filters_of(params), limit, after)
 
 
-def export_filters(params: dict[str, str]) -> HistoryFilters:
+def export_filters(params: dict[str, str]) -> HistoryQuery:
     """GET /api/history.csv's parameters: the filters alone (every match is exported)."""
     _refuse_unknown(params, FILTERS)
     return filters_of(params)
