@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import gevent
 
+from relay.ari import AriError
 from relay.campaigns.store import Claim
 from relay.history.store import StoreUnavailable
 from relay.outbound.dialer import DialError
@@ -34,6 +35,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 WRITE_TRIES = 8
+CHANNEL_GONE_WAIT_S = 5.0       # the longest an outcome waits for its channel to be gone
+CHANNEL_GONE_POLL_S = 0.05
 STOP_JOIN_S = 2.0
 
 
@@ -152,10 +155,31 @@ class CampaignEngine:
                     time.time(), outcome.channel_id)
 
     def _outcome(self, claim: Claim, outcome: DialOutcome) -> None:
-        """The dial's final outcome (on the hub): written from the thread pool."""
+        """The dial's final outcome (on the hub). A dial cut by this worker's own stop is
+        `interrupted` (the retry policy's), not `failed`. Written from the thread pool once
+        Asterisk no longer has the channel (relay may have just asked for its hangup: until it
+        is gone it is still one of the campaign's calls in flight)."""
         self.counters["outcomes"] += 1
-        self._write(self.store.finish, claim.campaign_id, claim.seq, claim.attempt,
-                    outcome.outcome or "failed", outcome.reason, outcome.channel_id)
+        result = outcome.outcome or "failed"
+        if result == "failed" and not self.worker.accepting:
+            result = "interrupted"
+        greenlet = gevent.spawn(self._finish_when_gone, claim, result, outcome.reason,
+                                outcome.channel_id)
+        self._writes.add(greenlet)
+        greenlet.link(self._writes.discard)
+
+    def _finish_when_gone(self, claim: Claim, result: str, reason: str,
+                          channel_id: str) -> None:
+        deadline = time.monotonic() + CHANNEL_GONE_WAIT_S
+        while channel_id and time.monotonic() < deadline:
+            try:
+                self.worker.ari.get_channel(channel_id)
+            except AriError as exc:
+                if exc.status == 404:
+                    break
+            gevent.sleep(CHANNEL_GONE_POLL_S)
+        self._write_now(self.store.finish, claim.campaign_id, claim.seq, claim.attempt,
+                        result, reason, channel_id)
 
     def _write(self, fn: Callable[..., Any], *args: Any) -> None:
         greenlet = gevent.spawn(self._write_now, fn, *args)
