@@ -3,7 +3,7 @@
 Owns: routing ARI events to calls (recognising and skipping the externalMedia and snoop
 channels relay itself creates), starting a Call for each new caller, the dialer of outbound
 calls (relay.outbound: it gets the events of its channels and starts their Calls through
-start_call), reconciling calls with
+start_call), the campaign engine's start and stop (relay.campaigns), reconciling calls with
 Asterisk after the events socket reconnects, the worker's counters, a bounded event feed for
 observers (the dashboard), a drain (no new calls; the live ones end by themselves up to a
 deadline) and a clean stop that ends every call properly.
