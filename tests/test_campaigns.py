@@ -219,3 +219,79 @@ def test_a_dial_relay_refuses_closes_the_attempt_failed_and_the_worker_goes_on(s
     assert attempts["Bogus/x"]["outcome"] == "failed"       # Asterisk: Allocation failed
     assert s.worker.campaigns.counters["errors"] == 0
     s.stop()
+
+
+def test_a_dead_engines_claim_is_never_dialled_as_such_but_retried_as_a_new_attempt(stacks):
+    s = stacks(4)
+    spec = parse_campaign({"agent": "caller", "max_concurrent": 4, "calls_per_s": 5,
+                           "retry": RETRY, "contacts": contacts(4)}, s.settings.agent)
+    store = s.worker.campaign_store
+
+    def start_and_die() -> list:
+        store.create(spec)
+        store.control(spec.id, "start")
+        return store.claim(spec.id, "a-worker-that-crashed", 1)   # never heartbeats
+
+    (ghost,) = blocking(start_and_die)
+    wait_for(lambda: blocking(store.get, spec.id)["state"] == "completed", 60, "the end")
+    tries = [a for a in blocking(store.attempts, spec.id) if a["contact"] == ghost.seq]
+    assert [(a["attempt"], a["outcome"]) for a in tries][0] == (1, "interrupted")
+    assert tries[0]["channel_id"] == "" and len(tries) >= 2
+    dialled = [o for o in s.pbx.model.originates if o["endpoint"] == ghost.endpoint]
+    assert len(dialled) == len(tries) - 1            # every attempt but the dead one's
+    assert s.worker.campaigns.counters["recovered"] >= 1
+    s.stop()
+
+
+def test_a_dial_relay_refuses_before_asterisk_is_closed_failed_with_the_reason(stacks):
+    s = stacks(1)
+    valid = parse_campaign({"agent": "caller", "max_concurrent": 1, "calls_per_s": 5,
+                            "retry": {}, "contacts": contacts(1)}, s.settings.agent)
+    ghost_agent = type(valid)(**{**vars(valid), "agent": "deleted-since"})
+    store = s.worker.campaign_store
+    blocking(store.create, ghost_agent)
+    blocking(store.control, valid.id, "start")
+    wait_for(lambda: blocking(store.get, valid.id)["state"] == "completed", 30, "the end")
+    (attempt,) = blocking(store.get, valid.id)["recent_attempts"]
+    assert attempt["outcome"] == "failed"
+    assert "relay refused the dial" in attempt["reason"] and "deleted-since" in attempt["reason"]
+    assert s.pbx.model.originates == [] and s.worker.campaigns.counters["refused"] == 1
+    s.stop()
+
+
+class Flaky:
+    """The engine's store, failing `method` the first `times` calls (the database away)."""
+
+    def __init__(self, store, method: str, times: int) -> None:
+        self.store, self.method, self.left = store, method, times
+
+    def __getattr__(self, name):
+        real = getattr(self.store, name)
+        if name != self.method:
+            return real
+
+        def call(*args):
+            if self.left > 0:
+                self.left -= 1
+                from relay.history.store import StoreUnavailable
+                raise StoreUnavailable("history database: unable to open (test)")
+            return real(*args)
+        return call
+
+
+@pytest.mark.parametrize("method", ["running", "claim", "finish", "mark_originated"])
+def test_the_database_away_for_a_while_delays_the_campaign_and_nothing_else(stacks, method):
+    s = stacks(6)
+    campaign = create(s, 6, retry={})
+    engine = s.worker.campaigns
+    engine.store = Flaky(engine.store, method, 3)
+    blocking(s.worker.campaign_store.control, campaign, "start")
+    wait_for(lambda: blocking(s.worker.campaign_store.get, campaign)["state"] == "completed",
+             60, "the end")
+    assert engine.store.left == 0
+    attempts = blocking(s.worker.campaign_store.attempts, campaign)
+    assert len(attempts) == 6 and all(a["outcome"] != "interrupted" for a in attempts)
+    assert len(s.pbx.model.originates) == 6
+    if method in ("running", "claim"):
+        assert engine.counters["errors"] >= 1       # a poll failed, the next one went on
+    s.stop()
