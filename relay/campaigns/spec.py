@@ -15,7 +15,9 @@ import math
 import re
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, time as clock_time, timedelta, timezone as dt_timezone
+from datetime import datetime, timedelta
+from datetime import time as clock_time
+from datetime import timezone as dt_timezone
 from typing import Any, Callable, Optional
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 

@@ -42,11 +42,11 @@ import gevent
 import gevent.event
 
 from relay.ari import AriClient
+from relay.campaigns.service import SharedCampaigns
 from relay.config import ConfigError, Settings, load_settings
 from relay.fleet import status
 from relay.fleet.assignments import Assignments
 from relay.fleet.cleanup import clean_up_after
-from relay.campaigns.service import SharedCampaigns
 from relay.fleet.dispatcher import Dispatcher
 from relay.fleet.endpoints import WorkerEndpoint
 from relay.fleet.health import HealthPoller

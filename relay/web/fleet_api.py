@@ -48,9 +48,9 @@ from relay.metrics import Families, dashboard_figures
 from relay.web import fleet_merge as merge
 from relay.web import views
 from relay.web.api import CALL_PATH, METRICS_TYPE, allow
+from relay.web.campaigns_api import CampaignsApi
 from relay.web.fleet_http import WorkerAnswer, WorkerHttp, WorkerUnreachable
 from relay.web.fleet_metrics import MetricsMerger
-from relay.web.campaigns_api import CampaignsApi
 from relay.web.history_api import HistoryApi
 from relay.web.http import HttpError, Request, Response, json_response
 
