@@ -210,3 +210,16 @@ def test_the_fleet_master_controls_the_same_campaigns(stack, tmp_path):
 def blocking_get(stack: Stack, campaign_id: str) -> dict:
     import gevent
     return gevent.get_hub().threadpool.apply(stack.worker.campaign_store.get, (campaign_id,))
+
+
+def test_a_worker_with_campaigns_switched_off_has_no_engine_and_answers_503(tmp_path):
+    s = Stack(tmp_path, settings={"web.port": 0, "web.token": TOKEN,
+                                  "campaigns.enabled": False})
+    server = WebServer(s.worker).start()
+    try:
+        assert s.worker.campaigns is None and s.worker.campaign_store is None
+        answer = RecordingClient(server.url, TOKEN).get("/api/campaigns")
+        assert answer.status_code == 503 and "campaigns.enabled" in answer.json()["error"]
+    finally:
+        server.stop()
+        s.stop()

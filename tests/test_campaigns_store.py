@@ -395,3 +395,22 @@ def test_csv_contacts():
                         ("endpoint,endpoint\n", "repeated")]:
         with pytest.raises(ValueError, match=error):
             parse_csv(text)
+
+
+# --- settings -----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("overrides, error", [
+    ({"campaigns.poll_s": 0}, "campaigns.poll_s"),
+    ({"campaigns.heartbeat_s": 5.0, "campaigns.engine_timeout_s": 10.0},
+     "campaigns.engine_timeout_s"),
+    ({"campaigns.recover_every_s": 0}, "campaigns.recover_every_s"),
+    ({"campaigns.stale_after_s": 60.0}, "longer than the longest dial"),
+])
+def test_bad_campaign_settings_are_refused(overrides, error):
+    from relay.config import ConfigError
+    with pytest.raises(ConfigError, match=error):
+        load_settings(env={}, overrides=overrides)
+
+
+def test_campaigns_can_be_switched_off_by_the_environment():
+    assert load_settings(env={"CAMPAIGNS_ENABLED": "false"}).get("campaigns.enabled") is False
