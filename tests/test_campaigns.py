@@ -9,6 +9,7 @@ do-not-call list honoured at dial time."""
 from __future__ import annotations
 
 import json
+import time
 from collections import Counter, defaultdict
 from pathlib import Path
 
@@ -113,10 +114,11 @@ def test_two_hundred_contacts_paced_paused_restarted_each_attempt_dialled_once(s
     # the live calls end by themselves
     wait_for(lambda: len(pbx1.originates) >= 60, 60, "60 dials")
     blocking(store.control, campaign, "pause")
-    wait_for(lambda: not first.worker.dialer.pending, 30, "the live dials to end")
+    wait_for(lambda: not first.worker.dialer.pending and
+             blocking(store.get, campaign)["progress"]["dialling"] == 0, 30,
+             "the live dials to end and their outcomes to be written")
     at_pause = len(pbx1.originates)
-    view = blocking(store.get, campaign)
-    assert view["state"] == "paused" and view["progress"]["dialling"] == 0
+    assert blocking(store.get, campaign)["state"] == "paused"
     gevent.sleep(1.0)
     assert len(pbx1.originates) == at_pause, "a paused campaign dialled"
     blocking(store.control, campaign, "resume")
@@ -124,6 +126,7 @@ def test_two_hundred_contacts_paced_paused_restarted_each_attempt_dialled_once(s
     # a restart in the middle: this worker stops (its live dials cut), a new one (a new
     # process, the same database) takes over
     wait_for(lambda: len(pbx1.originates) >= at_pause + 60, 60, "60 more dials")
+    restart_at = time.time()
     first.stop(check=False)
     second = stacks(count)
     wait_for(lambda: blocking(second.worker.campaign_store.get, campaign)["state"] ==
@@ -153,11 +156,17 @@ def test_two_hundred_contacts_paced_paused_restarted_each_attempt_dialled_once(s
         assert dialled[endpoint] == sum(1 for a in tries if a["channel_id"])
         outcomes = [a["outcome"] for a in tries]
         kind = KINDS[i % 10]
-        real = [o for o in outcomes if o != "interrupted"]
+        # the dialer's rule (docs/OUTBOUND.md): a channel gone during AMD is "answered" with
+        # AMD status HANGUP; seen once in a few runs for a machine on this loaded machine
+        real = ["machine" if a["outcome"] == "answered" and kind == "machine" and
+                "during answering-machine detection" in a["reason"] else a["outcome"]
+                for a in tries if a["outcome"] != "interrupted"]
         if kind == "busy":       # busy: again after a second, twice
             assert real == ["busy"] * 3, (endpoint, outcomes)
         else:
-            assert real == [FINAL[kind]], (endpoint, outcomes)
+            assert real == [FINAL[kind]], (endpoint, tries, restart_at)
+        if real != [o for o in outcomes if o != "interrupted"]:
+            print(f"{endpoint}: a machine's channel went during AMD: {tries}")
     view = blocking(second.worker.campaign_store.get, campaign)
     progress = view["progress"]
     assert progress["dnc"] == 2 and progress["done"] == count - 2
@@ -177,7 +186,9 @@ def test_stop_marks_the_waiting_contacts_not_dialled_and_live_calls_end(stacks):
     wait_for(lambda: len(s.pbx.model.originates) >= 5, 30, "5 dials")
     view = blocking(store.control, campaign, "stop")
     assert view["state"] == "stopped"
-    wait_for(lambda: not s.worker.dialer.pending, 30, "the live dials to end")
+    wait_for(lambda: not s.worker.dialer.pending and
+             blocking(store.get, campaign)["progress"]["dialling"] == 0, 30,
+             "the live dials to end and their outcomes to be written")
     dialled = len(s.pbx.model.originates)
     gevent.sleep(0.5)
     assert len(s.pbx.model.originates) == dialled

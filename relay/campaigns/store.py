@@ -201,12 +201,12 @@ class CampaignStore:
         with self.db._read() as cur:
             cur.execute(self._sql(
                 "SELECT a.seq, a.attempt, c.endpoint, a.worker, a.claimed_at, a.originated_at, "
-                "a.ended_at, a.outcome, a.channel_id FROM campaign_attempts a "
+                "a.ended_at, a.outcome, a.channel_id, a.reason FROM campaign_attempts a "
                 "JOIN campaign_contacts c "
                 "ON c.campaign_id = a.campaign_id AND c.seq = a.seq WHERE a.campaign_id = ? "
                 "ORDER BY a.claimed_at, a.seq, a.attempt"), [campaign_id])
             keys = ("contact", "attempt", "endpoint", "worker", "claimed_at", "originated_at",
-                    "ended_at", "outcome", "channel_id")
+                    "ended_at", "outcome", "channel_id", "reason")
             return [dict(zip(keys, r)) for r in cur.fetchall()]
 
     # --- the engines' side -------------------------------------------------------------
