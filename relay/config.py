@@ -56,6 +56,7 @@ ENV_VARS: dict[str, str] = {
     "OUTBOUND_CALLER_ID": "outbound.caller_id",
     "OUTBOUND_RING_TIMEOUT_S": "outbound.ring_timeout_s",
     "OUTBOUND_AMD_CONTEXT": "outbound.amd_context",
+    "CAMPAIGNS_ENABLED": "campaigns.enabled",
     "DTMF_INTER_DIGIT_TIMEOUT_MS": "dtmf.inter_digit_timeout_ms",
     "DTMF_MAX_DIGITS": "dtmf.max_digits",
     "DTMF_TERMINATOR": "dtmf.terminator",
@@ -265,6 +266,7 @@ def _check_tree(tree: dict) -> None:
     _check_tools(tree, require)
     _check_history(tree, require)
     _check_outbound(tree, require)
+    _check_campaigns(tree, require)
 
 
 def _check_history(tree: dict, require) -> None:
@@ -292,6 +294,23 @@ def _check_history(tree: dict, require) -> None:
             require(isinstance(price, float) and 0 <= price < 1e6,
                     f"pricing.models.{model}.{key}",
                     f"must be a price in USD per 1M tokens (0 or more), got {price!r}")
+
+
+def _check_campaigns(tree: dict, require) -> None:
+    """The campaign engine (relay/campaigns, docs/OUTBOUND.md "Campaigns")."""
+    camp = tree["campaigns"]
+    require(0.01 <= camp["poll_s"] <= 60, "campaigns.poll_s", "must be 0.01..60 seconds")
+    require(0.1 <= camp["heartbeat_s"] <= 600, "campaigns.heartbeat_s",
+            "must be 0.1..600 seconds")
+    require(camp["engine_timeout_s"] >= 3 * camp["heartbeat_s"], "campaigns.engine_timeout_s",
+            "must be at least 3 x campaigns.heartbeat_s (a live engine is never taken for dead)")
+    require(0.1 <= camp["recover_every_s"] <= 3600, "campaigns.recover_every_s",
+            "must be 0.1..3600 seconds")
+    longest = tree["outbound"]["ring_timeout_s"] + tree["outbound"]["answer_grace_s"] + \
+        tree["call"]["max_duration_s"]
+    require(camp["stale_after_s"] > longest, "campaigns.stale_after_s",
+            f"must be longer than the longest dial (ring timeout + grace + "
+            f"call.max_duration_s = {longest:g} s)")
 
 
 def _check_outbound(tree: dict, require) -> None:

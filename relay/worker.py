@@ -3,7 +3,7 @@
 Owns: routing ARI events to calls (recognising and skipping the externalMedia and snoop
 channels relay itself creates), starting a Call for each new caller, the dialer of outbound
 calls (relay.outbound: it gets the events of its channels and starts their Calls through
-start_call), reconciling calls with
+start_call), the campaign engine's start and stop (relay.campaigns), reconciling calls with
 Asterisk after the events socket reconnects, the worker's counters, a bounded event feed for
 observers (the dashboard), a drain (no new calls; the live ones end by themselves up to a
 deadline) and a clean stop that ends every call properly.
@@ -25,6 +25,8 @@ import gevent.lock
 from relay.ari import AriClient, AriError, AriEvents
 from relay.backoff import CircuitBreaker
 from relay.call import MEDIA_ARG, Call
+from relay.campaigns.engine import CampaignEngine
+from relay.campaigns.service import SharedCampaigns
 from relay.config import PACKAGE_ROOT, AgentConfig, Settings
 from relay.history.pricing import warn_if_unpriced
 from relay.history.record import call_record, dial_record
@@ -131,6 +133,12 @@ class Worker:
         self.audio_totals: dict[str, int] = dict.fromkeys(AUDIO_TOTALS, 0)
         self._setup_recording_and_stt(tree)
         self.dialer = Dialer(self)      # outbound calls (relay.outbound)
+        # outbound campaigns (relay.campaigns): their state is in the history's database
+        self.campaign_store: Optional[SharedCampaigns] = None
+        self.campaigns: Optional[CampaignEngine] = None
+        if self.history is not None and tree["campaigns"]["enabled"]:
+            self.campaign_store = SharedCampaigns(self.history.target)
+            self.campaigns = CampaignEngine(self, self.campaign_store)
 
     # life cycle
     def start(self) -> None:
@@ -141,6 +149,8 @@ class Worker:
         self.retention.start()
         if self.history is not None:
             self.history.start()
+        if self.campaigns is not None:
+            self.campaigns.start()
         interval = self.settings.tree["ari"]["sweep_interval_s"]
         if interval > 0:
             self._spawn_background(self._sweep_periodically, interval)
@@ -153,6 +163,8 @@ class Worker:
         timeout = max(0.0, timeout)
         deadline = time.monotonic() + timeout
         self.transcripts_due_by = deadline - min(TRANSCRIPT_MARGIN_S, timeout / 4)
+        if self.campaigns is not None:
+            self.campaigns.stop_claiming()
         self.dialer.stop()
         calls = list(self.calls.values())
         for call in calls:
@@ -160,6 +172,9 @@ class Worker:
         for call in calls:
             call.wait_ended(max(0.0, deadline - time.monotonic()))
         self._stopping = True
+        if self.campaigns is not None:      # the outcomes of the dials above are written
+            self.campaigns.stop(max(0.5, deadline - time.monotonic()))
+            self.campaign_store.close()
         gevent.killall(list(self._background), block=True, timeout=2)
         self.janitor.stop()
         self.events.stop()

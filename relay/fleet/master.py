@@ -42,6 +42,7 @@ import gevent
 import gevent.event
 
 from relay.ari import AriClient
+from relay.campaigns.service import SharedCampaigns
 from relay.config import ConfigError, Settings, load_settings
 from relay.fleet import status
 from relay.fleet.assignments import Assignments
@@ -104,6 +105,7 @@ class Master:
         self.poller = HealthPoller(self.processes, self.token, fleet["health_interval_s"])
         self.web: Optional[FleetWebServer] = None
         self.history_store: Optional[ReadStore] = None     # the dashboard's (relay.history)
+        self.campaign_store: Optional[SharedCampaigns] = None  # (relay.campaigns)
         self.state = "starting"            # starting, running, reloading, draining, stopping
         self.counters = {"restarts": {}, "cleanups": 0, "reloads": 0, "reloads_failed": 0,
                          "dispatched_by_slot": {}, "exits_unexpected": 0}
@@ -182,11 +184,16 @@ class Master:
         # the workers write the call history; the master's dashboard reads the same database
         self.history_store = (ReadStore(database_target(tree)) if tree["history"]["enabled"]
                               else None)
+        # the campaigns live in the same database: the master controls them, workers dial
+        self.campaign_store = (SharedCampaigns(database_target(tree))
+                               if tree["history"]["enabled"] and tree["campaigns"]["enabled"]
+                               else None)
         self.web = FleetWebServer(self.settings, self.endpoints, self.token,
                                   master_status=lambda: status.master_status(self),
                                   master_metrics=lambda: status.master_metrics(self),
                                   readiness=lambda: status.readiness(self),
-                                  history_store=lambda: self.history_store)
+                                  history_store=lambda: self.history_store,
+                                  campaign_store=lambda: self.campaign_store)
         self.web.start()
 
     # the processes
@@ -465,6 +472,8 @@ class Master:
             self.web.stop()
         if self.history_store is not None:
             self.history_store.close()
+        if self.campaign_store is not None:
+            self.campaign_store.close()
         self.ari.close()
         ok = all(p.returncode == 0 for p in procs if p.started_at is not None)
         log.info("master: stopped (%s)", "every worker exited cleanly" if ok else

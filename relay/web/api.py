@@ -22,6 +22,10 @@ Owns: the routes, their methods (405 with Allow otherwise) and their answers:
     GET  /api/stats/daily           per day and agent: calls, minutes, latency, barge-ins, cost
                                     (since, until, agent)
 
+    GET|POST /api/campaigns, GET /api/campaigns/{id}, POST /api/campaigns/{id}/start|pause|
+    resume|stop, GET|POST /api/dnc, DELETE /api/dnc/{number}: relay.web.campaigns_api's, over
+    `worker.campaign_store` (503 when None)
+
 The history routes are relay.web.history_api's, over `worker.history_store` (503 when it is
 None or absent). Authorisation, the page and the WebSocket are the server's business, not this
 module's.
@@ -34,6 +38,7 @@ from typing import TYPE_CHECKING, Callable, Optional
 
 from relay import metrics
 from relay.web import dials, views
+from relay.web.campaigns_api import CampaignsApi
 from relay.web.history_api import HistoryApi
 from relay.web.http import HttpError, Request, Response, json_response
 
@@ -59,6 +64,8 @@ class Api:
         self.web_stats = web_stats
         self.registry = metrics.registry_for(worker, web_stats)    # this worker's own
         self.history = HistoryApi(lambda: getattr(worker, "history_store", None))
+        self.campaigns = CampaignsApi(lambda: getattr(worker, "campaign_store", None),
+                                      worker.settings.agent)
 
     def handle(self, request: Request) -> Optional[Response]:
         path = request.path
@@ -98,7 +105,7 @@ class Api:
             if action == "hangup":
                 allow(request, "POST")
                 return self._hangup(call_id, request)
-        answer = self.history.handle(request)
+        answer = self.history.handle(request) or self.campaigns.handle(request)
         if answer is not None:
             return answer
         if path.startswith("/api/"):

@@ -51,6 +51,7 @@ class FleetWebServer(DashboardServer):
                  host: Optional[str] = None, port: Optional[int] = None, *,
                  readiness: Optional[Callable[[], dict]] = None,
                  history_store: Optional[Callable[[], object]] = None,
+                 campaign_store: Optional[Callable[[], object]] = None,
                  request_timeout_s: float = 3.0, link_backoff_initial_s: float = 0.2,
                  link_backoff_max_s: float = 5.0, sync_interval_s: float = 0.5) -> None:
         super().__init__(settings, host, port, extra_secrets=[internal_token])
@@ -67,7 +68,8 @@ class FleetWebServer(DashboardServer):
         self.http = WorkerHttp(internal_token, request_timeout_s)
         self.api = FleetApi(settings, self.fleet, self.http, web_stats=self.hub.stats,
                             master_status=master_status, master_metrics=master_metrics,
-                            readiness=readiness, history_store=history_store)
+                            readiness=readiness, history_store=history_store,
+                            campaign_store=campaign_store)
 
     def expect_workers_to_stop(self) -> None:
         """The master is stopping every worker: their event links close as they exit, which is

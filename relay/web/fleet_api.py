@@ -25,6 +25,9 @@ the workers' internal APIs (relay.web.fleet_http):
     GET  /api/history...          the call history (relay.web.history_api), read by the master
     GET  /api/stats/daily         itself from the store the workers write (`history_store()`;
                                   503 without one)
+    /api/campaigns..., /api/dnc   the campaigns (relay.web.campaigns_api) in the same database
+                                  (`campaign_store()`): the master creates, starts and pauses
+                                  them; every worker's engine follows
 
 Every worker the master lists is asked, healthy or not (a draining worker, or one whose ARI
 events socket dropped, still carries calls); one that does not answer is skipped. Authorisation,
@@ -45,6 +48,7 @@ from relay.metrics import Families, dashboard_figures
 from relay.web import fleet_merge as merge
 from relay.web import views
 from relay.web.api import CALL_PATH, METRICS_TYPE, allow
+from relay.web.campaigns_api import CampaignsApi
 from relay.web.fleet_http import WorkerAnswer, WorkerHttp, WorkerUnreachable
 from relay.web.fleet_metrics import MetricsMerger
 from relay.web.history_api import HistoryApi
@@ -89,7 +93,8 @@ class FleetApi:
                  master_status: Optional[Callable[[], dict]] = None,
                  master_metrics: Optional[Callable[[], str]] = None,
                  readiness: Optional[Callable[[], dict]] = None,
-                 history_store: Optional[Callable[[], object]] = None) -> None:
+                 history_store: Optional[Callable[[], object]] = None,
+                 campaign_store: Optional[Callable[[], object]] = None) -> None:
         self.settings = settings
         self.fleet = fleet
         self.http = http
@@ -102,6 +107,7 @@ class FleetApi:
         self.bad_metric_lines = 0
         self._silent: set[str] = set()      # workers whose last scrape failed (logged once)
         self.history = HistoryApi(history_store or (lambda: None))
+        self.campaigns = CampaignsApi(campaign_store or (lambda: None), settings.agent)
 
     def handle(self, request: Request) -> Optional[Response]:
         path = request.path
@@ -129,7 +135,7 @@ class FleetApi:
             if action in ("config", "hangup"):
                 allow(request, "POST")
                 return self._forward(request, call_id, action)
-        answer = self.history.handle(request)
+        answer = self.history.handle(request) or self.campaigns.handle(request)
         if answer is not None:
             return answer
         if path.startswith("/api/"):

@@ -255,6 +255,11 @@ class Pbx:
         self.outbox: list[tuple[tuple[str, ...], dict, Any]] = []
         self.history_limit = 0                      # >0 keeps the last N events for inspection
         self.history: list[dict] = []
+        # every PJSIP originate, as Asterisk received it: {"at": epoch, "endpoint",
+        # "channel_id", "live": originated PJSIP channels alive at that moment, this one
+        # included} (campaign tests check the pace and the concurrency from here)
+        self.originates: list[dict] = []
+        self.outbound_live: set[str] = set()
         self._timers: list[tuple[float, int, Callable[[], None]]] = []
         self._timer_seq = itertools.count()
         self._chan_seq = itertools.count()
@@ -522,6 +527,9 @@ class Pbx:
             ch.subscribers.add(app)
             ch.originate_app = app
         ch.callee = self._callee(resource)
+        self.outbound_live.add(ch.id)
+        self.originates.append({"at": time.time(), "endpoint": endpoint, "channel_id": ch.id,
+                                "live": len(self.outbound_live)})
         started = self.now
         self._at(self.now, lambda: self._outbound_dial(ch, app, args, resource, timeout,
                                                         started))
@@ -789,6 +797,7 @@ class Pbx:
             return
         self._chan_event("ChannelDestroyed", ch, cause=cause, cause_txt=ev.cause_text(cause))
         ch.destroyed = True
+        self.outbound_live.discard(ch.id)
         if ch.snoop_target is not None and ch in ch.snoop_target.snoops:
             ch.snoop_target.snoops.remove(ch)
         self.channels.pop(ch.id, None)
