@@ -235,8 +235,10 @@ class Dialer:
         """Kill the guards; dials not yet answered are hung up (their outcome: failed)."""
         for dial in list(self.pending.values()):
             if dial.call is None:
-                self.worker.janitor.remove("caller", dial.channel_id)
+                # the outcome first: the hangup's own events (Normal Clearing) come while the
+                # DELETE is under way and must not be taken for the callee's
                 self._finish(dial, "failed", reason="relay stopped before the dial ended")
+                self.worker.janitor.remove("caller", dial.channel_id)
         gevent.killall(list(self._greenlets), block=True, timeout=2)
 
     def view(self) -> list[dict]:
