@@ -378,3 +378,22 @@ def test_stopping_a_fleet_does_not_reconnect_its_event_links(fleet, how):
     log = f.log()
     assert_no_link_reconnection(log, f.started())
     assert "master: stopped" in log
+
+
+def test_the_master_places_outbound_calls_through_a_worker_and_lists_every_dial(fleet):
+    f = fleet(2)
+    f.wait_dispatching()
+    f.pbx.register_endpoint("bob", {"answer": "busy"})
+    api = f.dashboard()
+    placed = requests.post(api + "api/calls", json={"endpoint": "PJSIP/bob"}, timeout=10)
+    assert placed.status_code == 201, placed.text
+    channel = placed.json()["dial"]["channel_id"]
+
+    def outcome() -> dict:
+        dials = requests.get(api + "api/dials", timeout=10).json()
+        return next((d for d in dials["recent"] if d["channel_id"] == channel), {})
+    wait_for(lambda: outcome().get("outcome") == "busy", 20, "the busy outcome")
+    assert outcome()["worker"] in f.started() and outcome()["cause"] == 17
+    refused = requests.post(api + "api/calls", json={"endpoint": "bob"}, timeout=10)
+    assert refused.status_code == 400 and "TECH/RESOURCE" in refused.json()["error"]
+    assert f.stop(signal.SIGTERM) == 0

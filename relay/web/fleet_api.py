@@ -12,6 +12,9 @@ the workers' internal APIs (relay.web.fleet_http):
     POST /api/calls/{id}/hangup   the event links or earlier lists, else every worker is asked;
                                   404 when none has the call, 502 when the owner (or, for an
                                   unknown call, any worker) does not answer
+    POST /api/calls               an outbound call, placed by the healthy worker carrying the
+                                  fewest calls (its answer passed on); 503 when none takes calls
+    GET  /api/dials               every worker's dials (each with "worker"), "unreachable"
     GET  /api/agents              a healthy worker's answer, else the master's own settings
     GET  /healthz                 the master answers
     GET  /readyz                  the master's readiness (relay.fleet.status.readiness): 200
@@ -121,8 +124,13 @@ class FleetApi:
             allow(request, "GET", "HEAD")
             return Response(200, self.metrics_text().encode("utf-8"), METRICS_TYPE)
         if path in ("/api/calls", "/api/calls/"):
-            allow(request, "GET")
+            allow(request, "GET", "POST")
+            if request.method == "POST":
+                return self._place_call(request)
             return json_response(self.calls())
+        if path in ("/api/dials", "/api/dials/"):
+            allow(request, "GET")
+            return json_response(self._dials())
         if path in ("/api/agents", "/api/agents/"):
             allow(request, "GET")
             return self._agents()
@@ -255,6 +263,41 @@ class FleetApi:
             raise HttpError(502, f"call {call_id!r} is carried by worker {endpoint.name}, "
                             f"which did not answer: {exc.reason}") from None
         return _passed_on(answer)
+
+    # outbound: placed by one worker, listed from all
+    def _place_call(self, request: Request) -> Response:
+        """POST /api/calls: to the healthy worker with the fewest calls (the one answer passed
+        on: 201, 400 refused, 502 Asterisk refused); 503 when no worker takes calls."""
+        candidates = sorted((ep for ep in self.fleet.endpoints()
+                             if ep.healthy and not ep.draining),
+                            key=lambda ep: (ep.calls_active, ep.index))
+        if not candidates:
+            raise HttpError(503, "no worker takes calls now (starting, draining or unhealthy)")
+        body = request.body()
+        endpoint = candidates[0]
+        try:
+            answer = self.http.request(endpoint, "POST", "/api/calls", body,
+                                       request.header("Content-Type"))
+        except WorkerUnreachable as exc:
+            self.forward_errors += 1
+            raise HttpError(502, f"worker {endpoint.name} did not answer the dial (it may or "
+                            f"may not have been placed: see /api/dials): {exc.reason}") from None
+        return _passed_on(answer)
+
+    def _dials(self) -> dict:
+        """GET /api/dials of every worker, merged (each dial with its "worker")."""
+        pending: list[dict] = []
+        recent: list[dict] = []
+        answers = self.http.gather(list(self.fleet.endpoints()), "GET", "/api/dials")
+        for name, answer in sorted(answers.items()):
+            body = _json(answer)
+            if body is None:
+                continue
+            pending += [dict(d, worker=name) for d in body.get("pending", [])]
+            recent += [dict(d, worker=name) for d in body.get("recent", [])]
+        recent.sort(key=lambda d: d.get("ended_at") or 0.0)
+        return {"pending": pending, "recent": recent[-200:],
+                "unreachable": sorted(n for n, a in answers.items() if _json(a) is None)}
 
     # agents
     def _agents(self) -> Response:
