@@ -374,8 +374,7 @@ class Call:
             janitor.remove("bridge", self.bridge_id, uncertain=self.bridge_id in self._uncertain)
         if hangup and not self._caller_gone:
             self._release_caller()
-        self.worker.owned.pop(self.media_channel_id, None)
-        self.worker.owned.pop(self.bridge_id, None)
+        self.worker.release(self.media_channel_id, self.bridge_id)
         self._finish_recording()
         self._finish_fallback()
         self.transcript.add("event", f"call ended: {self.end_reason}")

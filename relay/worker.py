@@ -51,6 +51,7 @@ log = logging.getLogger(__name__)
 CALLER_GONE_EVENTS = {"StasisEnd", "ChannelDestroyed", "ChannelHangupRequest"}
 MEDIA_GONE_EVENTS = {"StasisEnd", "ChannelDestroyed"}
 RECENT_EVENTS = 500
+RELEASE_GRACE_S = 10.0      # a call's released bridge/channel is no leftover this long
 HISTORY_STOP_S = 5.0        # stop(): how long the history writer may flush (then it spools)
 TRANSCRIPT_MARGIN_S = 0.25  # stop(): ending calls' transcriptions end this long before its deadline
 
@@ -90,6 +91,7 @@ class Worker:
         self.calls: dict[str, Call] = {}
         # every bridge and channel id a live call owns (created, or about to be) -> that call
         self.owned: dict[str, Call] = {}
+        self._released: dict[str, float] = {}      # id -> when a call released it (release())
         self._reconcile_lock = gevent.lock.Semaphore()
         self._background: set[gevent.Greenlet] = set()     # reconciliations, the sweeper
         self._stopping = False
@@ -470,6 +472,21 @@ class Worker:
                 self.counters["reconcile_failures"] += 1
                 log.warning("worker: periodic sweep failed: %s", exc)
 
+    def release(self, *resource_ids: str) -> None:
+        """A call is done with these bridges/channels (their DELETE answered): no longer owned,
+        but not leftovers either for RELEASE_GRACE_S (Asterisk tears a channel down after its
+        DELETE's 204; a listing taken meanwhile still shows it)."""
+        now = time.monotonic()
+        for resource_id in resource_ids:
+            self.owned.pop(resource_id, None)
+            self._released[resource_id] = now
+        while self._released and next(iter(self._released.values())) < now - RELEASE_GRACE_S:
+            self._released.pop(next(iter(self._released)))
+
+    def _recently_released(self) -> set[str]:
+        since = time.monotonic() - RELEASE_GRACE_S
+        return {rid for rid, at in self._released.items() if at > since}
+
     def reconcile_once(self) -> None:
         """One reconciliation with Asterisk (AriError when it cannot list):
         1. end the calls whose caller Asterisk no longer has (their hangup was not heard);
@@ -486,7 +503,8 @@ class Worker:
                 if call.started_mono < asked_at and call.id not in alive:
                     call.on_caller_gone()
             leftovers = self.janitor.leftovers(
-                lambda: set(self.owned) | self.dialer.channel_ids(), channels)
+                lambda: set(self.owned) | self._recently_released() | self.dialer.channel_ids(),
+                channels)
             for kind, ids in (("bridge", leftovers.bridges), ("channel", leftovers.channels)):
                 for resource_id in ids:
                     log.info("worker: removing %s %s left on Asterisk by no live call", kind,

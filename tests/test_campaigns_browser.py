@@ -40,7 +40,7 @@ def stack(tmp_path: Path):
 
 
 def test_upload_start_watch_pause_resume_complete(browser, stack, tmp_path):  # noqa: F811
-    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -65,8 +65,14 @@ def test_upload_start_watch_pause_resume_complete(browser, stack, tmp_path):  # 
             return ""
 
     def click(action: str) -> None:
-        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, f'button[data-action="{action}"]'))
-        browser.find_element(By.CSS_SELECTOR, f'button[data-action="{action}"]').click()
+        # the list is drawn again every second: a button found may be replaced before the click
+        def clicked(driver) -> bool:
+            try:
+                driver.find_element(By.CSS_SELECTOR, f'button[data-action="{action}"]').click()
+                return True
+            except (StaleElementReferenceException, NoSuchElementException):
+                return False
+        wait.until(clicked)
 
     def database() -> dict:
         store = stack.worker.campaign_store
