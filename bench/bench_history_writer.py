@@ -1,7 +1,8 @@
 """The call history's writer under load: 1,000 calls ending within one second, written while
 300 live calls are paced, and the pacer's lateness before and during the burst.
 
-    python -m bench history-writer [--calls 300] [--burst 1000] [--rounds 3] [--only sqlite]
+    python -m bench history-writer [--calls 300] [--burst 1000] [--rounds 3] [--batch 50]
+                                   [--only sqlite|postgresql]
 
 Owns one question of issue #14: is the database off the calls' path? In this process, as in a
 worker: relay's Pacer ticks `--calls` CallMedia streams (each playing the model's audio, its
@@ -129,10 +130,10 @@ class PacedCalls:
         self.sink.close()
 
 
-def measure(target: str, calls: int, burst: int, rounds: int) -> dict:
+def measure(target: str, calls: int, burst: int, rounds: int, batch_max: int) -> dict:
     sys.setswitchinterval(SWITCH_INTERVAL_S)         # as relay.history.service.History does
     writer = HistoryWriter(lambda: open_upgraded(target), Path(tempfile.mkdtemp()) / "spool",
-                           queue_max=max(10_000, 2 * burst), batch_max=200)
+                           queue_max=max(10_000, 2 * burst), batch_max=batch_max)
     writer.start()
     writer.submit(call_record(9_999_999, time.time()))           # opens and upgrades the store
     while writer.stats()["written"] < 1:
@@ -216,6 +217,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--burst", type=int, default=1000,
                         help="calls ending within one second, each round")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--batch", type=int, default=50,
+                        help="records per store write (history.batch_max)")
     parser.add_argument("--only", choices=("sqlite", "postgresql"))
     args = parser.parse_args(argv)
     tmp = Path(tempfile.mkdtemp(prefix="relay-bench-writer-"))
@@ -232,9 +235,10 @@ def main(argv: list[str]) -> int:
             else:
                 print("PostgreSQL: no server binaries here, skipped")
         print(f"history writer: {args.burst} calls ending within 1 s, while {args.calls} calls "
-              f"are paced; {args.rounds} rounds of quiet/burst windows of {WINDOW_S:g} s")
+              f"are paced; {args.rounds} rounds of quiet/burst windows of {WINDOW_S:g} s; "
+              f"batches of {args.batch}")
         for name, target in targets:
-            result = measure(target, args.calls, args.burst, args.rounds)
+            result = measure(target, args.calls, args.burst, args.rounds, args.batch)
             print(_line(name, result))
             failed |= result["held"] != result["expected"]
     finally:

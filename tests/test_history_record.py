@@ -275,7 +275,7 @@ def test_history_settings_defaults_and_environment():
     history = load_settings(env={}).tree["history"]
     assert history == {"enabled": True, "database_url": "", "sqlite_path": "var/relay.db",
                        "spool_path": "var/history-spool.jsonl", "queue_max": 10000,
-                       "batch_max": 200, "retry_max_s": 30.0, "personal_data": True}
+                       "batch_max": 50, "retry_max_s": 30.0, "personal_data": True}
     url = "postgresql://relay:s3cret-pw@db.example/relay"
     settings = load_settings(env={"DATABASE_URL": url, "HISTORY_ENABLED": "false",
                                   "HISTORY_PERSONAL_DATA": "0",

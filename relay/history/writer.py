@@ -63,7 +63,7 @@ class HistoryWriter:
     """start(); submit(record) from anywhere on the hub; stop(timeout) once. See the module."""
 
     def __init__(self, open_store: Callable[[], Store], spool_path: str | os.PathLike,
-                 queue_max: int = 10_000, batch_max: int = 200,
+                 queue_max: int = 10_000, batch_max: int = 50,
                  backlog_max: Optional[int] = None, retry_initial_s: float = 0.5,
                  retry_max_s: float = 30.0, threadpool: Any = None,
                  rand: Callable[[], float] = random.random,
