@@ -4,8 +4,9 @@ Owns: removing, from the transcripts and recordings directories, the files relay
 (`<YYYYmmdd-HHMMSS>_<call id>.jsonl`, `.wav`, and the `.part` files a crash may leave) whose last
 change is older than the retention period; and a small greenlet that does it when the worker
 starts and then periodically, together with the call history's own expiry (its rows and the
-recordings they name: relay.history.service), run in gevent's thread pool. Other files in those directories are never touched; nothing is
-removed when the retention is 0 days (keep forever).
+recordings they name: relay.history.service), run in gevent's thread pool. Other files in
+those directories are never touched; nothing is removed when the retention is 0 days (keep
+forever).
 """
 
 from __future__ import annotations

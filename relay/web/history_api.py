@@ -27,9 +27,9 @@ from typing import Any, Callable, Iterator, Optional
 
 import gevent
 
+from relay.history.query import HistoryQuery
 from relay.web import history_csv
 from relay.web.history_files import recording_response
-from relay.history.query import HistoryQuery
 from relay.web.history_params import daily_request, export_filters, search_request
 from relay.web.http import HttpError, Request, Response, json_response
 

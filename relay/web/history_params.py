@@ -15,7 +15,7 @@ import re
 import time
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
-from typing import Any, Optional
+from typing import Optional
 
 from relay.history.query import HistoryQuery
 from relay.web.http import HttpError

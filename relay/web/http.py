@@ -17,7 +17,8 @@ import ujson
 
 REASONS = {
     200: "OK", 202: "Accepted", 206: "Partial Content", 303: "See Other", 400: "Bad Request",
-    401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed", 409: "Conflict",
+    401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
+    409: "Conflict",
     413: "Payload Too Large", 415: "Unsupported Media Type", 416: "Range Not Satisfiable",
     426: "Upgrade Required", 500: "Internal Server Error", 502: "Bad Gateway",
     503: "Service Unavailable", 504: "Gateway Timeout",
