@@ -3,8 +3,9 @@
 Owns: the connections (psycopg 3, one per OS thread that calls the store: gevent's thread
 pool is the pool; a connection found closed or broken, a server restarted meanwhile, is opened
 again), transactions (one per store call; upgrades under pg_advisory_xact_lock so two
-processes upgrading at once apply each migration once), JSON as jsonb, the tsvector phrase match, and turning psycopg's errors into
-StoreError / StoreUnavailable naming the server (never the password).
+processes upgrading at once apply each migration once), JSON as jsonb, the tsvector phrase
+match, and turning psycopg's errors into StoreError / StoreUnavailable naming the server (never
+the password).
 """
 
 from __future__ import annotations
