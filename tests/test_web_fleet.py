@@ -477,7 +477,8 @@ def test_one_dashboard_shows_and_drives_the_calls_of_every_worker(system):
     assert s.fleet.fleet.owners[calls["relay-w2"].id] == "relay-w2"
     for method, path, allowed in (("DELETE", f"/api/calls/{w1.id}", "GET"),
                                   ("GET", f"/api/calls/{w1.id}/hangup", "POST"),
-                                  ("POST", "/api/calls", "GET"), ("POST", "/metrics", "GET, HEAD")):
+                                  ("PUT", "/api/calls", "GET, POST"),
+                                  ("POST", "/metrics", "GET, HEAD")):
         wrong = s.request(method, path)
         assert wrong.status_code == 405 and wrong.headers["Allow"] == allowed
 
