@@ -26,9 +26,16 @@ def _history_outside_the_checkout():
     import shutil
 
     from relay.history import service
+    checkout_db = service.PACKAGE_ROOT / "var" / "relay.db"
+
+    def stamp():
+        return checkout_db.stat().st_mtime_ns if checkout_db.exists() else None
+    before = stamp()
     service.PACKAGE_ROOT = Path(_HISTORY_DIR)
     yield
     shutil.rmtree(_HISTORY_DIR, ignore_errors=True)
+    assert stamp() == before, (f"a test wrote the checkout's call history {checkout_db}: give "
+                               "the relay it starts HISTORY_SQLITE_PATH in its temporary folder")
 
 
 @pytest.fixture(scope="session")

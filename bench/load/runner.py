@@ -140,6 +140,9 @@ class Run:
             REALTIME_MODEL="gpt-realtime", AGENT_CONFIGS_DIR=str(agents),
             ACTIVE_AGENT_CONFIG_KEY=scenario.AGENT_KEY, RTP_PORT_MIN="0", RTP_PORT_MAX="0",
             TRANSCRIPTS_DIR=str(self.tmp / "transcripts"), WEB_HOST="127.0.0.1",
+            # each call's record is written, as in production, to a throw-away history
+            HISTORY_SQLITE_PATH=str(self.tmp / "relay.db"),
+            HISTORY_SPOOL_PATH=str(self.tmp / "history-spool.jsonl"),
             WEB_PORT=str(web_port), LOG_LEVEL="INFO", PYTHONUNBUFFERED="1")
         proc = self._proc("relay", [self.opts.python, "-m", "bench.load.relay_serve",
                                     "--stop-timeout", "10"], env)
