@@ -28,8 +28,9 @@ def _history_outside_the_checkout():
     from relay.history import service
     checkout_db = service.PACKAGE_ROOT / "var" / "relay.db"
 
-    def stamp():
-        return checkout_db.stat().st_mtime_ns if checkout_db.exists() else None
+    def stamp():     # the file and its write-ahead log
+        return [p.stat().st_mtime_ns if p.exists() else None
+                for p in (checkout_db, checkout_db.with_name("relay.db-wal"))]
     before = stamp()
     service.PACKAGE_ROOT = Path(_HISTORY_DIR)
     yield
