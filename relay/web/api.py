@@ -40,19 +40,13 @@ from relay import metrics
 from relay.web import dials, views
 from relay.web.campaigns_api import CampaignsApi
 from relay.web.history_api import HistoryApi
-from relay.web.http import HttpError, Request, Response, json_response
+from relay.web.http import HttpError, Request, Response, allow, json_response
 
 if TYPE_CHECKING:
     from relay.worker import Worker
 
 CALL_PATH = re.compile(r"^/api/calls/([^/]+)(?:/([a-z]+))?/?$")
 METRICS_TYPE = metrics.CONTENT_TYPE        # the text format 0.0.4
-
-
-def allow(request: Request, *methods: str) -> None:
-    if request.method not in methods:
-        raise HttpError(405, f"{request.method} is not allowed on {request.path}; use "
-                        f"{' or '.join(methods)}", [("Allow", ", ".join(methods))])
 
 
 class Api:

@@ -29,7 +29,7 @@ import ujson
 
 from relay.campaigns.spec import parse_campaign
 from relay.campaigns.store import StateConflict, UnknownCampaign
-from relay.web.http import HttpError, Request, Response, json_response
+from relay.web.http import HttpError, Request, Response, allow, json_response
 
 log = logging.getLogger(__name__)
 
@@ -41,12 +41,6 @@ NO_STORE = ("campaigns are not available here: they need the call history's data
 QUERY_INTS = ("max_concurrent", "ring_timeout_s")
 QUERY_TEXTS = ("id", "name", "agent", "timezone", "caller_id")
 MAX_DNC_NUMBERS = 10_000
-
-
-def _allow(request: Request, *methods: str) -> None:
-    if request.method not in methods:
-        raise HttpError(405, f"{request.method} is not allowed on {request.path}; use "
-                        f"{' or '.join(methods)}", [("Allow", ", ".join(methods))])
 
 
 def settings_from_query(query: dict) -> dict:
@@ -103,20 +97,20 @@ class CampaignsApi:
     def handle(self, request: Request) -> Optional[Response]:
         path = request.path
         if path in ("/api/campaigns", "/api/campaigns/"):
-            _allow(request, "GET", "POST")
+            allow(request, "GET", "POST")
             if request.method == "POST":
                 return self._create(request)
             return json_response({"campaigns": self._ask("listing campaigns",
                                                          "list_campaigns")})
         if path in ("/api/dnc", "/api/dnc/"):
-            _allow(request, "GET", "POST")
+            allow(request, "GET", "POST")
             if request.method == "POST":
                 return self._dnc_add(request)
             return json_response({"numbers": self._ask("reading the do-not-call list",
                                                        "dnc_list")})
         match = DNC_PATH.match(path)
         if match:
-            _allow(request, "DELETE")
+            allow(request, "DELETE")
             number = unquote(match.group(1))
             if not self._ask("removing a do-not-call number", "dnc_remove", number):
                 raise HttpError(404, f"{number!r} is not on the do-not-call list")
@@ -126,12 +120,12 @@ class CampaignsApi:
             return None
         campaign_id, action = match.group(1), match.group(2)
         if action is None:
-            _allow(request, "GET")
+            allow(request, "GET")
             return json_response(self._ask(f"reading campaign {campaign_id!r}", "get",
                                            campaign_id))
         if action not in ACTIONS:
             raise HttpError(404, f"no such endpoint: {path} (actions: {', '.join(ACTIONS)})")
-        _allow(request, "POST")
+        allow(request, "POST")
         return json_response(self._ask(f"{action} of campaign {campaign_id!r}", "control",
                                        campaign_id, action))
 

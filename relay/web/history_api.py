@@ -31,7 +31,7 @@ from relay.history.query import HistoryQuery
 from relay.web import history_csv
 from relay.web.history_files import recording_response
 from relay.web.history_params import daily_request, export_filters, search_request
-from relay.web.http import HttpError, Request, Response, json_response
+from relay.web.http import HttpError, Request, Response, allow, json_response
 
 log = logging.getLogger(__name__)
 
@@ -39,12 +39,6 @@ CALL_PATH = re.compile(r"^/api/history/([^/]+)(?:/(recording))?/?$")
 EXPORT_PAGE = 200
 NO_STORE = ("the call history is not available here: no history store is configured on this "
             "server")
-
-
-def _allow(request: Request, *methods: str) -> None:
-    if request.method not in methods:
-        raise HttpError(405, f"{request.method} is not allowed on {request.path}; use "
-                        f"{' or '.join(methods)}", [("Allow", ", ".join(methods))])
 
 
 class HistoryApi:
@@ -56,22 +50,22 @@ class HistoryApi:
     def handle(self, request: Request) -> Optional[Response]:
         path = request.path
         if path in ("/api/history", "/api/history/"):
-            _allow(request, "GET")
+            allow(request, "GET")
             return self._search(request)
         if path == "/api/history.csv":
-            _allow(request, "GET")
+            allow(request, "GET")
             return self._export(request)
         if path in ("/api/stats/daily", "/api/stats/daily/"):
-            _allow(request, "GET")
+            allow(request, "GET")
             return self._daily(request)
         match = CALL_PATH.match(path)
         if match is None:
             return None
         call_id, part = match.group(1), match.group(2)
         if part is None:
-            _allow(request, "GET")
+            allow(request, "GET")
             return self._call(call_id)
-        _allow(request, "GET", "HEAD")
+        allow(request, "GET", "HEAD")
         return self._recording(call_id, request)
 
     # the store, off the hub

@@ -154,3 +154,10 @@ class Request:
         if not isinstance(value, dict):
             raise HttpError(400, "the body must be a JSON object")
         return value
+
+
+def allow(request: "Request", *methods: str) -> None:
+    """405 with an Allow header unless the request's method is one of `methods`."""
+    if request.method not in methods:
+        raise HttpError(405, f"{request.method} is not allowed on {request.path}; use "
+                        f"{' or '.join(methods)}", [("Allow", ", ".join(methods))])
