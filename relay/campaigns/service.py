@@ -8,56 +8,19 @@ master's API (control is a state change in the database, so any of them may make
 
 from __future__ import annotations
 
-import logging
-import threading
 from typing import Any, Callable
 
 from relay.campaigns.store import CampaignStore
-from relay.history.service import open_upgraded
-from relay.history.store import StoreUnavailable
-
-log = logging.getLogger(__name__)
+from relay.history.service import ReopeningStore, open_upgraded
 
 
-class SharedCampaigns:
+class SharedCampaigns(ReopeningStore):
     """Every CampaignStore method, on a store opened on first use (blocks: thread pool)."""
 
     def __init__(self, target: str, opener: Callable[[str], Any] = open_upgraded) -> None:
-        self.target = target
-        self._opener = opener
-        self._store: Any = None
-        self._lock = threading.Lock()
-
-    def _current(self) -> CampaignStore:
-        with self._lock:
-            if self._store is None:
-                self._store = CampaignStore(self._opener(self.target))
-            return self._store
-
-    def _forget(self, store: CampaignStore) -> None:
-        with self._lock:
-            if self._store is store:
-                self._store = None
-        try:
-            store.db.close()
-        except Exception:
-            log.debug("campaigns: closing the store failed", exc_info=True)
+        super().__init__(target, lambda where: CampaignStore(opener(where)))
 
     def __getattr__(self, name: str) -> Callable[..., Any]:
         if name.startswith("_") or not callable(getattr(CampaignStore, name, None)):
             raise AttributeError(name)
-
-        def call(*args: Any, **kwargs: Any) -> Any:
-            store = self._current()
-            try:
-                return getattr(store, name)(*args, **kwargs)
-            except StoreUnavailable:
-                self._forget(store)
-                raise
-        return call
-
-    def close(self) -> None:
-        with self._lock:
-            store, self._store = self._store, None
-        if store is not None:
-            store.db.close()
+        return lambda *args, **kwargs: self._use(name, *args, **kwargs)

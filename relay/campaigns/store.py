@@ -72,6 +72,10 @@ class CampaignStore:
         self.clock = clock
         self._lock_campaign = " FOR UPDATE" if db.dialect == "postgresql" else ""
 
+    def close(self) -> None:
+        """Close the database under it."""
+        self.db.close()
+
     def _sql(self, sql: str) -> str:
         return self.db._sql(sql)
 

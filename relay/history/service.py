@@ -59,21 +59,22 @@ def open_upgraded(target: str) -> Any:
     return store
 
 
-class ReadStore:
-    """The dashboard's store: search, get, daily_stats, opened on first use (in the thread the
-    call is made from: the API runs them in gevent's thread pool) and again after a failure
-    that says the database could not be reached. The writer has its own store."""
+class ReopeningStore:
+    """A store opened on first use (in the thread that calls it: gevent's thread pool), and
+    opened again after a call said the database could not be reached. `open_store(target)`
+    makes it; the store's own `close()` ends it. The dashboard's history and the campaigns'
+    tables (relay.campaigns.service) each hold one."""
 
-    def __init__(self, target: str, opener: Callable[[str], Any] = open_upgraded) -> None:
+    def __init__(self, target: str, open_store: Callable[[str], Any]) -> None:
         self.target = target
-        self._opener = opener
+        self._open_store = open_store
         self._store: Any = None
         self._lock = threading.Lock()
 
     def _current(self) -> Any:
         with self._lock:
             if self._store is None:
-                self._store = self._opener(self.target)
+                self._store = self._open_store(self.target)
             return self._store
 
     def _forget(self, store: Any) -> None:
@@ -83,7 +84,7 @@ class ReadStore:
         try:
             store.close()
         except Exception:       # closing a store whose database went away
-            log.debug("history: closing the dashboard's store failed", exc_info=True)
+            log.debug("history: closing a store %s failed", self.target, exc_info=True)
 
     def _use(self, method: str, *args: Any, **kwargs: Any) -> Any:
         store = self._current()
@@ -92,6 +93,20 @@ class ReadStore:
         except StoreUnavailable:
             self._forget(store)
             raise
+
+    def close(self) -> None:
+        with self._lock:
+            store, self._store = self._store, None
+        if store is not None:
+            store.close()
+
+
+class ReadStore(ReopeningStore):
+    """The dashboard's store: search, get, daily_stats (and the retention's expire). The
+    writer has its own store."""
+
+    def __init__(self, target: str, opener: Callable[[str], Any] = open_upgraded) -> None:
+        super().__init__(target, opener)
 
     def search(self, *args: Any, **kwargs: Any) -> Any:
         return self._use("search", *args, **kwargs)
@@ -104,12 +119,6 @@ class ReadStore:
 
     def expire(self, before_epoch: float) -> tuple[int, list[str]]:
         return self._use("expire", before_epoch)
-
-    def close(self) -> None:
-        with self._lock:
-            store, self._store = self._store, None
-        if store is not None:
-            store.close()
 
 
 def expire_calls(store: Any, days: float, now: Optional[float] = None) -> tuple[int, int]:
