@@ -15,8 +15,10 @@ extensions = [
 ]
 # recvmmsg/sendmmsg are Linux's; elsewhere relay/media.py sends and receives one at a time
 if sys.platform.startswith("linux"):
-    extensions.append(Extension("relay._udp", ["relay/_udp.pyx"], extra_compile_args=COMPILE_ARGS,
-                                define_macros=[("_GNU_SOURCE", "1")]))
+    for name in ("_udp", "_engine"):
+        extensions.append(Extension(f"relay.{name}", [f"relay/{name}.pyx"],
+                                    extra_compile_args=COMPILE_ARGS,
+                                    define_macros=[("_GNU_SOURCE", "1")]))
 
 # RELAY_ONLY_EXT=_g711 builds one extension alone (handy while another one is being edited).
 only = os.environ.get("RELAY_ONLY_EXT")

@@ -50,12 +50,6 @@ LINE_FORMATS = {
 cdef class ItemProgress:
     """How much audio of one assistant item came from the model and how much was sent."""
 
-    cdef public object item_id
-    cdef public long long received
-    cdef public long long sent
-    cdef public bint finished      # the model said output_audio.done for it
-    cdef public bint dropped       # flushed by a barge-in: further audio is ignored
-
     def __init__(self, item_id, long long received=0, long long sent=0, bint finished=False,
                  bint dropped=False):
         self.item_id = item_id
@@ -80,16 +74,6 @@ cdef class ItemProgress:
 
 cdef class PlayoutQueue:
     """Frames of model audio for one caller, bounded by max_bytes."""
-
-    cdef public Py_ssize_t max_bytes
-    cdef public Py_ssize_t frame_bytes
-    cdef Py_ssize_t _max_items
-    cdef object _chunks                  # deque of (ItemProgress, bytearray), in arrival order
-    cdef readonly Py_ssize_t queued_bytes
-    cdef readonly dict items             # item id -> ItemProgress, the last max_items
-    cdef object _order                   # deque of their ids, oldest first
-    cdef readonly long long overflow_bytes
-    cdef readonly ItemProgress last_item     # the item of the last frame sent
 
     def __init__(self, Py_ssize_t max_bytes=120 * 8000,
                  Py_ssize_t frame_bytes=_FRAME_BYTES, Py_ssize_t max_items=64):
@@ -196,54 +180,53 @@ cdef class PlayoutQueue:
         self._chunks = kept
 
 
+# --------------------------------------------------------------------------- send queue
+
+cdef class SendQueue:
+    """RTP datagrams waiting for the socket's next batched send (relay/media.py MediaSocket).
+
+    CallMedia.tick puts its frame here in C; the first datagram of a batch calls `schedule`
+    (once), which arranges for the socket to take() and send them all together.
+    """
+
+    def __init__(self, schedule):
+        self._items = []
+        self._scheduled = False
+        self._schedule = schedule
+
+    def __len__(self):
+        return len(self._items)
+
+    cdef int add(self, bytes packet, bytes address) except -1:
+        self._items.append((packet, address))
+        if not self._scheduled:
+            self._scheduled = True
+            self._schedule()
+        return 0
+
+    def put(self, bytes packet, bytes address):
+        """Queue one datagram (packet, the peer's packed sockaddr)."""
+        self.add(packet, address)
+
+    def take(self):
+        """Every datagram queued, in order; the queue is empty afterwards."""
+        items = self._items
+        self._items = []
+        self._scheduled = False
+        return items
+
+
 # --------------------------------------------------------------------------- one call's audio
 
 cdef class CallMedia:
-    """Audio of one call. on_rtp() is fed by the worker's socket, tick() by the pacer."""
+    """Audio of one call. on_rtp() is fed by the worker's socket, tick() by the pacer.
 
-    cdef readonly str line_format
-    cdef readonly str model_format
-    cdef uint8_t _silence_byte
-    cdef object _send_rtp
-    cdef object _send_to_model
-    cdef object _on_played               # each frame sent to the caller (recordings)
-    cdef object _on_heard                # each caller frame (recordings, fallback STT)
-    # seconds from a model delta's arrival (into an idle playout) to its first RTP frame
-    cdef object _on_model_audio_latency
-    # each chunk of caller audio handed to the model, in the line codec, silence fill
-    # included (recording, fallback transcription); set by the call only when needed
-    cdef public object on_input
-    cdef readonly JitterBuffer jitter
-    cdef readonly RtpSender sender
-    cdef readonly PlayoutQueue playout
-    cdef Py_ssize_t _append_bytes
-    cdef bytearray _pending
-    cdef bint _pending_stamped
-    cdef double _pending_since           # arrival of its oldest caller packet, when stamped
-    cdef bint _first_delta_waiting
-    cdef double _first_delta_at          # a delta waiting for its first frame
-    cdef bint _pcm
-    cdef object _up
-    cdef object _down
-    cdef bytes _pcm_rest
-    cdef bint _started
-    cdef double _started_at
-    cdef long long _input_bytes          # caller audio handed to the model, silence included
-    cdef public double _last_rtp_at
-    cdef double _fill_slack
-    cdef double _fill_due                # before this, _keep_input_flowing has nothing to do
-    cdef long long _ticks
-    cdef bint _talking
-    cdef readonly uint32_t _first_timestamp
-    cdef public bint enabled
-    # statistics
-    cdef readonly long long frames_out
-    cdef readonly long long talkspurts
-    cdef readonly long long silence_filled_bytes
-    cdef readonly double last_frame_out_at
-    cdef readonly double jitter_samples  # RFC 3550 interarrival jitter of caller packets
-    cdef bint _has_transit
-    cdef double _transit
+    The fields are declared in relay/_media.pxd (relay/_engine.pyx calls on_datagram and tick
+    in C). The call's own per-tick logic runs only on its events: each frame sent while
+    play_events is set (on_played), the playout drained (on_drained, once when drained_wanted),
+    the first tick that sends nothing (on_idle_tick, once when idle_tick_wanted), and
+    housekeeping every housekeeping_s (on_housekeeping).
+    """
 
     def __init__(self, *, str model_format, send_rtp, send_to_model, int jitter_depth=3,
                  int append_frames=2, double playout_max_s=120.0, on_played=None,
@@ -268,6 +251,8 @@ cdef class CallMedia:
         self._fill_slack = (jitter_depth + 1) * FRAME_S
         self._first_timestamp = self.sender._timestamp
         self.enabled = True
+        self.play_events = True
+        self.housekeeping_s = 0.25
         # the other C fields start at 0, 0.0 or False: not started, no ticks, nothing pending
 
     @property
@@ -285,29 +270,40 @@ cdef class CallMedia:
         self._last_rtp_at = now
         self._fill_due = now
 
+    def attach_sink(self, SendQueue queue, bytes address):
+        """Send frames by putting them on the socket's send queue (with the caller's packed
+        sockaddr) instead of calling send_rtp; None detaches."""
+        self._sink = queue
+        self._sink_address = address if queue is not None else None
+
     # caller -> model
     cpdef void on_rtp(self, data, double now):
-        if not self.enabled or self.jitter.push(data) >= _PUSH_DUPLICATE:
-            return
+        cdef Py_buffer view
+        PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+        try:
+            self.on_datagram(<const uint8_t*>view.buf, view.len, now)
+        finally:
+            PyBuffer_Release(&view)
+
+    cdef int on_datagram(self, const uint8_t* p, Py_ssize_t n, double now) except -1:
+        """One caller datagram (the socket's buffer: read here, not kept)."""
+        if not self.enabled or self.jitter._push(p, n) >= _PUSH_DUPLICATE:
+            return 0
         self._last_rtp_at = now
-        self._measure_jitter(data, now)
+        self._measure_jitter(p, now)
         if not self._pending_stamped:
             self._pending_stamped = True
             self._pending_since = now
         self._drain(False)
+        return 0
 
-    cdef int _measure_jitter(self, data, double now) except -1:
+    cdef int _measure_jitter(self, const uint8_t* p, double now) except -1:
         """RFC 3550 section 6.4.1: J += (|D| - J) / 16, in samples (a stream restart's
-        timestamp jump of a second or more is not jitter). data: a packet the jitter buffer
+        timestamp jump of a second or more is not jitter). p: a packet the jitter buffer
         took, so at least an RTP header long."""
-        cdef Py_buffer view
-        cdef const uint8_t* p
         cdef double transit, d
-        PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
-        p = <const uint8_t*>view.buf
         transit = now * _SAMPLE_RATE - <double>(
             (<uint32_t>p[4] << 24) | (<uint32_t>p[5] << 16) | (<uint32_t>p[6] << 8) | p[7])
-        PyBuffer_Release(&view)
         if self._has_transit:
             d = abs(transit - self._transit)
             if d < _SAMPLE_RATE:
@@ -395,31 +391,55 @@ cdef class CallMedia:
         return self.playout.add(item_id, audio)
 
     cpdef void tick(self, double now):
-        """One 20 ms frame time: send the next frame, if any; keep the input flowing."""
+        """One 20 ms frame time: send the next frame, if any; keep the input flowing; then the
+        call's events that are due."""
         cdef bytes frame = None
-        cdef uint32_t due_ts, behind
         self._ticks += 1
         if self.playout.queued_bytes and self.enabled:
             frame = self.playout.next_frame()
         if frame is not None:
-            if not self._talking:
-                self._talking = True
-                self.talkspurts += 1
-                due_ts = self._first_timestamp + <uint32_t>(self._ticks - 1) * _FRAME_BYTES
-                behind = due_ts - self.sender._timestamp
-                self.sender.start_talkspurt(behind if behind < 0x80000000 else 0)
-            self._send_rtp(self.sender.build(frame))
-            self.frames_out += 1
-            self.last_frame_out_at = now
-            if self._first_delta_waiting:
-                if self._on_model_audio_latency is not None:
-                    self._on_model_audio_latency(now - self._first_delta_at)
-                self._first_delta_waiting = False
-            if self._on_played is not None:
-                self._on_played(frame)
+            self._send_frame(frame, now)
         else:
             self._talking = False
         self._keep_input_flowing(now)
+        self._events(now)
+
+    cdef int _send_frame(self, bytes frame, double now) except -1:
+        cdef uint32_t due_ts, behind
+        if not self._talking:
+            self._talking = True
+            self.talkspurts += 1
+            due_ts = self._first_timestamp + <uint32_t>(self._ticks - 1) * _FRAME_BYTES
+            behind = due_ts - self.sender._timestamp
+            self.sender.start_talkspurt(behind if behind < 0x80000000 else 0)
+        if self._sink is not None:
+            self._sink.add(self.sender.build(frame), self._sink_address)
+        else:
+            self._send_rtp(self.sender.build(frame))
+        self.frames_out += 1
+        self.last_frame_out_at = now
+        if self._first_delta_waiting:
+            if self._on_model_audio_latency is not None:
+                self._on_model_audio_latency(now - self._first_delta_at)
+            self._first_delta_waiting = False
+        if self._on_played is not None and self.play_events:
+            self._on_played(frame)
+        return 0
+
+    cdef int _events(self, double now) except -1:
+        """The call's logic, only when something happened (no Python call on a plain tick)."""
+        if self.drained_wanted and not self.playout.queued_bytes:
+            self.drained_wanted = False
+            if self.on_drained is not None:
+                self.on_drained()
+        if self.idle_tick_wanted and self.last_frame_out_at != now:
+            self.idle_tick_wanted = False
+            if self.on_idle_tick is not None:
+                self.on_idle_tick()
+        if self.on_housekeeping is not None and now >= self._next_housekeeping:
+            self._next_housekeeping = now + self.housekeeping_s
+            self.on_housekeeping(now)
+        return 0
 
     def flush_playout(self):
         """Barge-in: nothing more is sent from what was queued; returns the item cut short."""

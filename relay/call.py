@@ -110,7 +110,7 @@ class Call:
         pacer = worker.pacer        # worker-wide pacing figures when the call started
         self.pacer_marks = (getattr(pacer, "late_ticks", 0),
                             getattr(pacer, "skipped_slots", 0))
-        self.speaking = "nobody"
+        self._speaking = "nobody"
         self.transcript = Transcript(self.id, on_entry=worker.publish_transcript)
         dtmf = self.settings.tree["dtmf"]
         self.dtmf = DtmfCollector(dtmf["inter_digit_timeout_ms"] / 1000.0, dtmf["max_digits"],
@@ -122,6 +122,11 @@ class Call:
             append_frames=rtp["append_frames"], playout_max_s=rtp["playout_max_s"],
             on_played=self._played,
             on_model_audio_latency=self._latency_observer("model_audio_latency_seconds"))
+        # the call's per-tick logic, run by the media's tick only when its events happen
+        self.media.on_drained = self._playout_drained
+        self.media.on_idle_tick = self._barge_in_measured
+        self.media.on_housekeeping = self._housekeeping
+        self.media.housekeeping_s = HOUSEKEEPING_S
         self.remote: Optional[tuple[str, int]] = None
         self.session: Optional[RealtimeSession] = None
         self._bridge_made = False
@@ -132,7 +137,6 @@ class Call:
         self._caller_gone = False
         self._ended = gevent.event.Event()
         self._greenlets: set[gevent.Greenlet] = set()
-        self._next_housekeeping = 0.0
         self._deadline = self.started_mono + self.settings.tree["call"]["max_duration_s"]
         self._cancelled_responses: set[str] = set()
         self.tools = CallTools(self)
@@ -150,6 +154,7 @@ class Call:
         self.transcript_path = ""
         self.recording_path = ""
         self.recorder: Optional[CallRecorder] = self._make_recorder()
+        self._want_play_events()
         service = getattr(worker, "stt", None)
         self.stt: Optional[CallFallback] = None if service is None else CallFallback(
             service, call_id=self.id, line_format=self.media.line_format,
@@ -224,7 +229,10 @@ class Call:
         except (KeyError, ValueError, TypeError):
             raise SetupFailed("media_channel", "externalMedia gave no UNICASTRTP address: "
                               f"{str(variables)[:200]}") from None
-        media.route(self.remote, self.media.on_rtp)
+        media.route(self.remote, self.media)
+        sink = media.sink_for(self.remote)
+        if sink is not None:
+            self.media.attach_sink(*sink)
         self._join_bridge(tree["call"]["media_stasis_wait_s"])
         model.join(timeout=tree["openai"]["connect_timeout_s"] + 1)
         if self.state != "setup" or self.session is None or not self.session.connected:
@@ -234,7 +242,7 @@ class Call:
             sound = load_sound(self.agent.greeting_sound, self.media.line_format)
             self.media.playout.add(GREETING_ITEM, sound)
             self.media.playout.finish(GREETING_ITEM)
-        self.worker.pacer.add(self)
+        self.worker.pacer.add(self.media)
         self.state = "active"
         self.answered_at = time.time()
         self.setup_ms = (time.monotonic() - self.started_mono) * 1000.0
@@ -347,7 +355,7 @@ class Call:
         self.end_reason = reason
         self.ended_at = time.time()
         log.info("call %s: ending (%s)", self.id, reason)
-        self.worker.pacer.remove(self)
+        self.worker.pacer.remove(self.media)
         self.media.enabled = False
         self._media_in_app.set()        # a setup waiting for it stops now
         if self.remote is not None:
@@ -478,21 +486,40 @@ class Call:
         self.spawn(self.worker.ari.set_variable, self.id, "DTMF_RESULT", digits)
 
     # media
+    @property
+    def speaking(self) -> str:
+        """Who is speaking: "caller", "assistant" or "nobody"."""
+        return self._speaking
+
+    @speaking.setter
+    def speaking(self, who: str) -> None:
+        self._speaking = who
+        self.media.drained_wanted = who == "assistant"
+        self._want_play_events()
+
+    def _want_play_events(self) -> None:
+        """_played runs for each frame only while it has something to do: a recording, a turn
+        latency to measure, the assistant becoming the one speaking."""
+        self.media.play_events = (self.recorder is not None or self._turn_end_at is not None
+                                  or self._speaking != "assistant")
+
     def tick(self, now: float) -> None:
-        """Pacer tick: media first; housekeeping four times a second."""
+        """One frame time of the call (the pacer ticks self.media, which runs the same)."""
         self.media.tick(now)
-        if self.speaking == "assistant" and not self.media.playout.queued_bytes:
+
+    def _playout_drained(self) -> None:
+        """The media's tick: the assistant was speaking and nothing more is queued."""
+        if self._speaking == "assistant":
             self.speaking = "nobody"
-        if self._barge_in_from is not None and self.media.last_frame_out_at != now:
-            self._barge_in_measured()
-        if now >= self._next_housekeeping:
-            self._next_housekeeping = now + HOUSEKEEPING_S
-            digits = self.dtmf.poll(now)
-            if digits is not None:
-                self._dtmf_result(digits)
-            if now >= self._deadline:
-                self.end("maximum call duration reached")
-            self.watch.tick(now)
+
+    def _housekeeping(self, now: float) -> None:
+        """Four times a second, from the media's tick: DTMF, the call's deadline, its watchdog."""
+        digits = self.dtmf.poll(now)
+        if digits is not None:
+            self._dtmf_result(digits)
+        if now >= self._deadline:
+            self.end("maximum call duration reached")
+        self.watch.tick(now)
 
     def _send_rtp(self, packet: bytes) -> None:
         if self.remote is not None:
@@ -513,6 +540,8 @@ class Call:
     def _barge_in_measured(self) -> None:
         """The first tick that sent nothing after a barge-in: the reaction is the time from
         speech_started to the last frame sent (0 when none was sent after it)."""
+        if self._barge_in_from is None:
+            return
         reaction_s = max(0.0, self.media.last_frame_out_at - self._barge_in_from)
         self._barge_in_from = None
         self.barge_in_reactions_ms.append(reaction_s * 1000.0)
@@ -605,6 +634,7 @@ class Call:
             self.barge_ins += 1
             self.barge_in_at.append(self._speech_started_at)
             self._barge_in_from = self._speech_started_at
+            self.media.idle_tick_wanted = True
             heard = cut.heard_ms()
             self.truncations.append((cut.item_id, heard))
             # only an item of the current socket: a replaced one's items are not in its

@@ -1,11 +1,16 @@
 """The worker's media plumbing: its one UDP socket and its one pacer.
 
 Owns: the worker's RTP socket (bound once, from the configured port range), its batched system
-calls (relay/_udp.pyx), the demultiplexing of incoming datagrams to the call that owns their
-source address (packets from any other address are dropped and counted), and the pacer: one
-greenlet that gives each registered stream a tick every 20 ms against absolute deadlines.
-Streams are spread over the 20 one-millisecond slots of a timer wheel, so sends are even rather
-than bursty; the pacer wakes only for slots that have streams. No call logic here.
+calls, the demultiplexing of incoming datagrams to the call that owns their source address
+(packets from any other address are dropped and counted), and the pacer: one greenlet that
+gives each registered stream a tick every 20 ms against absolute deadlines. Streams are spread
+over the 20 one-millisecond slots of a timer wheel, so sends are even rather than bursty; the
+pacer wakes only for slots that have streams. No call logic here.
+
+On Linux the per-packet and per-frame loops run in C (relay/_engine.pyx: the route table and
+recvmmsg straight into each call's jitter buffer, a slot's streams ticked in one loop, their
+frames sent by one sendmmsg, relay/_udp.pyx): Python here only waits (gevent) and keeps time.
+Elsewhere the same happens one datagram and one stream at a time, in Python.
 """
 
 from __future__ import annotations
@@ -33,15 +38,32 @@ RECEIVE_BATCH = 32          # datagrams per recvmmsg: enough to empty the queue,
                             # that the pacer is not kept waiting behind one batch
 SEND_BATCH = 256            # datagrams per sendmmsg
 
+from relay._media import CallMedia, SendQueue
+
 try:
-    from relay import _udp
+    from relay import _engine, _udp
 except ImportError:         # not Linux: one system call per datagram
-    _udp = None
+    _engine = _udp = None
 
 
 class PacedStream(Protocol):
     def tick(self, now: float) -> None:
         """Called once per 20 ms frame at the stream's deadline (now = monotonic seconds)."""
+
+
+def _tick_streams(streams: list, now: float) -> Optional[list]:
+    """One slot's ticks, one stream at a time (relay/_engine.pyx does the same in C)."""
+    failed = None
+    for stream in tuple(streams):
+        try:
+            stream.tick(now)
+        except Exception as exc:
+            failed = failed or []
+            failed.append((stream, exc))
+    return failed
+
+
+tick_streams = _engine.tick_streams if _engine is not None else _tick_streams
 
 
 class Pacer:
@@ -125,22 +147,23 @@ class Pacer:
             self.lateness.observe(now - due)
             streams = slots[self._next_slot % SLOTS]
             self._next_slot += 1
-            for stream in tuple(streams):
-                try:
-                    stream.tick(now)
-                except Exception:
+            failed = tick_streams(streams, now)
+            if failed:
+                for stream, exc in failed:
                     self.tick_errors += 1
-                    log.exception("pacer: a stream's tick failed; removing it")
+                    log.error("pacer: a stream's tick failed; removing it", exc_info=exc)
                     self.remove(stream)
 
 
 class MediaSocket:
     """The worker's UDP socket for RTP, with datagrams routed by source address.
 
-    On Linux the datagrams move in batches (relay/_udp.pyx): one recvmmsg reads every datagram
-    waiting, and sendto() only queues: the frames one pacer slot produces leave together in one
-    sendmmsg, flushed as soon as the greenlet that queued them yields. Elsewhere each datagram
-    is one recvfrom / sendto, with the same behaviour seen from outside.
+    A route's handler is a call's CallMedia (its on_rtp), or any handler(data, now). On Linux
+    the datagrams move in batches: one recvmmsg reads every datagram waiting and hands each to
+    its CallMedia in C (relay/_engine.pyx RtpRouter), and frames are queued (a CallMedia puts
+    its own on the queue in C, see sink_for): the frames one pacer slot produces leave
+    together in one sendmmsg, flushed as soon as the greenlet that queued them yields.
+    Elsewhere each datagram is one recvfrom / sendto, with the same behaviour seen from outside.
     """
 
     def __init__(self, bind_host: str, port_min: int, port_max: int,
@@ -151,15 +174,16 @@ class MediaSocket:
         self._greenlet: Optional[gevent.Greenlet] = None
         self._batched = _udp is not None if batched is None else batched and _udp is not None
         fd = self._sock.fileno()
-        self._receiver = _udp.BatchReceiver(fd, RECEIVE_BATCH, MAX_DATAGRAM) if self._batched \
+        self._router = _engine.RtpRouter(fd, RECEIVE_BATCH, MAX_DATAGRAM) if self._batched \
             else None
+        if self._router is not None:
+            self._router.on_error = self._handler_failed
         self._sender = _udp.BatchSender(fd, SEND_BATCH) if self._batched else None
         self._addresses: dict[tuple[str, int], bytes] = {}    # remote -> packed sockaddr
-        self._outgoing: list[tuple[bytes, bytes]] = []
-        self._flush_scheduled = False
+        self._queue = SendQueue(self._schedule_flush)
         self._closed = False
-        self.received = 0
-        self.from_strangers = 0
+        self._received = 0
+        self._from_strangers = 0
         self.sent = 0
         self.send_errors = 0
         self.send_blocked = 0
@@ -184,17 +208,53 @@ class MediaSocket:
     def batched(self) -> bool:
         return self._batched
 
-    def route(self, remote: tuple[str, int], handler: Callable[[bytes, float], None]) -> None:
-        """Send datagrams from remote (Asterisk's UNICASTRTP address) to handler(data, now)."""
+    @property
+    def received(self) -> int:
+        """Datagrams read from the socket."""
+        return self._received + (self._router.received if self._router is not None else 0)
+
+    @property
+    def from_strangers(self) -> int:
+        """Datagrams dropped because no call owns their source address."""
+        return self._from_strangers + (
+            self._router.from_strangers if self._router is not None else 0)
+
+    def route(self, remote: tuple[str, int], handler) -> None:
+        """Send datagrams from remote (Asterisk's UNICASTRTP address) to handler: a CallMedia,
+        or handler(data, now)."""
         self._routes[remote] = handler
+        if self._router is not None:
+            try:
+                self._router.route(remote[0], remote[1], handler)
+            except ValueError as exc:      # not an IP literal: nothing can come from it
+                log.warning("RTP route to %s: %s", remote, exc)
 
     def unroute(self, remote: tuple[str, int]) -> None:
         self._routes.pop(remote, None)
         self._addresses.pop(remote, None)
+        if self._router is not None:
+            self._router.unroute(remote[0], remote[1])
 
     @property
     def routes(self) -> int:
         return len(self._routes)
+
+    def sink_for(self, remote: tuple[str, int]) -> Optional[tuple[SendQueue, bytes]]:
+        """(the send queue, remote's packed sockaddr) for CallMedia.attach_sink: its frames then
+        go onto the batch in C. None where frames are sent one by one (use sendto)."""
+        if self._sender is None:
+            return None
+        address = self._packed(remote)
+        return None if address is None else (self._queue, address)
+
+    def _packed(self, remote: tuple[str, int]) -> Optional[bytes]:
+        address = self._addresses.get(remote)
+        if address is None:
+            try:
+                address = self._addresses[remote] = _udp.pack_address(remote[0], remote[1])
+            except (OSError, ValueError, OverflowError, TypeError):
+                return None
+        return address
 
     def sendto(self, data: bytes, remote: tuple[str, int]) -> None:
         """Send one datagram: now, or (batched) when the calling greenlet yields."""
@@ -205,22 +265,18 @@ class MediaSocket:
             except OSError:
                 self.send_errors += 1
             return
-        address = self._addresses.get(remote)
+        address = self._packed(remote)
         if address is None:
-            try:
-                address = self._addresses[remote] = _udp.pack_address(remote[0], remote[1])
-            except (OSError, ValueError, OverflowError, TypeError):
-                self.send_errors += 1
-                return
-        self._outgoing.append((data, address))
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            gevent.get_hub().loop.run_callback(self.flush)
+            self.send_errors += 1
+            return
+        self._queue.put(data, address)
+
+    def _schedule_flush(self) -> None:
+        gevent.get_hub().loop.run_callback(self.flush)
 
     def flush(self) -> None:
         """Send every queued datagram (one sendmmsg per batch)."""
-        self._flush_scheduled = False
-        outgoing, self._outgoing = self._outgoing, []
+        outgoing = self._queue.take()
         if not outgoing or self._closed:
             return
         sent, failed = self._sender.send(outgoing)      # type: ignore[union-attr]
@@ -244,7 +300,7 @@ class MediaSocket:
         self.send_errors += len(outgoing) - index    # a frame later than a frame time is useless
 
     def start(self) -> None:
-        loop = self._receive_batches if self._receiver is not None else self._receive_loop
+        loop = self._receive_batches if self._router is not None else self._receive_loop
         self._greenlet = gevent.spawn(loop)
 
     def close(self) -> None:
@@ -252,46 +308,47 @@ class MediaSocket:
         if self._greenlet is not None:
             self._greenlet.kill()
             self._greenlet = None
-        self._outgoing = []
+        self._queue.take()
         self._sock.close()
+
+    @staticmethod
+    def _handler_failed(exc: BaseException) -> None:
+        log.error("RTP handler failed", exc_info=exc)
 
     def _dispatch(self, data: bytes, remote: tuple, now: float) -> None:
         """One datagram to the call that owns its source address (host, port[, IPv6 extras])."""
         handler = self._routes.get(remote[:2])
         if handler is None:
-            self.from_strangers += 1
+            self._from_strangers += 1
             return
         try:
-            handler(data, now)
+            if type(handler) is CallMedia:
+                handler.on_rtp(data, now)
+            else:
+                handler(data, now)
         except Exception:
             log.exception("RTP handler failed for %s", remote)
 
     def _receive_batches(self) -> None:
-        """recvmmsg until nothing waits, then sleep on the socket's read readiness."""
-        receive = self._receiver.receive        # type: ignore[union-attr]
+        """recvmmsg until nothing waits (each datagram to its call, in C), then sleep on the
+        socket's read readiness."""
+        pump = self._router.pump                # type: ignore[union-attr]
         hub = gevent.get_hub()
         readable = hub.loop.io(self._sock.fileno(), 1)
-        dispatch = self._dispatch
-        clock = time.monotonic
         try:
             while True:
                 try:
-                    batch = receive()
+                    count = pump()
                 except OSError as exc:
                     log.warning("RTP socket receive failed: %s", exc)
                     gevent.sleep(0.01)
                     continue
-                if not batch:
+                if not count:
                     hub.wait(readable)
-                    continue
-                if len(batch) == RECEIVE_BATCH:
+                elif count == RECEIVE_BATCH:
                     # more may be waiting: let the pacer (and everyone else) run between
                     # batches instead of after the whole backlog
                     gevent.sleep(0)
-                self.received += len(batch)
-                now = clock()
-                for data, remote in batch:
-                    dispatch(data, remote, now)
         finally:
             readable.close()
 
@@ -306,5 +363,5 @@ class MediaSocket:
                 log.warning("RTP socket receive failed: %s", exc)
                 gevent.sleep(0.01)
                 continue
-            self.received += 1
+            self._received += 1
             self._dispatch(data, remote, clock())

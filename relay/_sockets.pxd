@@ -1,0 +1,79 @@
+"""C declarations of the socket system calls and structures relay's extensions use (Linux):
+recvmmsg(2), sendmmsg(2), sockaddr_in/in6, inet_ntop. cimported by relay/_udp.pyx (batched UDP
+I/O) and relay/_engine.pyx (the worker's media engine)."""
+
+from libc.stdint cimport uint8_t, uint16_t, uint32_t
+
+cdef extern from "<errno.h>":
+    int EWOULDBLOCK
+
+
+cdef extern from "<sys/socket.h>" nogil:
+    ctypedef unsigned int socklen_t
+    ctypedef unsigned short sa_family_t
+
+    struct sockaddr:
+        sa_family_t sa_family
+
+    struct sockaddr_storage:
+        sa_family_t ss_family
+
+    struct iovec:
+        void *iov_base
+        size_t iov_len
+
+    struct msghdr:
+        void *msg_name
+        socklen_t msg_namelen
+        iovec *msg_iov
+        size_t msg_iovlen
+        void *msg_control
+        size_t msg_controllen
+        int msg_flags
+
+    struct mmsghdr:
+        msghdr msg_hdr
+        unsigned int msg_len
+
+    struct timespec:
+        long tv_sec
+        long tv_nsec
+
+    int recvmmsg(int fd, mmsghdr *vmessages, unsigned int vlen, int flags, timespec *timeout)
+    int sendmmsg(int fd, mmsghdr *vmessages, unsigned int vlen, int flags)
+    int MSG_DONTWAIT
+    int MSG_TRUNC
+    int AF_INET
+    int AF_INET6
+
+
+cdef extern from "<netinet/in.h>" nogil:
+    struct in_addr:
+        uint32_t s_addr
+
+    struct sockaddr_in:
+        sa_family_t sin_family
+        uint16_t sin_port
+        in_addr sin_addr
+
+    struct in6_addr:
+        uint8_t s6_addr[16]
+
+    struct sockaddr_in6:
+        sa_family_t sin6_family
+        uint16_t sin6_port
+        uint32_t sin6_flowinfo
+        in6_addr sin6_addr
+        uint32_t sin6_scope_id
+
+    uint16_t ntohs(uint16_t)
+    uint16_t htons(uint16_t)
+
+
+cdef extern from "<arpa/inet.h>" nogil:
+    const char *inet_ntop(int af, const void *src, char *dst, socklen_t size)
+
+
+cdef extern from "<time.h>" nogil:
+    int CLOCK_MONOTONIC
+    int clock_gettime(int clock_id, timespec *tp)
