@@ -69,7 +69,7 @@ def route_key(host, int port):
 
 
 cdef class RtpRouter:
-    """pump() -> datagrams read by one recvmmsg (0: none waiting), each routed to its call.
+    """pump(now=-1) -> datagrams read by one recvmmsg (0: none waiting), each routed to its call.
 
     Datagrams from a source without a route are counted (`from_strangers`) and dropped; a
     handler that raises is counted (`handler_errors`) and reported to on_error(exc), and the
@@ -137,10 +137,12 @@ cdef class RtpRouter:
             return _ipv6_key(sin6.sin6_addr.s6_addr, sin6.sin6_port)
         return None
 
-    def pump(self):
+    def pump(self, double now=-1.0):
+        """now: the arrival time to give the batch's datagrams (tests); by default the
+        monotonic clock read right after recvmmsg."""
         cdef unsigned int i
         cdef int n
-        cdef double now
+        cdef double clock
         cdef PyObject* found
         cdef object handler
         cdef const uint8_t* data
@@ -155,7 +157,9 @@ cdef class RtpRouter:
             self.messages[i].msg_hdr.msg_iovlen = 1
         with nogil:
             n = recvmmsg(self.fd, self.messages, self.count, MSG_DONTWAIT, NULL)
-            now = _monotonic()
+            clock = _monotonic()
+        if now < 0:
+            now = clock
         self.calls += 1
         if n < 0:
             if errno == EAGAIN or errno == EWOULDBLOCK or errno == EINTR:

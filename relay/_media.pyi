@@ -57,8 +57,23 @@ class PlayoutQueue:
     def drop_item(self, item_id: str) -> None:
         """Ignore any further audio of this item (its response was cancelled)."""
 
+class SendQueue:
+    """RTP datagrams waiting for the socket's next batched send (CallMedia puts its frames
+    here in C; the first datagram of a batch calls schedule(), once)."""
+
+    def __init__(self, schedule: Callable[[], None]) -> None: ...
+    def __len__(self) -> int: ...
+    def put(self, packet: bytes, address: bytes) -> None: ...
+    def take(self) -> list[tuple[bytes, bytes]]:
+        """Every datagram queued, in order; the queue is empty afterwards."""
+
 class CallMedia:
-    """Audio of one call. on_rtp() is fed by the worker's socket, tick() by the pacer."""
+    """Audio of one call. on_rtp() is fed by the worker's socket, tick() by the pacer.
+
+    The call's per-tick logic runs only on its events: on_played for each frame sent while
+    play_events is set, on_drained once when drained_wanted and nothing is queued, on_idle_tick
+    once at the first tick that sends nothing while idle_tick_wanted, on_housekeeping(now)
+    every housekeeping_s."""
 
     line_format: str        # read-only, like every attribute but on_input, enabled, _last_rtp_at
     model_format: str
@@ -76,6 +91,13 @@ class CallMedia:
     jitter_samples: float   # RFC 3550 interarrival jitter of caller packets
     _last_rtp_at: float
     _first_timestamp: int   # the RTP timestamp of a frame sent by the first tick
+    play_events: bool
+    on_drained: Optional[Callable[[], None]]
+    drained_wanted: bool
+    on_idle_tick: Optional[Callable[[], None]]
+    idle_tick_wanted: bool
+    on_housekeeping: Optional[Callable[[float], None]]
+    housekeeping_s: float
 
     def __init__(self, *, model_format: str, send_rtp: Callable[[bytes], None],
                  send_to_model: Callable[[bytes, Optional[float]], None], jitter_depth: int = 3,
@@ -89,6 +111,8 @@ class CallMedia:
     @property
     def started_at(self) -> Optional[float]: ...
     def start(self, now: float) -> None: ...
+    def attach_sink(self, queue: Optional[SendQueue], address: Optional[bytes]) -> None:
+        """Send frames by putting them on the socket's send queue instead of send_rtp."""
     def on_rtp(self, data: bytes, now: float) -> None: ...
     def add_model_audio(self, item_id: str, audio: bytes,
                         arrived: Optional[float] = None) -> int:
@@ -96,7 +120,8 @@ class CallMedia:
         (time.monotonic() of its event) starts the model-audio latency clock when the playout
         was idle: the time to its first RTP frame is relay's own delay, not queued speech."""
     def tick(self, now: float) -> None:
-        """One 20 ms frame time: send the next frame, if any; keep the input flowing."""
+        """One 20 ms frame time: send the next frame, if any; keep the input flowing; then the
+        call's events that are due."""
     def flush_playout(self) -> Optional[ItemProgress]:
         """Barge-in: nothing more is sent from what was queued; returns the item cut short."""
     def stats(self) -> dict: ...
