@@ -25,6 +25,7 @@ import gevent.event
 import gevent.socket
 from gevent import socket
 
+from relay._media import CallMedia, SendQueue
 from relay.metrics import PACER_LATENESS_BUCKETS_S, Histogram
 
 log = logging.getLogger(__name__)
@@ -37,8 +38,6 @@ MAX_DATAGRAM = 2048
 RECEIVE_BATCH = 32          # datagrams per recvmmsg: enough to empty the queue, short enough
                             # that the pacer is not kept waiting behind one batch
 SEND_BATCH = 256            # datagrams per sendmmsg
-
-from relay._media import CallMedia, SendQueue
 
 try:
     from relay import _engine, _udp
