@@ -34,6 +34,7 @@ from typing import Any, Callable, Optional, Protocol
 import gevent
 
 from relay import realtime_events as ev
+from relay._ws import append_frame
 from relay.backoff import CLOSED, Backoff, CircuitBreaker, ReconnectPolicy
 from relay.realtime_endpoint import auth_headers, realtime_url
 from relay.wsclient import JsonWebSocket
@@ -269,8 +270,7 @@ class RealtimeSession:
 
     def append_audio(self, audio: bytes, stamp: Optional[float] = None) -> bool:
         """input_audio_buffer.append; stamp: when its oldest caller packet arrived."""
-        return self._socket is not None and self._socket.send(
-            ev.input_audio_append_json(audio), stamp)
+        return self._socket is not None and self._socket.send_frame(append_frame(audio), stamp)
 
     def update_session(self, changes: dict) -> bool:
         """Send a partial session.update; remembered for any later socket."""

@@ -127,6 +127,16 @@ class JsonWebSocket:
             return True
         return False
 
+    def send_frame(self, frame: bytes, stamp: Optional[float] = None) -> bool:
+        """Send a client frame already built (relay/_ws.pyx append_frame: the caller's audio,
+        25-50 times a second per call), as send() does a message."""
+        if self._ws is None or self._closed_reported:
+            return False
+        if self._write(frame, stamp):
+            self.messages_out += 1
+            return True
+        return False
+
     def _write(self, frame: bytes, stamp: Optional[float] = None) -> bool:
         if self._backlog or self._writing:
             return self._defer(frame, stamp)

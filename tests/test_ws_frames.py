@@ -13,8 +13,10 @@ from relay._ws import (
     OP_TEXT,
     FrameReader,
     WebSocketProtocolError,
+    append_frame,
     client_frame,
 )
+from relay.realtime_events import input_audio_append_json
 
 
 def unmask(frame: bytes) -> tuple[int, int, bytes]:
@@ -106,3 +108,20 @@ def test_a_message_over_the_limit_is_refused_before_it_is_buffered():
 def test_close_frames_come_out_with_their_payload():
     assert FrameReader().feed(server_frame(struct.pack("!H", 1000) + b"bye", OP_CLOSE)) == [
         (OP_CLOSE, struct.pack("!H", 1000) + b"bye")]
+
+
+@given(st.binary(max_size=70_000))
+def test_the_append_frame_is_the_append_event_framed(audio):
+    """append_frame writes the event's JSON and base64 into the frame itself: the same message
+    as the event encoded, then framed (every length: base64 padding, 7- and 16-bit lengths)."""
+    first, n, payload = unmask(append_frame(audio))
+    assert first == 0x80 | OP_TEXT
+    assert payload == input_audio_append_json(audio) == unmask(
+        client_frame(input_audio_append_json(audio)))[2]
+
+
+def test_the_append_frame_takes_any_buffer_and_refuses_what_is_not_one():
+    assert unmask(append_frame(bytearray(b"abc")))[2] == input_audio_append_json(b"abc")
+    assert unmask(append_frame(memoryview(b"abcd")))[2] == input_audio_append_json(b"abcd")
+    with pytest.raises(TypeError):
+        append_frame("text")
