@@ -72,7 +72,10 @@ def test_four_calls_through_relay_and_the_floor(tmp_path: Path):
     document = {"results": [combined], "errors": [], "targets": report.targets([combined])}
     json.dumps(document)
     assert bench_load.problems(document) == []
-    assert [t["target"] for t in document["targets"]][0].startswith("relay CPU")
+    judged = {t["target"] for t in document["targets"]}
+    assert {"CPU per call / floor's", "caller audio -> append p99, ms",
+            "barge-in as heard p99, ms"} <= judged
+    assert all(t["calls"] == CALLS for t in document["targets"])
     assert f"{CALLS:>5}" in report.tables([combined])
     assert "targets at 4 calls" in report.verdicts(document["targets"])
     chart = report.chart([combined], tmp_path / "load.png")
@@ -92,3 +95,36 @@ def test_command_line_and_metrics_parsing():
     assert hist.quantile(0.5) == 0.01 and abs(hist.quantile(0.75) - 0.015) < 1e-9
     assert scrape.value("relay_tool_calls_total") == 0.0     # declared, no samples yet
     assert scrape.value("relay_not_exported") is None        # reported as n/a
+
+
+def _result(calls: int, cpu: float, pacing: float, floor_pacing: float, turn_p50: float) -> dict:
+    relay = {"calls": calls, "cpu_share": {"relay": cpu}, "cpu_per_call_pct": 100 * cpu / calls,
+             "cpu_per_packet_us": 10.0, "packets": {"in_per_call_s": 17.0, "out_per_call_s": 25.0},
+             "rss_kb": {"per_call": 80.0},
+             "pacing_at_pbx_ms": {"lateness": {"p99": pacing}},
+             "barge_in_heard_at_pbx_ms": {"p99": 120.0},
+             "turn_latency_at_pbx_ms": {"p50": turn_p50},
+             "relay": {"loss": {"caller_to_relay": 0, "relay_to_caller": 0, "relay_seq_gaps": 0,
+                                "pbx_seq_gaps_in_window": 0},
+                       "window": {"caller_audio_latency_ms": {"p99": 25.0}}}}
+    floor = {"cpu_share": {"floor": cpu / 1.5}, "cpu_per_call_pct": 100 * cpu / 1.5 / calls,
+             "cpu_per_packet_us": 8.0, "pacing_at_pbx_ms": {"lateness": {"p99": floor_pacing}}}
+    return report.combine(relay, floor)
+
+
+def test_the_targets_are_judged_at_every_n_and_the_core_share_at_a_thousand():
+    rows = report.targets([_result(1000, 0.55, 3.5, 2.0, 560.0),
+                           _result(100, 0.2, 2.5, 2.0, 540.0)])
+    by = {(r["calls"], r["target"]): r for r in rows}
+    assert [r["calls"] for r in rows] == sorted(r["calls"] for r in rows)    # N by N
+    assert by[(1000, "relay CPU (share of one core)")]["ok"] is True
+    assert (100, "relay CPU (share of one core)") not in by
+    assert by[(100, "CPU per call / floor's")]["ok"] is False                 # 1.5x > 1.3x
+    assert by[(100, "pacing p99 at the PBX over the floor's, ms")]["ok"] is True     # +0.5
+    assert by[(1000, "pacing p99 at the PBX over the floor's, ms")]["ok"] is False   # +1.5
+    turn = "turn latency heard p50 over the model's 500 ms, ms"
+    assert by[(100, turn)]["value"] == 40.0 and by[(100, turn)]["ok"] is True
+    assert by[(1000, turn)]["ok"] is False
+    text = report.verdicts(rows)
+    assert text.index("targets at 100 calls") < text.index("targets at 1000 calls")
+    assert "MISSED" in text
