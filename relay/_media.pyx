@@ -369,15 +369,16 @@ cdef class CallMedia:
         soon as the next packet is a quarter frame overdue (the end of a talkspurt) instead of
         waiting for the silence fill."""
         cdef JitterBuffer jitter = self.jitter
-        cdef double slack = (jitter.depth + 1) * _FRAME_S
+        cdef double slack
         cdef long long due, missing
         if not self._started:
             return 0
-        if (jitter.adaptive and self._pending_stamped
+        if (self._pending_stamped and jitter.adaptive
                 and now - self._last_rtp_at >= (jitter.depth + 0.25) * _FRAME_S):
             self._flush_input()
         if now < self._fill_due:
             return 0
+        slack = (jitter.depth + 1) * _FRAME_S
         if now - self._last_rtp_at < slack:
             self._fill_due = self._last_rtp_at + slack
             return 0
