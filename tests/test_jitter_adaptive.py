@@ -366,3 +366,20 @@ def test_a_talkspurts_last_frame_is_sent_soon_when_adaptive(phase):
         assert speech([4, 5]) in call.audio() and speech([6]) in call.audio()
     assert 0.025 <= tails["adaptive"] < 0.045
     assert tails["fixed"] >= 0.08
+
+
+def test_the_stream_a_real_asterisk_sent_keeps_the_depth_shallow():
+    """tests/reference/asterisk/rtp-from-asterisk.csv at its capture times (a prompt, a 1.4 s
+    silence, a 12-byte frame): at most one frame more for a moment, nothing lost or late."""
+    from test_jitterbuffer import asterisk_rows
+
+    jb = adaptive()
+    rows = asterisk_rows()
+    out = []
+    for row in rows:
+        jb.push(row.packet(), row.t)
+        while (payload := jb.pop()) is not None:
+            out.append(payload)
+    assert out == [row.payload() for row in rows]
+    assert (jb.lost, jb.late) == (0, 0)
+    assert jb.max_depth_reached <= 2 and jb.depth == 1
