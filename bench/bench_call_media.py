@@ -32,7 +32,8 @@ PACKET = build_rtp(0, False, 1, 160, 1234, bytes(FRAME_BYTES))
 
 def _media() -> CallMedia:
     media = CallMedia(model_format="audio/pcmu", send_rtp=lambda packet: None,
-                      send_to_model=lambda audio, stamp: None)
+                      send_to_model=lambda audio, stamp: None,
+                      jitter_adaptive=True)      # as relay runs it (rtp.jitter_adaptive)
     media.start(0.0)
     return media
 

@@ -79,7 +79,6 @@ cdef class CallMedia:
     cdef double _started_at
     cdef long long _input_bytes          # caller audio handed to the model, silence included
     cdef public double _last_rtp_at
-    cdef double _fill_slack
     cdef double _fill_due                # before this, _keep_input_flowing has nothing to do
     cdef long long _ticks
     cdef bint _talking

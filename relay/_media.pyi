@@ -104,7 +104,13 @@ class CallMedia:
                  append_frames: int = 2, playout_max_s: float = 120.0,
                  on_played: Optional[Callable[[bytes], None]] = None,
                  on_heard: Optional[Callable[[bytes], None]] = None,
-                 on_model_audio_latency: Optional[Callable[[float], None]] = None) -> None: ...
+                 on_model_audio_latency: Optional[Callable[[float], None]] = None,
+                 jitter_adaptive: bool = False, jitter_max_depth: int = 8) -> None:
+        """jitter_adaptive: the jitter buffer's depth starts at one frame and follows the
+        measured lateness of caller packets up to jitter_max_depth frames (JitterBuffer);
+        otherwise it stays jitter_depth. The silence fill waits (depth + 1) frames without a
+        packet, the current depth; an adaptive call also sends caller audio short of a full
+        append once the next packet is a quarter frame overdue (a talkspurt's end)."""
     @property
     def ticks(self) -> int:
         """Pacer ticks so far: the frame sent by the current tick has index ticks - 1."""
@@ -124,4 +130,7 @@ class CallMedia:
         call's events that are due."""
     def flush_playout(self) -> Optional[ItemProgress]:
         """Barge-in: nothing more is sent from what was queued; returns the item cut short."""
-    def stats(self) -> dict: ...
+    def stats(self) -> dict:
+        """The call's audio figures: the jitter buffer's counters, jitter_ms (RFC 3550),
+        jitter_depth / jitter_depth_ms (its current depth, frames / ms) and jitter_depth_max /
+        jitter_depth_max_ms (the deepest it went), frames sent, silence filled, playout."""

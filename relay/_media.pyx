@@ -36,6 +36,7 @@ MAX_FILL_S = 1.0          # at most this much silence is added in one go
 MAX_PAYLOAD = _MAX_PAYLOAD
 
 cdef Py_ssize_t _MAX_FILL = int(MAX_FILL_S * SAMPLE_RATE)     # in samples
+cdef double _FRAME_S = FRAME_S
 
 # agent audio format -> (externalMedia format, RTP payload type, silence byte)
 LINE_FORMATS = {
@@ -230,7 +231,10 @@ cdef class CallMedia:
 
     def __init__(self, *, str model_format, send_rtp, send_to_model, int jitter_depth=3,
                  int append_frames=2, double playout_max_s=120.0, on_played=None,
-                 on_heard=None, on_model_audio_latency=None):
+                 on_heard=None, on_model_audio_latency=None, bint jitter_adaptive=False,
+                 int jitter_max_depth=8):
+        """jitter_adaptive: the jitter buffer's depth starts at one frame and follows the
+        measured lateness up to jitter_max_depth frames; otherwise it is jitter_depth."""
         self.line_format, payload_type, self._silence_byte = LINE_FORMATS[model_format]
         self.model_format = model_format
         self._send_rtp = send_rtp
@@ -239,7 +243,10 @@ cdef class CallMedia:
         self._on_heard = on_heard
         self._on_model_audio_latency = on_model_audio_latency
         self.on_input = None
-        self.jitter = JitterBuffer(capacity=32, depth=jitter_depth, max_payload=_MAX_PAYLOAD)
+        self.jitter = JitterBuffer(capacity=32, depth=1 if jitter_adaptive else jitter_depth,
+                                   max_payload=_MAX_PAYLOAD, adaptive=jitter_adaptive,
+                                   max_depth=jitter_max_depth, clock_rate=_SAMPLE_RATE,
+                                   frame_samples=_FRAME_BYTES)
         self.sender = RtpSender(payload_type=payload_type)
         self.playout = PlayoutQueue(max_bytes=int(playout_max_s * _SAMPLE_RATE))
         self._append_bytes = append_frames * _FRAME_BYTES
@@ -248,7 +255,6 @@ cdef class CallMedia:
         self._up = Resampler(8000, 24000) if self._pcm else None
         self._down = Resampler(24000, 8000) if self._pcm else None
         self._pcm_rest = b""
-        self._fill_slack = (jitter_depth + 1) * FRAME_S
         self._first_timestamp = self.sender._timestamp
         self.enabled = True
         self.play_events = True
@@ -287,7 +293,7 @@ cdef class CallMedia:
 
     cdef int on_datagram(self, const uint8_t* p, Py_ssize_t n, double now) except -1:
         """One caller datagram (the socket's buffer: read here, not kept)."""
-        if not self.enabled or self.jitter._push(p, n) >= _PUSH_DUPLICATE:
+        if not self.enabled or self.jitter._push_at(p, n, now) >= _PUSH_DUPLICATE:
             return 0
         self._last_rtp_at = now
         self._measure_jitter(p, now)
@@ -355,11 +361,21 @@ cdef class CallMedia:
 
     cdef int _keep_input_flowing(self, double now) except -1:
         """While the caller is silent Asterisk may send nothing: keep the model's input clock
-        running with silence, a jitter-buffer depth behind real time."""
-        cdef double slack = self._fill_slack
+        running with silence, a jitter-buffer depth (the current one, plus a frame) behind
+        real time. With an adaptive buffer, caller audio short of a full append is sent as
+        soon as the next packet is a quarter frame overdue (the end of a talkspurt) instead of
+        waiting for the silence fill."""
+        cdef JitterBuffer jitter = self.jitter
+        cdef double slack
         cdef long long due, missing
-        if now < self._fill_due or not self._started:
+        if not self._started:
             return 0
+        if (self._pending_stamped and jitter.adaptive
+                and now - self._last_rtp_at >= (jitter.depth + 0.25) * _FRAME_S):
+            self._flush_input()
+        if now < self._fill_due:
+            return 0
+        slack = (jitter.depth + 1) * _FRAME_S
         if now - self._last_rtp_at < slack:
             self._fill_due = self._last_rtp_at + slack
             return 0
@@ -457,4 +473,7 @@ cdef class CallMedia:
             "playout_overflow_bytes": self.playout.overflow_bytes,
             "queued_ms": self.playout.queued_bytes // 8,
             "jitter_ms": round(self.jitter_samples / (_SAMPLE_RATE / 1000), 2),
+            "jitter_depth": jb.depth, "jitter_depth_ms": jb.depth * 20,
+            "jitter_depth_max": jb.max_depth_reached,
+            "jitter_depth_max_ms": jb.max_depth_reached * 20,
         }

@@ -41,7 +41,14 @@ cdef class JitterBuffer:
     cdef uint8_t* _data
     cdef int _capacity
     cdef int64_t _mask
-    cdef readonly int depth
+    cdef readonly int depth         # current depth; fixed unless adaptive
+    cdef readonly bint adaptive
+    cdef readonly int min_depth
+    cdef readonly int max_depth
+    cdef readonly int max_depth_reached
+    cdef readonly long long depth_increases
+    cdef readonly long long depth_decreases
+    cdef readonly double last_lateness_s   # how late the last measured packet came
     cdef readonly int max_payload
     cdef readonly int bytes_per_sample
 
@@ -74,11 +81,25 @@ cdef class JitterBuffer:
     cdef readonly long long last_gap_packets
     cdef readonly long long last_gap_samples
 
+    # adaptive depth (JitterBuffer docstring): the transit floor, in timestamp units
+    cdef double _clock_rate
+    cdef double _frame_samples
+    cdef double _shrink_after_s
+    cdef bint _has_floor
+    cdef uint32_t _anchor_ts     # transits are measured against this timestamp
+    cdef double _floor_previous  # lowest transit of the previous window
+    cdef double _floor_current   # lowest transit of the current window so far
+    cdef double _window_end
+    cdef double _calm_since
+    cdef int _calm_needed        # deepest depth a packet needed since _calm_since
+
     cdef void _clear(self) noexcept
     cdef void _start(self, uint32_t ssrc, uint16_t sequence) noexcept
     cdef void _store(self, int64_t ext, const uint8_t* payload, int length, uint32_t timestamp,
                      bint marker) noexcept
     cdef void _skip_to(self, int64_t new_next) noexcept
     cdef int _push(self, const uint8_t* p, Py_ssize_t n) noexcept
-    cpdef int push(self, data) except -1
+    cdef int _push_at(self, const uint8_t* p, Py_ssize_t n, double now) noexcept
+    cdef void _adapt(self, uint32_t timestamp, int behind, double now) noexcept
+    cpdef int push(self, data, double now=*) except -1
     cpdef object pop(self, bint force=*)

@@ -6,6 +6,7 @@ Parsing never reads out of bounds and never crashes: any malformed input raises 
 input with a status code instead of raising, so the per-packet path throws nothing.
 """
 
+import math
 from typing import Optional, Tuple, Union
 
 Buffer = Union[bytes, bytearray, memoryview]
@@ -132,6 +133,7 @@ class JitterBuffer:
 
     capacity: int           # ring slots (a power of two)
     depth: int              # later packets that must wait before pop() gives up on a hole
+                            # (the current one when adaptive)
     max_payload: int        # largest payload accepted, bytes
     bytes_per_sample: int   # payload bytes per RTP timestamp unit (1 for G.711, 2 for L16)
 
@@ -156,10 +158,39 @@ class JitterBuffer:
                             # timestamp distance minus one frame, capped at last_gap_packets
                             # frames; 0 when nothing was skipped. Fill this much silence.
 
+    # Adaptive depth (adaptive=True; otherwise depth never changes and these stay put).
+    adaptive: bool
+    min_depth: int          # the depth given: the adaptive depth starts and ends here
+    max_depth: int          # the deepest it may grow (== depth when not adaptive)
+    max_depth_reached: int
+    depth_increases: int
+    depth_decreases: int
+    last_lateness_s: float  # how late the last measured packet came (0: as early as any)
+
     def __init__(self, capacity: int = 32, depth: int = 3, max_payload: int = 1500,
-                 bytes_per_sample: int = 1) -> None:
+                 bytes_per_sample: int = 1, *, adaptive: bool = False, max_depth: int = 8,
+                 clock_rate: int = 8000, frame_samples: int = 160,
+                 shrink_after_s: float = 2.0) -> None:
         """ValueError unless capacity is a power of two in 2..32768, 1 <= depth < capacity,
-        0 <= max_payload <= 65535 and bytes_per_sample >= 1."""
+        0 <= max_payload <= 65535, bytes_per_sample >= 1, clock_rate and frame_samples >= 1
+        (RTP timestamp units per second and per frame), shrink_after_s > 0, and (adaptive)
+        depth <= max_depth < capacity.
+
+        Adaptive depth. push(data, now) measures each packet's lateness: its transit (now
+        minus timestamp / clock_rate, RFC 3550 6.4.1) above the lowest transit of the current
+        and the previous window of shrink_after_s seconds, i.e. how much later than the
+        fastest recent packet it came for its place in the timestamp schedule. A packet L
+        seconds late is passed by about L / frame later packets before it comes, so it needs a
+        depth of 1 + L // frame, and at least one more than the packets that overtook it. The
+        depth grows to that at once (capped at max_depth), whether the packet was stored or
+        came too late (PUSH_LATE); it shrinks by one frame after each shrink_after_s seconds in
+        which no packet needed the current depth. Shrinking drops nothing: in-order packets
+        never wait, so a shallower depth only gives up on a hole one packet sooner. The floor
+        is a windowed minimum (not an average: one late packet must not move it) so that clock
+        drift or a route change moves it within two windows; a lateness over a second is a
+        new timestamp base (a jump without a restart), measured from afresh, as is a restarted
+        stream. Duplicates, malformed packets and pushes without `now` measure nothing.
+        """
 
     @property
     def ssrc(self) -> int | None:
@@ -169,9 +200,10 @@ class JitterBuffer:
     def waiting(self) -> int:
         """Packets stored and not popped yet."""
 
-    def push(self, data: Buffer) -> int:
+    def push(self, data: Buffer, now: float = math.nan) -> int:
         """Take one raw datagram (parsed here); returns a PUSH_* status. Never raises for bad
-        bytes (only TypeError for something that is not bytes-like)."""
+        bytes (only TypeError for something that is not bytes-like). now: its arrival time
+        in seconds on any monotonic clock, which an adaptive buffer measures (NaN: none)."""
 
     def pop(self, force: bool = False) -> bytes | None:
         """The next in-order payload (possibly empty), or None when it is not there yet.

@@ -32,6 +32,7 @@ from cpython.bytes cimport (
 )
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from libc.stdint cimport int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t
+from libc.math cimport NAN
 from libc.string cimport memcpy, memmove, memset
 
 RTP_VERSION = 2
@@ -593,15 +594,26 @@ cdef class JitterBuffer:
     in-order payload or None, giving up on a missing packet once `depth` later ones wait and
     describing what was skipped in last_gap_packets / last_gap_samples. A new SSRC or a
     sequence jump beyond the window restarts the stream; a timestamp jump is never loss.
-    relay/_rtp.pyi documents the full contract and the counters.
+    With adaptive=True, `depth` follows how late packets arrive (push(data, now)): it grows at
+    once to cover the lateness just seen and shrinks by one frame after shrink_after_s seconds
+    in which no packet needed it. relay/_rtp.pyi documents the full contract and the counters.
     """
 
     def __cinit__(self, int capacity=32, int depth=3, int max_payload=1500,
-                  int bytes_per_sample=1):
+                  int bytes_per_sample=1, *, bint adaptive=False, int max_depth=8,
+                  int clock_rate=8000, int frame_samples=160, double shrink_after_s=2.0):
         if capacity < 2 or capacity > 32768 or capacity & (capacity - 1):
             raise ValueError(f"capacity must be a power of two in 2..32768, got {capacity}")
         if depth < 1 or depth >= capacity:
             raise ValueError(f"depth must be 1..capacity-1, got {depth}")
+        if adaptive and (max_depth < depth or max_depth >= capacity):
+            raise ValueError(f"max_depth must be depth..capacity-1 ({depth}..{capacity - 1}), "
+                             f"got {max_depth}")
+        if clock_rate < 1 or frame_samples < 1:
+            raise ValueError(f"clock_rate and frame_samples must be >= 1, got {clock_rate} "
+                             f"and {frame_samples}")
+        if not shrink_after_s > 0:
+            raise ValueError(f"shrink_after_s must be positive, got {shrink_after_s}")
         if max_payload < 0 or max_payload > 65535:
             raise ValueError(f"max_payload must be 0..65535, got {max_payload}")
         if bytes_per_sample < 1:
@@ -614,6 +626,15 @@ cdef class JitterBuffer:
         self._capacity = capacity
         self._mask = capacity - 1
         self.depth = depth
+        self.adaptive = adaptive
+        self.min_depth = depth
+        self.max_depth = max_depth if adaptive else depth
+        self.max_depth_reached = depth
+        self._clock_rate = clock_rate
+        self._frame_samples = frame_samples
+        self._shrink_after_s = shrink_after_s
+        self._calm_since = NAN
+        self._calm_needed = depth
         self.max_payload = max_payload
         self.bytes_per_sample = bytes_per_sample
         self._started = False
@@ -650,6 +671,7 @@ cdef class JitterBuffer:
     cdef void _start(self, uint32_t ssrc, uint16_t sequence) noexcept:
         """(Re)start the stream at this packet; what was waiting is dropped."""
         self._clear()
+        self._has_floor = False      # a new stream may have a new timestamp base
         self._started = True
         self._ssrc = ssrc
         # Extended numbers start one cycle up, so a packet up to 32768 behind stays > 0.
@@ -742,14 +764,91 @@ cdef class JitterBuffer:
         self._store(ext, p + h.payload_offset, <int>h.payload_length, h.timestamp, h.marker)
         return _PUSH_REORDERED
 
-    cpdef int push(self, data) except -1:
-        """Take one raw datagram; returns a PUSH_* status and never raises for bad bytes."""
+    cpdef int push(self, data, double now=NAN) except -1:
+        """Take one raw datagram; returns a PUSH_* status and never raises for bad bytes.
+        now (seconds, any monotonic clock): its arrival time, which an adaptive buffer
+        measures; without it the depth does not change."""
         cdef _Bytes b
         cdef int status
         _acquire(data, &b, False)
-        status = self._push(b.ptr, b.size)
+        status = self._push_at(b.ptr, b.size, now)
         _release(&b)
         return status
+
+    cdef int _push_at(self, const uint8_t* p, Py_ssize_t n, double now) noexcept:
+        """push() of a datagram in a C buffer (relay/_engine.pyx: the receive buffer)."""
+        cdef int status = self._push(p, n)
+        if self.adaptive and now == now and (status < _PUSH_DUPLICATE or status == _PUSH_LATE):
+            # a packet that parsed: at least the 12-byte header
+            self._adapt(_u32(p + 4),
+                        <int16_t>(<uint16_t>(<uint16_t>self._highest
+                                             - ((<uint16_t>p[2] << 8) | p[3]))),
+                        now)
+        return status
+
+    cdef void _adapt(self, uint32_t timestamp, int behind, double now) noexcept:
+        """Measure how late this packet came and move the depth.
+
+        Lateness is the packet's transit (arrival minus timestamp, RFC 3550 6.4.1) above the
+        lowest transit of the last one or two windows of shrink_after_s: how much later than
+        the fastest recent packet it came, relative to its place in the timestamp schedule. A
+        packet L late is passed by about L / frame later packets, so the depth it needs is
+        1 + L // frame (and at least behind + 1, the packets that overtook it). The floor is a
+        windowed minimum, not an average, so that clock drift and a route change move it
+        within two windows; a lateness over a second is a timestamp jump (a new base), not
+        delay."""
+        cdef double transit, shift, floor, lateness
+        cdef int needed
+        transit = now * self._clock_rate - <double>(<int32_t>(timestamp - self._anchor_ts))
+        if not self._has_floor or transit - min(self._floor_previous,
+                                               self._floor_current) > self._clock_rate:
+            self._has_floor = True
+            self._anchor_ts = timestamp
+            transit = now * self._clock_rate
+            self._floor_previous = transit
+            self._floor_current = transit
+            self._window_end = now + self._shrink_after_s
+            if self._calm_since != self._calm_since:     # NaN: the first measured packet
+                self._calm_since = now
+        elif now >= self._window_end:
+            # A new window; the anchor moves to this packet so that timestamp differences
+            # stay small however long the call.
+            shift = <double>(<int32_t>(timestamp - self._anchor_ts))
+            self._anchor_ts = timestamp
+            transit += shift
+            self._floor_previous = self._floor_current + shift
+            self._floor_current = transit
+            self._window_end = now + self._shrink_after_s
+        floor = min(self._floor_previous, self._floor_current)
+        lateness = transit - floor
+        if lateness < 0.0:
+            lateness = 0.0
+        if transit < self._floor_current:
+            self._floor_current = transit
+        self.last_lateness_s = lateness / self._clock_rate
+        needed = 1 + <int>(lateness / self._frame_samples)
+        if behind + 1 > needed:
+            needed = behind + 1
+        if needed > self.max_depth:
+            needed = self.max_depth
+        if needed > self.depth:
+            self.depth = needed
+            self.depth_increases += 1
+            if needed > self.max_depth_reached:
+                self.max_depth_reached = needed
+            self._calm_since = now
+            self._calm_needed = self.min_depth
+            return
+        if needed > self._calm_needed:
+            self._calm_needed = needed
+        if now - self._calm_since >= self._shrink_after_s:
+            if self._calm_needed < self.depth:
+                # One frame shallower: pop() gives up a hole one packet sooner; nothing that
+                # waits is dropped (in-order packets never wait).
+                self.depth -= 1
+                self.depth_decreases += 1
+            self._calm_since = now
+            self._calm_needed = self.min_depth
 
     cpdef object pop(self, bint force=False):
         """The next in-order payload, or None when it is not there yet."""

@@ -48,6 +48,7 @@ ENV_VARS: dict[str, str] = {
     "RTP_ADVERTISE_HOST": "rtp.advertise_host",
     "RTP_PORT_MIN": "rtp.port_min",
     "RTP_PORT_MAX": "rtp.port_max",
+    "RTP_JITTER_ADAPTIVE": "rtp.jitter_adaptive",
     "ARI_SWEEP_INTERVAL_S": "ari.sweep_interval_s",
     "MAX_CALL_DURATION_S": "call.max_duration_s",
     "MEDIA_STASIS_WAIT_S": "call.media_stasis_wait_s",
@@ -246,7 +247,10 @@ def _check_tree(tree: dict) -> None:
             "must be a port range within 1..65535 (or 0 and 0: any free port)")
     require(rtp["port_min"] > 0 or rtp["port_max"] == 0, "rtp.port_min/port_max",
             "0 means any free port, and then both must be 0")
-    require(1 <= rtp["jitter_depth"] <= 50, "rtp.jitter_depth", "must be 1..50 packets")
+    require(1 <= rtp["jitter_depth"] <= 31, "rtp.jitter_depth",
+            "must be 1..31 packets (the jitter buffer has 32 slots)")
+    require(1 <= rtp["jitter_max_depth"] <= 31, "rtp.jitter_max_depth",
+            "must be 1..31 packets (the jitter buffer has 32 slots)")
     require(1 <= rtp["append_frames"] <= 25, "rtp.append_frames", "must be 1..25 frames")
     require(tree["call"]["max_duration_s"] > 0, "call.max_duration_s", "must be positive")
     require(tree["dtmf"]["max_digits"] >= 1, "dtmf.max_digits", "must be at least 1")

@@ -70,3 +70,17 @@ def test_agent_config_errors_name_the_file_and_what(tmp_path, agent, message):
     with pytest.raises(ConfigError, match=message) as error:
         load_agent(path)
     assert "bad.json" in str(error.value)
+
+
+def test_jitter_buffer_settings(tmp_path):
+    settings = load_settings(env={})
+    assert settings.get("rtp.jitter_adaptive") is True
+    assert settings.get("rtp.jitter_max_depth") == 8
+    assert load_settings(env={"RTP_JITTER_ADAPTIVE": "false"}).get("rtp.jitter_adaptive") is False
+    for rtp, name in (({"jitter_max_depth": 0}, "rtp.jitter_max_depth"),
+                      ({"jitter_max_depth": 32}, "rtp.jitter_max_depth"),
+                      ({"jitter_depth": 32}, "rtp.jitter_depth")):
+        site = tmp_path / "site.json"
+        site.write_text(json.dumps({"rtp": rtp}))
+        with pytest.raises(ConfigError, match=f"{name}.*1..31"):
+            load_settings(site, env={})

@@ -5,6 +5,7 @@ made in the page's form reaches the simulated model as a valid session.update.""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -174,6 +175,7 @@ def test_a_live_transcript_and_an_instructions_change_from_the_page(browser, sys
     # figures the page shows for the call and the worker
     stats = text_of(browser, "#audio-stats")
     assert "RTP in" in stats and "jitter" in stats and "last turn" in stats
+    assert re.search(r"jitter buffer\s*\d+ ms", stats)
     wait.until(lambda d: "3 live" in d.find_element(By.ID, "chip-calls").text)
     assert len(browser.find_elements(By.CSS_SELECTOR, "#agents li")) == len(
         list(AGENTS_DIR.glob("*.json")))

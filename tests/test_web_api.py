@@ -188,6 +188,10 @@ def test_calls_list_detail_health_and_agents(make):
     assert detail["config"]["instructions"] == "You are a test agent."
     assert detail["config"]["voice"] == "marin" and "cedar" in detail["config"]["voices"]
     assert detail["audio"]["rtp_in"] > 0 and "jitter_ms" in detail["audio"]
+    # the call's jitter buffer is the adaptive one (rtp.jitter_adaptive): its depth in frames
+    audio = detail["audio"]
+    assert 1 <= audio["jitter_depth"] <= audio["jitter_depth_max"] <= 8
+    assert audio["jitter_depth_ms"] == 20 * audio["jitter_depth"]
     unknown = api("GET", "/api/calls/no-such-call")
     assert unknown.status_code == 404 and "no call" in unknown.json()["error"]
     agents = api("GET", "/api/agents").json()

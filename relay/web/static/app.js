@@ -362,6 +362,14 @@ function renderMeta(call) {
   $("call-meta").textContent = parts.join(" · ");
 }
 
+// The jitter buffer's depth (CallMedia.stats()): now, and the deepest it went in the call.
+function jitterDepth(a) {
+  if (a.jitter_depth_ms === undefined) return "–";
+  const max = a.jitter_depth_max_ms;
+  return max !== undefined && max !== a.jitter_depth_ms
+    ? `${a.jitter_depth_ms} ms (max ${max})` : `${a.jitter_depth_ms} ms`;
+}
+
 function renderAudio(call) {
   const a = call.audio || {};
   const lat = call.turn_latency_ms || [];
@@ -372,6 +380,7 @@ function renderAudio(call) {
     ["lost", `${a.lost ?? 0} (${lossPct.toFixed(1)}%)`, (a.lost || 0) > 0],
     ["late", a.late ?? 0, (a.late || 0) > 0],
     ["jitter", a.jitter_ms !== undefined ? `${a.jitter_ms} ms` : "–"],
+    ["jitter buffer", jitterDepth(a)],
     ["queued", a.queued_ms !== undefined ? `${a.queued_ms} ms` : "–"],
     ["last turn", lat.length ? ms(lat[lat.length - 1]) : "–"],
     ["avg turn", ms(avg)],
@@ -918,6 +927,7 @@ function renderHistoryCall(call) {
     ["lost", `${q.lost ?? 0} (${lossPct.toFixed(1)}%)`, (q.lost || 0) > 0],
     ["late", q.late ?? 0, (q.late || 0) > 0],
     ["jitter", q.jitter_ms !== undefined ? `${q.jitter_ms} ms` : "–"],
+    ["jitter buffer", jitterDepth(q)],
     ["turns", lat.count ?? 0], ["turn p50", ms(lat.p50)], ["turn p95", ms(lat.p95)],
     ["turn max", ms(lat.max)], ["barge-ins", call.barge_ins ?? 0],
   ];
