@@ -15,8 +15,8 @@ from relay import _g711
 from relay.sim import _sim_audio
 from relay.sim.model.audio import PCM24, PCMA, PCMU
 from relay.sim.model.input_buffer import InputAudioBuffer
-from relay.sim.model.validation import fast_append_audio
 from relay.sim.model.vad import FRAME_MS, NONE, STARTED, STOPPED, Vad, threshold_dbov
+from relay.sim.model.validation import fast_append_audio
 
 ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/="
 COMPACT = '{"type":"input_audio_buffer.append","audio":"'

@@ -9,6 +9,9 @@ and decoding its base64 strictly (binascii.a2b_base64(strict_mode=True) semantic
 else - other keys, an event_id, escapes, whitespace, base64 that is not strict - is handed back
 unmasked for the general path (UTF-8 decode, JSON parse, validation, errors) unchanged.
 A strictly valid base64 string is ASCII with no quote or backslash, so nothing can hide in it.
+Also the server VAD's per-frame work: the level of a 20 ms frame (u-law, A-law or PCM16, in
+dBov exactly as relay._g711 computes it) and the VAD state machine (FrameVad), fed a whole
+append's frames in one call. relay.sim.model.vad owns the settings and the behaviour.
 """
 
 from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE

@@ -1,10 +1,9 @@
 """The input audio buffer of one simulated session.
 
 Owns: the audio appended since the last commit or clear (in the session's input format), its
-position in audio time, cutting it into 20 ms frames for the VAD (levels and VAD in C: Vad.scan),
-and handing out the audio of a
-committed turn. Bounded: while nobody speaks only the prefix padding is kept; a turn longer than
-`max_ms` loses its oldest audio. No events, no I/O.
+position in audio time, cutting it into 20 ms frames for the VAD (levels and VAD in C:
+Vad.scan), and handing out the audio of a committed turn. Bounded: while nobody speaks only the
+prefix padding is kept; a turn longer than `max_ms` loses its oldest audio. No events, no I/O.
 """
 
 from __future__ import annotations
