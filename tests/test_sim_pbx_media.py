@@ -480,3 +480,36 @@ def test_media_engine_sends_paced_rtp_and_records_what_comes_back(host: str):
         far.close()
         stranger.close()
     assert ep.closed and ep.sock.fileno() == -1
+
+
+def test_a_failure_handling_one_endpoints_rtp_spares_the_others(caplog):
+    from relay._rtp import build_rtp
+    from relay.sim.pbx.media import MediaEngine, SocketSet
+
+    if SocketSet is None:
+        pytest.skip("batched receiving is Linux's")
+
+    class BrokenActivity:
+        def update(self, now, voiced):
+            raise RuntimeError("simulator bug")
+
+    far = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    far.bind(("127.0.0.1", 0))
+    engine = MediaEngine()
+    try:
+        first = engine.open_external("em1", "127.0.0.1", far.getsockname()[1])
+        second = engine.open_external("em2", "127.0.0.1", far.getsockname()[1])
+        engine.endpoints["em1"].activity = BrokenActivity()
+        for i in range(3):
+            for local in (first, second):
+                far.sendto(build_rtp(0, False, i, 160 * i, 1, b"\xff" * 160), local)
+        deadline = time.monotonic() + 5
+        while engine.endpoints["em2"].received < 3 and time.monotonic() < deadline:
+            gevent.sleep(0.01)
+        assert len(engine.endpoints["em2"].capture) == 3
+        assert len(engine.endpoints["em1"].capture) == 3     # recorded before the failure
+        assert engine.rx_failures == 3
+        assert sum("handling RTP for em1 failed" in r.message for r in caplog.records) == 1
+    finally:
+        engine.stop()
+        far.close()

@@ -298,6 +298,8 @@ class MediaEngine:
         self._sockets = SocketSet() if SocketSet is not None else None
         self._by_fd: dict[int, RtpEndpoint] = {}
         self._set_watcher = None
+        self.rx_failures = 0                    # datagrams whose handling raised (a bug)
+        self._failed_channels: set[str] = set()
         self.ticks_skipped = 0
         self.frames_run = 0
         # what the endpoints already closed sent and received (totals() adds the live ones)
@@ -352,12 +354,20 @@ class MediaEngine:
             return None
 
     def _on_readable(self) -> None:
-        """The SocketSet's watcher (runs in the hub): hand each datagram read to its endpoint."""
+        """The SocketSet's watcher (runs in the hub): hand each datagram read to its endpoint.
+        A failure in one endpoint's handling (a simulator bug) is logged once per endpoint and
+        counted; the other endpoints' datagrams of the batch are still handled."""
         by_fd = self._by_fd
         for fd, data, name, now in self._sockets.receive():
             ep = by_fd.get(fd)
             if ep is not None:
-                ep.on_datagram(data, name, now)
+                try:
+                    ep.on_datagram(data, name, now)
+                except Exception:
+                    self.rx_failures += 1
+                    if ep.channel_id not in self._failed_channels:
+                        self._failed_channels.add(ep.channel_id)
+                        log.exception("sim-pbx: handling RTP for %s failed", ep.channel_id)
 
     def close_external(self, channel_id: str) -> None:
         ep = self.endpoints.pop(channel_id, None)
