@@ -12,6 +12,8 @@ extensions = [
     Extension("relay._rtp", ["relay/_rtp.pyx"], extra_compile_args=COMPILE_ARGS),
     Extension("relay._ws", ["relay/_ws.pyx"], extra_compile_args=COMPILE_ARGS),
     Extension("relay._media", ["relay/_media.pyx"], extra_compile_args=COMPILE_ARGS),
+    Extension("relay.sim._sim_audio", ["relay/sim/_sim_audio.pyx"],
+              extra_compile_args=COMPILE_ARGS),
 ]
 # recvmmsg/sendmmsg are Linux's; elsewhere relay/media.py sends and receives one at a time
 if sys.platform.startswith("linux"):

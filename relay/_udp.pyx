@@ -211,3 +211,207 @@ cdef class BatchSender:
 cdef void _socket_error() except *:
     import os
     raise OSError(errno, os.strerror(errno))
+
+
+# ---- SocketSet: many sockets, one readiness watch (the simulated PBX's externalMedia channels) --
+
+cdef extern from "<sys/epoll.h>" nogil:
+    union epoll_data:
+        void *ptr
+        int fd
+        uint32_t u32
+
+    struct epoll_event:
+        uint32_t events
+        epoll_data data
+
+    int epoll_create1(int flags)
+    int epoll_ctl(int epfd, int op, int fd, epoll_event *event)
+    int epoll_wait(int epfd, epoll_event *events, int maxevents, int timeout)
+    int EPOLL_CLOEXEC
+    int EPOLL_CTL_ADD
+    int EPOLL_CTL_DEL
+    int EPOLLIN
+
+
+cdef extern from "<time.h>" nogil:
+    int clock_gettime(int clk_id, timespec *tp)
+    int CLOCK_MONOTONIC
+
+
+cdef extern from "<unistd.h>" nogil:
+    int close(int fd)
+
+
+cdef extern from "<sys/types.h>" nogil:
+    ctypedef long ssize_t
+
+
+cdef extern from "<sys/socket.h>" nogil:
+    ssize_t sendto(int fd, const void *buf, size_t n, int flags, const sockaddr *addr,
+                   socklen_t addr_len)
+
+
+def unpack_address(bytes name):
+    """(host, port) of sockaddr bytes as SocketSet.receive gives them (IPv4 or IPv6)."""
+    cdef char text[TEXT_MAX]
+    cdef sockaddr_in sin
+    cdef sockaddr_in6 sin6
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(name)
+    if n >= <Py_ssize_t>sizeof(sockaddr_in) and (<sockaddr *>PyBytes_AS_STRING(name)).sa_family \
+            == AF_INET:
+        memcpy(&sin, PyBytes_AS_STRING(name), sizeof(sin))
+        inet_ntop(AF_INET, &sin.sin_addr, text, TEXT_MAX)
+        return text.decode("ascii"), ntohs(sin.sin_port)
+    if n >= <Py_ssize_t>sizeof(sockaddr_in6) and (<sockaddr *>PyBytes_AS_STRING(name)).sa_family \
+            == AF_INET6:
+        memcpy(&sin6, PyBytes_AS_STRING(name), sizeof(sin6))
+        inet_ntop(AF_INET6, &sin6.sin6_addr, text, TEXT_MAX)
+        return text.decode("ascii"), ntohs(sin6.sin6_port)
+    return "", 0
+
+
+cdef class SocketSet:
+    """Many non-blocking datagram sockets behind one epoll descriptor.
+
+    `fileno()` is readable while any member socket has a datagram waiting: one io watcher on it
+    replaces one per socket. `receive()` reads what the ready sockets hold, and `send()` writes
+    datagrams of many sockets in one call (each its own sendto: a sendmmsg serves one socket).
+    The set owns its epoll descriptor (close() or garbage collection releases it), never the
+    member sockets: remove a socket before closing it.
+    """
+
+    cdef int epfd
+    cdef unsigned int per_socket
+    cdef int max_ready
+    cdef size_t size
+    cdef epoll_event *ready
+    cdef mmsghdr *messages
+    cdef iovec *vectors
+    cdef sockaddr_storage *names
+    cdef char *buffers
+    cdef public unsigned long long calls
+
+    def __cinit__(self, int max_ready=256, unsigned int per_socket=8, size_t size=2048):
+        if max_ready < 1 or per_socket < 1 or size < 1:
+            raise ValueError("max_ready, per_socket and size must be positive")
+        self.epfd = -1
+        self.max_ready = max_ready
+        self.per_socket = per_socket
+        self.size = size
+        self.ready = <epoll_event *>PyMem_Malloc(max_ready * sizeof(epoll_event))
+        self.messages = <mmsghdr *>PyMem_Malloc(per_socket * sizeof(mmsghdr))
+        self.vectors = <iovec *>PyMem_Malloc(per_socket * sizeof(iovec))
+        self.names = <sockaddr_storage *>PyMem_Malloc(per_socket * sizeof(sockaddr_storage))
+        self.buffers = <char *>PyMem_Malloc(per_socket * size)
+        if not (self.ready and self.messages and self.vectors and self.names and self.buffers):
+            raise MemoryError()
+        self.epfd = epoll_create1(EPOLL_CLOEXEC)
+        if self.epfd < 0:
+            _socket_error()
+        self.calls = 0
+
+    def __dealloc__(self):
+        if self.epfd >= 0:
+            close(self.epfd)
+        PyMem_Free(self.ready)
+        PyMem_Free(self.messages)
+        PyMem_Free(self.vectors)
+        PyMem_Free(self.names)
+        PyMem_Free(self.buffers)
+
+    def fileno(self):
+        if self.epfd < 0:
+            raise ValueError("the socket set is closed")
+        return self.epfd
+
+    def close(self):
+        if self.epfd >= 0:
+            close(self.epfd)
+            self.epfd = -1
+
+    def add(self, int fd):
+        """Watch socket `fd` for datagrams (OSError if it is not a valid descriptor)."""
+        cdef epoll_event event
+        memset(&event, 0, sizeof(event))
+        event.events = EPOLLIN
+        event.data.fd = fd
+        if self.epfd < 0:
+            raise ValueError("the socket set is closed")
+        if epoll_ctl(self.epfd, EPOLL_CTL_ADD, fd, &event) < 0:
+            _socket_error()
+
+    def remove(self, int fd):
+        """Stop watching `fd`; False when it was not watched (or is already closed)."""
+        cdef epoll_event event
+        memset(&event, 0, sizeof(event))
+        if self.epfd < 0:
+            return False
+        return epoll_ctl(self.epfd, EPOLL_CTL_DEL, fd, &event) == 0
+
+    def receive(self):
+        """[(fd, datagram, sockaddr bytes, arrival), ...] of the sockets ready now; [] if none.
+
+        Up to `per_socket` datagrams per ready socket and `max_ready` sockets per call (level
+        triggered: what is left is reported again). `arrival` is CLOCK_MONOTONIC in seconds
+        (time.monotonic's clock), read right after the recvmmsg that returned the datagram.
+        A socket in error (or closed under us) is skipped; its error is consumed by the read.
+        """
+        cdef int nready, k, n, fd
+        cdef unsigned int i
+        cdef timespec now
+        cdef double arrival
+        if self.epfd < 0:
+            return []
+        with nogil:
+            nready = epoll_wait(self.epfd, self.ready, self.max_ready, 0)
+        self.calls += 1
+        out = []
+        if nready <= 0:
+            return out
+        for k in range(nready):
+            fd = self.ready[k].data.fd
+            for i in range(self.per_socket):
+                self.vectors[i].iov_base = self.buffers + i * self.size
+                self.vectors[i].iov_len = self.size
+                memset(&self.messages[i], 0, sizeof(mmsghdr))
+                self.messages[i].msg_hdr.msg_name = &self.names[i]
+                self.messages[i].msg_hdr.msg_namelen = sizeof(sockaddr_storage)
+                self.messages[i].msg_hdr.msg_iov = &self.vectors[i]
+                self.messages[i].msg_hdr.msg_iovlen = 1
+            with nogil:
+                n = recvmmsg(fd, self.messages, self.per_socket, MSG_DONTWAIT, NULL)
+                clock_gettime(CLOCK_MONOTONIC, &now)
+            if n <= 0:
+                continue
+            arrival = now.tv_sec + now.tv_nsec * 1e-9
+            for i in range(<unsigned int>n):
+                out.append((fd,
+                            PyBytes_FromStringAndSize(self.buffers + i * self.size,
+                                                      self.messages[i].msg_len),
+                            PyBytes_FromStringAndSize(<char *>&self.names[i],
+                                                      self.messages[i].msg_hdr.msg_namelen),
+                            arrival))
+        return out
+
+    def send(self, list datagrams):
+        """Send [(fd, datagram bytes, sockaddr bytes from pack_address), ...], each from its
+        own socket, without blocking; the indices of those the kernel refused ([] when all
+        went). A refused datagram is not retried."""
+        cdef Py_ssize_t i, total = len(datagrams)
+        cdef int fd
+        cdef ssize_t n
+        cdef bytes payload, name
+        failed = []
+        for i in range(total):
+            fd, payload, name = datagrams[i]
+            while True:
+                n = sendto(fd, PyBytes_AS_STRING(payload), PyBytes_GET_SIZE(payload),
+                           MSG_DONTWAIT, <sockaddr *>PyBytes_AS_STRING(name),
+                           <socklen_t>PyBytes_GET_SIZE(name))
+                if n >= 0 or errno != EINTR:
+                    break
+            if n < 0:
+                failed.append(i)
+        self.calls += 1
+        return failed

@@ -4,7 +4,9 @@
 
 from __future__ import annotations
 
+import base64
 import struct
+import time
 
 import pytest
 import ujson
@@ -69,3 +71,66 @@ def test_bad_utf8_closes_with_1007(ws, size):
     opcode, frame = ws.recv_data_frame(True)
     assert opcode == websocket.ABNF.OPCODE_CLOSE
     assert struct.unpack("!H", frame.data[:2])[0] == 1007
+
+
+@pytest.fixture
+def model_ws():
+    with SimModel(api_key=KEY) as model:
+        conn = websocket.create_connection(f"{model.url}?model=gpt-realtime", timeout=10,
+                                           header=[f"Authorization: Bearer {KEY}"])
+        try:
+            assert ujson.loads(conn.recv())["type"] == "session.created"
+            yield model, conn
+        finally:
+            conn.close()
+
+
+def _append(audio: bytes) -> str:
+    return ujson.dumps({"type": "input_audio_buffer.append",
+                        "audio": base64.b64encode(audio).decode()})
+
+
+def _masked_frame(text: str, mask: bytes = b"\x01\x02\x03\x04") -> bytes:
+    data = text.encode()
+    header = bytes([0x81, 0x80 | len(data)]) if len(data) < 126 else \
+        bytes([0x81, 0x80 | 126]) + struct.pack("!H", len(data))
+    return header + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(data))
+
+
+def test_appends_decoded_in_c_whole_or_split_across_reads(model_ws):
+    model, conn = model_ws
+    audio = bytes(range(256)) * 2
+    whole = _masked_frame(_append(audio[:160]))
+    split = _masked_frame(_append(audio[:400]))                # 16-bit length
+    conn.sock.sendall(whole + whole)                           # both buffered: one read each
+    for cut in (1, 3, 5, 20):                                  # header or payload cut short
+        conn.sock.sendall(split[:cut])
+        time.sleep(0.02)
+        conn.sock.sendall(split[cut:])
+    session = model.sessions[0]
+    model.wait_until(lambda: session.appends == 6)
+    assert session.audio_bytes_received == 2 * 160 + 4 * 400
+    assert session.buffer.take() == audio[:160] * 2 + audio[:400] * 4
+    assert session.errors_sent == type(session.errors_sent)()
+
+
+@pytest.mark.parametrize("text,code", [
+    ('{"type":"input_audio_buffer.append","audio":"QUJ"}', "invalid_value"),      # truncated
+    ('{"type":"input_audio_buffer.append","audio":"QU*D"}', "invalid_value"),
+    ('{"type":"input_audio_buffer.append","audio":"QUJD"', "invalid_json"),       # broken JSON
+    ('{"type":"input_audio_buffer.append","audio":"QUJD","x":1}', "unknown_parameter"),
+])
+def test_bad_appends_get_the_same_errors_as_before(model_ws, text, code):
+    model, conn = model_ws
+    conn.send(text)
+    assert _answer(conn)["code"] == code
+    assert model.sessions[0].appends == 0
+
+
+def test_append_with_an_event_id_takes_the_general_path_and_is_heard(model_ws):
+    model, conn = model_ws
+    conn.send('{"type":"input_audio_buffer.append","audio":"QUJD","event_id":"e1"}')
+    conn.send(_append(b"xyz"))
+    session = model.sessions[0]
+    model.wait_until(lambda: session.appends == 2)
+    assert session.buffer.take() == b"ABCxyz"

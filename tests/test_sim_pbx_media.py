@@ -427,3 +427,89 @@ def test_echo_of_a_timed_step_ends_and_alaw_comes_back_as_alaw(relay: Relay, pbx
     relay.send_paced(agent[:160 * 5], pt=8, seq=500, ts=16000)
     assert relay.nothing_for(0.15)          # Echo() is over: the relay's audio is not sent back
     pbx.hangup_call(call)
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])   # batched; a name: per socket
+def test_media_engine_sends_paced_rtp_and_records_what_comes_back(host: str):
+    """The engine alone, both I/O paths: frames go out from the endpoint's own socket; what
+    comes back is recorded with its arrival time, a stranger's packet counted as foreign."""
+    from relay._rtp import build_rtp, parse_rtp_header
+    from relay.sim.pbx.media import MediaEngine
+    from relay.sim.pbx.sounds import Source
+
+    far = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    stranger = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    far.bind(("127.0.0.1", 0))
+    stranger.bind(("127.0.0.1", 0))
+    engine = MediaEngine()
+    try:
+        local = engine.open_external("em1", host, far.getsockname()[1])
+        ep = engine.endpoints["em1"]
+        assert (ep.packed_remote is not None) == (host == "127.0.0.1")
+        source = Source("tone")
+        source.play(b"\x10" * 160 * 5, engine.tick(time.monotonic()))
+        engine.set_plan("em1", [source], softmix=False)
+        engine.start()
+        far.settimeout(2)
+        seqs = []
+        for _ in range(5):
+            data, addr = far.recvfrom(2048)
+            assert addr == local
+            pt, _, seq, _, _, off, plen = parse_rtp_header(data)
+            assert (pt, data[off:off + plen]) == (0, b"\x10" * 160)
+            seqs.append(seq)
+        assert seqs == [(seqs[0] + i) & 0xFFFF for i in range(5)]
+        before = time.monotonic()
+        far.sendto(build_rtp(0, False, 7, 160, 42, b"\x55" * 160), local)
+        stranger.sendto(build_rtp(0, False, 8, 320, 42, b"\x55" * 160), local)
+        far.sendto(b"\x80junk", local)
+        deadline = time.monotonic() + 5
+        while ep.received < 3 and time.monotonic() < deadline:
+            gevent.sleep(0.01)
+        cap = ep.capture
+        # a host name never equals the address a packet comes from: all foreign (as always was)
+        named = host != "127.0.0.1"
+        assert (ep.received, cap.malformed, cap.foreign_count, len(cap)) == (3, 1, 1 + named, 2)
+        assert cap.foreign_sources == {stranger.getsockname()} | (
+            {far.getsockname()} if named else set())
+        assert all(before <= t <= time.monotonic() for t in cap.times)
+        assert [p["foreign"] for p in cap.packets()] == [named, True]
+        assert ep.packets_sent == 5 and ep.send_errors == 0 and ep.octets_sent == 800
+    finally:
+        engine.stop()
+        far.close()
+        stranger.close()
+    assert ep.closed and ep.sock.fileno() == -1
+
+
+def test_a_failure_handling_one_endpoints_rtp_spares_the_others(caplog):
+    from relay._rtp import build_rtp
+    from relay.sim.pbx.media import MediaEngine, SocketSet
+
+    if SocketSet is None:
+        pytest.skip("batched receiving is Linux's")
+
+    class BrokenActivity:
+        def update(self, now, voiced):
+            raise RuntimeError("simulator bug")
+
+    far = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    far.bind(("127.0.0.1", 0))
+    engine = MediaEngine()
+    try:
+        first = engine.open_external("em1", "127.0.0.1", far.getsockname()[1])
+        second = engine.open_external("em2", "127.0.0.1", far.getsockname()[1])
+        engine.endpoints["em1"].activity = BrokenActivity()
+        for i in range(3):
+            for local in (first, second):
+                far.sendto(build_rtp(0, False, i, 160 * i, 1, b"\xff" * 160), local)
+        deadline = time.monotonic() + 5
+        while engine.endpoints["em2"].received < 3 and time.monotonic() < deadline:
+            gevent.sleep(0.01)
+        assert len(engine.endpoints["em2"].capture) == 3
+        assert len(engine.endpoints["em1"].capture) == 3     # recorded before the failure
+        assert engine.rx_failures == 3
+        assert sum("handling RTP for em1 failed" in r.message for r in caplog.records) == 1
+    finally:
+        engine.stop()
+        far.close()

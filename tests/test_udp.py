@@ -117,3 +117,95 @@ def test_media_socket_routes_and_sends_in_both_modes(batched):
     finally:
         media.close()
         peer.close()
+
+
+# ---- SocketSet (the simulated PBX's sockets) ----------------------------------------------------
+
+def test_socket_set_reads_many_sockets_with_sender_and_arrival():
+    import time
+
+    socks = [_pair()[0] for _ in range(3)]
+    peer = _pair()[0]
+    sset = udp.SocketSet(max_ready=2, per_socket=2)
+    try:
+        for s in socks:
+            sset.add(s.fileno())
+        assert sset.receive() == []
+        before = time.monotonic()
+        for i, s in enumerate(socks):
+            for j in range(3):                     # more than per_socket: read over two calls
+                peer.sendto(bytes([i, j]), s.getsockname())
+        got = []
+        for _ in range(10):
+            got += sset.receive()
+        after = time.monotonic()
+        by_fd = {s.fileno(): i for i, s in enumerate(socks)}
+        assert sorted((by_fd[fd], data) for fd, data, _, _ in got) == \
+            [(i, bytes([i, j])) for i in range(3) for j in range(3)]
+        assert {name for _, _, name, _ in got} == {udp.pack_address(*peer.getsockname())}
+        assert udp.unpack_address(got[0][2]) == peer.getsockname()
+        assert all(before <= t <= after for _, _, _, t in got)
+        assert sset.remove(socks[0].fileno()) is True
+        assert sset.remove(socks[0].fileno()) is False          # not watched any more
+        peer.sendto(b"x", socks[0].getsockname())
+        assert sset.receive() == []
+    finally:
+        sset.close()
+        for s in socks + [peer]:
+            s.close()
+
+
+def test_socket_set_sends_from_each_socket_and_reports_refusals():
+    a, b = _pair()
+    sink = _pair()[0]
+    sset = udp.SocketSet()
+    try:
+        to_sink = udp.pack_address(*sink.getsockname())
+        bad = udp.pack_address("0.0.0.0", 0)                    # port 0: refused
+        failed = sset.send([(a.fileno(), b"from a", to_sink), (b.fileno(), b"nope", bad),
+                            (9999, b"no such fd", to_sink), (b.fileno(), b"from b", to_sink)])
+        assert failed == [1, 2]
+        got = {sink.recvfrom(100) for _ in range(2)}
+        assert got == {(b"from a", a.getsockname()), (b"from b", b.getsockname())}
+        assert sset.send([]) == []
+    finally:
+        sset.close()
+        for s in (a, b, sink):
+            s.close()
+
+
+def test_socket_set_errors_and_closing():
+    sset = udp.SocketSet()
+    with pytest.raises(OSError):
+        sset.add(9999)                                          # not a descriptor
+    with pytest.raises(ValueError):
+        udp.SocketSet(max_ready=0)
+    assert sset.fileno() >= 0
+    sset.close()
+    sset.close()                                                # twice is fine
+    assert sset.receive() == [] and sset.remove(1) is False
+    with pytest.raises(ValueError):
+        sset.fileno()
+    with pytest.raises(ValueError):
+        sset.add(0)
+    assert udp.unpack_address(b"\x00") == ("", 0)
+
+
+def test_socket_set_ipv6_sender():
+    a, b = _pair(socket.AF_INET6, "::1")
+    sset = udp.SocketSet()
+    try:
+        sset.add(a.fileno())
+        b.sendto(b"six", a.getsockname()[:2])
+        got = []
+        for _ in range(10):
+            got += sset.receive()
+            if got:
+                break
+            gevent.sleep(0.01)
+        assert [(d, udp.unpack_address(n)) for _, d, n, _ in got] == \
+            [(b"six", b.getsockname()[:2])]
+    finally:
+        sset.close()
+        a.close()
+        b.close()

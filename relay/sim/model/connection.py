@@ -24,7 +24,7 @@ from geventwebsocket.exceptions import WebSocketError
 from relay.sim.model.faults import Fault
 from relay.sim.model.handshake import Rejection
 from relay.sim.model.session import RealtimeSession
-from relay.sim.model.wshandler import SimWebSocket
+from relay.sim.model.wshandler import AppendAudio, SimWebSocket
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +90,10 @@ class Connection:
                     return
                 if session is None or self._closing:
                     continue  # draining until the client's close frame
-                out = session.receive(text, clock())
+                if type(text) is AppendAudio:   # decoded by the WebSocket already
+                    out = session.receive_audio(text.audio, clock())
+                else:
+                    out = session.receive(text, clock())
                 if out:
                     if queue.qsize() >= MAX_QUEUED:  # the client does not read: drop it
                         log.warning("sim-model: session %s: client not reading, dropped",

@@ -1,19 +1,21 @@
 """The input audio buffer of one simulated session.
 
 Owns: the audio appended since the last commit or clear (in the session's input format), its
-position in audio time, cutting it into 20 ms frames for the VAD, and handing out the audio of a
-committed turn. Bounded: while nobody speaks only the prefix padding is kept; a turn longer than
-`max_ms` loses its oldest audio. No events, no I/O.
+position in audio time, cutting it into 20 ms frames for the VAD (levels and VAD in C:
+Vad.scan), and handing out the audio of a committed turn. Bounded: while nobody speaks only the
+prefix padding is kept; a turn longer than `max_ms` loses its oldest audio. No events, no I/O.
 """
 
 from __future__ import annotations
 
 from typing import Optional
 
+from relay.sim._sim_audio import ALAW, PCM16, ULAW
 from relay.sim.model.audio import AudioFormat
 from relay.sim.model.vad import NONE, STARTED, Vad
 
 MAX_BUFFER_MS = 120_000
+_KINDS = {"audio/pcmu": ULAW, "audio/pcma": ALAW, "audio/pcm": PCM16}   # samples of a frame
 
 
 class InputAudioBuffer:
@@ -58,22 +60,21 @@ class InputAudioBuffer:
         edges = None
         fb = self.fmt.frame_bytes
         bpm = self.fmt.bytes_per_ms
-        dbov = self.fmt.frame_dbov
+        kind = _KINDS[self.fmt.name]
         pos = self._frame_pos
-        with memoryview(buf) as view:
-            while pos + fb <= self._total:
-                offset = pos - self._start
-                pos += fb
-                edge = vad.feed(dbov(view[offset:offset + fb]), pos // bpm)
-                if edge != NONE:
-                    if edges is None:
-                        edges = []
-                    if edge == STARTED:
-                        assert vad.run_start_ms is not None
-                        edges.append((edge, max(self._start // bpm,
-                                                vad.run_start_ms - vad.prefix_padding_ms)))
-                    else:
-                        edges.append((edge, pos // bpm))
+        while pos + fb <= self._total:
+            fed, edge = vad.scan(buf, pos - self._start, pos, (self._total - pos) // fb, fb, bpm,
+                                 kind)
+            pos += fed * fb
+            if edge != NONE:
+                if edges is None:
+                    edges = []
+                if edge == STARTED:
+                    assert vad.run_start_ms is not None
+                    edges.append((edge, max(self._start // bpm,
+                                            vad.run_start_ms - vad.prefix_padding_ms)))
+                else:
+                    edges.append((edge, pos // bpm))
         self._frame_pos = pos
         if edges is not None:
             return edges  # the session takes the turn's audio before anything is trimmed

@@ -138,6 +138,14 @@ class RealtimeSession:
             self._response_finished()
         return out
 
+    def receive_audio(self, audio: bytes, now: float) -> list[dict]:
+        """An `input_audio_buffer.append` already recognised and decoded by the I/O shell
+        (relay.sim._sim_audio): what `receive` does for one in the compact shape."""
+        out = self._out = []
+        if not self.closed:
+            self._audio(audio, now)
+        return out
+
     def _audio(self, audio: bytes, now: float) -> None:
         self.appends += 1
         self.audio_bytes_received += len(audio)

@@ -3,18 +3,19 @@
 Owns: the decision, frame by frame (20 ms), that the caller started or stopped speaking, from
 the frame's level in dBov and the session's turn_detection settings. Time is audio time
 (milliseconds of audio received), never the wall clock, so results are deterministic.
-No buffers, no I/O.
+No buffers, no I/O (the C state machine is relay.sim._sim_audio.FrameVad).
 """
 
 from __future__ import annotations
 
-from typing import Optional
+from relay.sim._sim_audio import FrameVad
 
 FRAME_MS = 20
 NONE, STARTED, STOPPED = 0, 1, 2
 MIN_SPEECH_MS = 40  # a voiced run this long is speech (shorter: a click)
 # semantic_vad has no silence setting: its eagerness stands for one.
 EAGERNESS_SILENCE_MS = {"low": 1500, "medium": 800, "high": 250, "auto": 500}
+MAX_SETTING_MS = 1 << 53    # longer than any audio: a larger setting (valid JSON) acts the same
 
 
 def threshold_dbov(threshold: float) -> float:
@@ -22,21 +23,23 @@ def threshold_dbov(threshold: float) -> float:
     return -60.0 + 50.0 * threshold
 
 
-class Vad:
-    """Energy VAD with a minimum speech run and a silence hang-over."""
+class Vad(FrameVad):
+    """Energy VAD with a minimum speech run and a silence hang-over.
 
-    __slots__ = ("threshold_dbov", "prefix_padding_ms", "silence_ms", "min_speech_ms",
-                 "speaking", "run_start_ms", "silence_start_ms")
+    The state machine and the frame levels run in C (relay.sim._sim_audio.FrameVad: `feed`
+    one level, or `scan` frames of the input buffer); per frame (audio ms at its end):
+    not speaking, a voiced frame starts or extends a run, a run of min_speech_ms is STARTED;
+    speaking, an unvoiced frame starts or extends a silence, a silence of silence_ms is STOPPED.
+    `run_start_ms` and `silence_start_ms` are None when there is no run or silence.
+    """
+
+    __slots__ = ()
 
     def __init__(self, threshold: float = 0.5, prefix_padding_ms: int = 300,
                  silence_duration_ms: int = 500, min_speech_ms: int = MIN_SPEECH_MS) -> None:
-        self.threshold_dbov = threshold_dbov(threshold)
-        self.prefix_padding_ms = prefix_padding_ms
-        self.silence_ms = max(FRAME_MS, silence_duration_ms)
-        self.min_speech_ms = max(FRAME_MS, min_speech_ms)
-        self.speaking = False
-        self.run_start_ms: Optional[int] = None   # first voiced frame of the current run
-        self.silence_start_ms: Optional[int] = None
+        super().__init__(threshold_dbov(threshold), min(prefix_padding_ms, MAX_SETTING_MS),
+                         min(max(FRAME_MS, silence_duration_ms), MAX_SETTING_MS),
+                         min(max(FRAME_MS, min_speech_ms), MAX_SETTING_MS))
 
     @classmethod
     def from_turn_detection(cls, td: dict, min_speech_ms: int = MIN_SPEECH_MS) -> "Vad":
@@ -46,33 +49,3 @@ class Vad:
             return cls(0.5, 300, silence, min_speech_ms)
         return cls(td.get("threshold", 0.5), td.get("prefix_padding_ms", 300),
                    td.get("silence_duration_ms", 500), min_speech_ms)
-
-    def reset(self) -> None:
-        self.speaking = False
-        self.run_start_ms = None
-        self.silence_start_ms = None
-
-    def feed(self, dbov: float, frame_end_ms: int) -> int:
-        """One frame's level; STARTED, STOPPED or NONE."""
-        voiced = dbov >= self.threshold_dbov
-        if not self.speaking:
-            if not voiced:
-                self.run_start_ms = None
-                return NONE
-            if self.run_start_ms is None:
-                self.run_start_ms = frame_end_ms - FRAME_MS
-            if frame_end_ms - self.run_start_ms >= self.min_speech_ms:
-                self.speaking = True
-                self.silence_start_ms = None
-                return STARTED
-            return NONE
-        if voiced:
-            self.silence_start_ms = None
-            return NONE
-        if self.silence_start_ms is None:
-            self.silence_start_ms = frame_end_ms - FRAME_MS
-        if frame_end_ms - self.silence_start_ms >= self.silence_ms:
-            self.speaking = False
-            self.run_start_ms = None
-            return STOPPED
-        return NONE

@@ -16,9 +16,13 @@ per endpoint. The bridge works in u-law; an externalMedia channel asked for `ala
 at its edge, as Asterisk does: it sends A-law (payload type 8) and what it receives is captured
 as it came and decoded by its payload type.
 
-Receiving: no greenlet per socket. A libev io watcher per socket runs a callback in the hub that
-reads one datagram from the non-blocking socket, parses the header (Cython) and appends to the
-capture. Packets
+Receiving: no greenlet per socket. On Linux every socket whose remote is an IP literal sits in
+one SocketSet (relay/_udp.pyx: an epoll set) watched by one libev io watcher: when it is
+readable a callback in the hub reads what the ready sockets hold (a recvmmsg each, the arrival
+time read right after each one), parses each header (Cython) and appends to its capture; the
+pacer sends all of a tick's frames in one SocketSet.send (a sendto each, from each endpoint's
+own socket: one system call per datagram, but no Python per call). Elsewhere, or for a remote
+given by name, a libev io watcher per socket reads one datagram per callback. Packets
 from an address other than external_host are accepted and counted, as Asterisk does. When a
 channel in the bridge runs Echo(), the model hands the endpoint an InboundSource
 (`set_inbound`): each frame received (A-law transcoded to the bridge's u-law) is also pushed
@@ -38,6 +42,11 @@ from gevent.event import Event
 
 from relay._g711 import alaw_dbov, alaw_to_ulaw, ulaw_dbov, ulaw_to_alaw
 from relay._rtp import RtpError, build_rtp, parse_rtp_header
+
+try:                                    # Linux: epoll and recvmmsg (relay/_udp.pyx)
+    from relay._udp import SocketSet, pack_address, unpack_address
+except ImportError:                     # elsewhere: one io watcher per socket, one datagram each
+    SocketSet = None
 from relay.sim.pbx.capture import RtpCapture
 from relay.sim.pbx.sounds import FRAME_TICKS, InboundSource, Source, mix_ulaw
 
@@ -72,6 +81,7 @@ class RtpEndpoint:
         "override",
         "packets_sent",
         "payload_type",
+        "packed_remote",
         "received",
         "remote",
         "send_errors",
@@ -83,6 +93,7 @@ class RtpEndpoint:
         "softmix",
         "sources",
         "ssrc",
+        "fd",
         "t0",
         "ts",
         "watcher",
@@ -121,9 +132,34 @@ class RtpEndpoint:
         self.buf = bytearray(2048)
         self.mv = memoryview(self.buf)
         self.closed = False
+        self.packed_remote: bytes | None = None     # set when the MediaEngine batches I/O
+        self.fd = sock.fileno()
 
     def send_frame(self, tick: int, now: float) -> None:
-        """This endpoint's 20 ms frame at `tick` (the pacer's hot path)."""
+        """Send this endpoint's 20 ms frame at `tick`, if it has one, from its own socket."""
+        packet = self.next_packet(tick)
+        if packet is None:
+            return
+        try:
+            self.sock.sendto(packet, self.remote)
+        except OSError:
+            self.send_errors += 1
+            return
+        self.sent(len(packet) - 12, now)
+
+    def sent(self, n: int, now: float) -> None:
+        """Count a packet of `n` payload bytes sent at `now`."""
+        self.packets_sent += 1
+        self.octets_sent += n
+        if n != 160:
+            self.short_sent += 1
+        if self.first_sent_at is None:
+            self.first_sent_at = now
+        self.last_sent_at = now
+
+    def next_packet(self, tick: int) -> bytes | None:
+        """This endpoint's RTP packet for `tick` (None: nothing to send); the sequence number
+        and timestamp advance whether or not it is then sent (the pacer's hot path)."""
         ov = self.override
         if ov is not None:
             payload = ov.frame(tick)
@@ -138,10 +174,10 @@ class RtpEndpoint:
         else:
             src = self.single
             if src is None or src.muted:
-                return
+                return None
             payload = src.frame(tick)
         if payload is None:
-            return
+            return None
         n = len(payload)
         last = self.last_tick
         marker = False
@@ -156,19 +192,7 @@ class RtpEndpoint:
         pt = self.payload_type
         if pt:
             payload = ulaw_to_alaw(payload)
-        try:
-            self.sock.sendto(build_rtp(pt, marker, self.seq, self.ts, self.ssrc, payload),
-                             self.remote)
-        except OSError:
-            self.send_errors += 1
-            return
-        self.packets_sent += 1
-        self.octets_sent += n
-        if n != 160:
-            self.short_sent += 1
-        if self.first_sent_at is None:
-            self.first_sent_at = now
-        self.last_sent_at = now
+        return build_rtp(pt, marker, self.seq, self.ts, self.ssrc, payload)
 
     def on_readable(self) -> None:
         """Read one datagram (runs in the hub: never blocks, never raises). One per call: the
@@ -192,10 +216,32 @@ class RtpEndpoint:
             cap.foreign_count += 1
             if len(cap.foreign_sources) < 64:
                 cap.foreign_sources.add(addr)
-        payload = mv[off:off + plen]
+        self._record(now, pt, marker, seq, ts, ssrc, mv[off:off + plen], foreign)
+
+    def on_datagram(self, data: bytes, name: bytes, now: float) -> None:
+        """One datagram read for this endpoint by the engine's SocketSet (in the hub): `name`
+        is the sender's sockaddr, `now` its arrival (monotonic). As on_readable after its read."""
+        self.received += 1
+        cap = self.capture
+        try:
+            pt, marker, seq, ts, ssrc, off, plen = parse_rtp_header(data)
+        except RtpError:
+            cap.malformed += 1
+            return
+        foreign = name != self.packed_remote
+        if foreign:
+            cap.foreign_count += 1
+            if len(cap.foreign_sources) < 64:
+                cap.foreign_sources.add(unpack_address(name))
+        self._record(now, pt, marker, seq, ts, ssrc, data[off:off + plen], foreign)
+
+    def _record(self, now: float, pt: int, marker: bool, seq: int, ts: int, ssrc: int,
+                payload: bytes | memoryview, foreign: bool) -> None:
+        """A parsed packet into the capture, the Echo() inbound and the activity detector."""
+        cap = self.capture
         if len(cap.times) < cap.max_packets:      # RtpCapture.add(), inlined
             cap.times.append(now)
-            cap.hdr.append(seq << 48 | plen << 32 | pt << 8 | marker << 1 | foreign)
+            cap.hdr.append(seq << 48 | len(payload) << 32 | pt << 8 | marker << 1 | foreign)
             cap.tss.append(ts << 32 | ssrc)
             if cap.keep_audio:
                 cap.payload += payload
@@ -247,6 +293,13 @@ class MediaEngine:
         self._greenlet: gevent.Greenlet | None = None
         self._has_work = Event()
         self._running = False
+        # Batched I/O (Linux): every socket in one epoll set watched by one io watcher, and the
+        # frames of a pacer tick sent in one call. None: a watcher per socket, one sendto each.
+        self._sockets = SocketSet() if SocketSet is not None else None
+        self._by_fd: dict[int, RtpEndpoint] = {}
+        self._set_watcher = None
+        self.rx_failures = 0                    # datagrams whose handling raised (a bug)
+        self._failed_channels: set[str] = set()
         self.ticks_skipped = 0
         self.frames_run = 0
         # what the endpoints already closed sent and received (totals() adds the live ones)
@@ -274,19 +327,55 @@ class MediaEngine:
         ep = RtpEndpoint(channel_id, sock, (host, port), slot,
                          RtpCapture(self.max_record_packets, self.keep_audio), self.rng,
                          PAYLOAD_TYPES[fmt])
-        watcher = gevent.get_hub().loop.io(sock.fileno(), 1)
-        watcher.start(ep.on_readable)
-        ep.watcher = watcher
         ep.t0 = self.t0
+        packed = self._packed(host, port)
+        if packed is not None and self._sockets is not None:
+            ep.packed_remote = packed
+            self._sockets.add(ep.fd)
+            self._by_fd[ep.fd] = ep
+            if self._set_watcher is None:
+                self._set_watcher = gevent.get_hub().loop.io(self._sockets.fileno(), 1)
+                self._set_watcher.start(self._on_readable)
+        else:                   # a host name (resolved per send, as before), or not Linux
+            watcher = gevent.get_hub().loop.io(sock.fileno(), 1)
+            watcher.start(ep.on_readable)
+            ep.watcher = watcher
         self.endpoints[channel_id] = ep
         self._wheel[slot].append(ep)
         self._has_work.set()
         return ep.local[0], ep.local[1]
 
+    @staticmethod
+    def _packed(host: str, port: int) -> bytes | None:
+        """The sockaddr of an IP literal `host` (batched sending); None for a name."""
+        try:
+            return pack_address(host, port) if SocketSet is not None else None
+        except (OSError, ValueError, OverflowError, TypeError):
+            return None
+
+    def _on_readable(self) -> None:
+        """The SocketSet's watcher (runs in the hub): hand each datagram read to its endpoint.
+        A failure in one endpoint's handling (a simulator bug) is logged once per endpoint and
+        counted; the other endpoints' datagrams of the batch are still handled."""
+        by_fd = self._by_fd
+        for fd, data, name, now in self._sockets.receive():
+            ep = by_fd.get(fd)
+            if ep is not None:
+                try:
+                    ep.on_datagram(data, name, now)
+                except Exception:
+                    self.rx_failures += 1
+                    if ep.channel_id not in self._failed_channels:
+                        self._failed_channels.add(ep.channel_id)
+                        log.exception("sim-pbx: handling RTP for %s failed", ep.channel_id)
+
     def close_external(self, channel_id: str) -> None:
         ep = self.endpoints.pop(channel_id, None)
         if ep is None or ep.closed:
             return
+        if ep.packed_remote is not None:        # from now on read here, not by the set
+            self._sockets.remove(ep.fd)
+            self._by_fd.pop(ep.fd, None)
         # Datagrams already queued on the socket arrived before the hangup: read them first
         # (the hangup may be handled before the io watcher's turn in the same loop iteration).
         for _ in range(MAX_DRAIN):
@@ -338,6 +427,10 @@ class MediaEngine:
             self._greenlet = None
         for cid in list(self.endpoints):
             self.close_external(cid)
+        if self._set_watcher is not None:
+            self._set_watcher.stop()
+            self._set_watcher.close()
+            self._set_watcher = None
 
     def _pace(self) -> None:
         """The pacing loop: every endpoint whose slot is due sends its frame."""
@@ -367,10 +460,36 @@ class MediaEngine:
                 self.ticks_skipped += skip
                 tick += skip
                 continue
-            for ep in wheel[tick % FRAME_TICKS]:
-                ep.send_frame(tick, now)
+            self._send_slot(wheel[tick % FRAME_TICKS], tick, now)
             self.frames_run += 1
             tick += 1
+
+    def _send_slot(self, endpoints: list[RtpEndpoint], tick: int, now: float) -> None:
+        """Every frame of one pacer tick: those of batched endpoints in one SocketSet.send."""
+        batch = []
+        senders = []
+        for ep in endpoints:
+            packed = ep.packed_remote
+            if packed is None:
+                ep.send_frame(tick, now)
+                continue
+            packet = ep.next_packet(tick)
+            if packet is not None:
+                batch.append((ep.fd, packet, packed))
+                senders.append(ep)
+        if not batch:
+            return
+        failed = self._sockets.send(batch)
+        if failed:
+            refused = set(failed)
+            for i, ep in enumerate(senders):
+                if i in refused:
+                    ep.send_errors += 1
+                else:
+                    ep.sent(len(batch[i][1]) - 12, now)
+            return
+        for i, ep in enumerate(senders):
+            ep.sent(len(batch[i][1]) - 12, now)
 
     def snapshot(self) -> list[dict]:
         return [ep.stats() for ep in self.endpoints.values()]
