@@ -1,6 +1,7 @@
 """C declarations of the socket system calls and structures relay's extensions use (Linux):
-recvmmsg(2), sendmmsg(2), sockaddr_in/in6, inet_ntop. cimported by relay/_udp.pyx (batched UDP
-I/O) and relay/_engine.pyx (the worker's media engine)."""
+recvmmsg(2), sendmmsg(2), sendto(2), epoll(7), sockaddr_in/in6, inet_ntop, clock_gettime.
+cimported by relay/_udp.pyx (batched UDP I/O, the simulated PBX's SocketSet) and
+relay/_engine.pyx (the worker's media engine)."""
 
 from libc.stdint cimport uint8_t, uint16_t, uint32_t
 
@@ -77,3 +78,35 @@ cdef extern from "<arpa/inet.h>" nogil:
 cdef extern from "<time.h>" nogil:
     int CLOCK_MONOTONIC
     int clock_gettime(int clock_id, timespec *tp)
+
+
+cdef extern from "<sys/epoll.h>" nogil:
+    union epoll_data:
+        void *ptr
+        int fd
+        uint32_t u32
+
+    struct epoll_event:
+        uint32_t events
+        epoll_data data
+
+    int epoll_create1(int flags)
+    int epoll_ctl(int epfd, int op, int fd, epoll_event *event)
+    int epoll_wait(int epfd, epoll_event *events, int maxevents, int timeout)
+    int EPOLL_CLOEXEC
+    int EPOLL_CTL_ADD
+    int EPOLL_CTL_DEL
+    int EPOLLIN
+
+
+cdef extern from "<unistd.h>" nogil:
+    int close(int fd)
+
+
+cdef extern from "<sys/types.h>" nogil:
+    ctypedef long ssize_t
+
+
+cdef extern from "<sys/socket.h>" nogil:
+    ssize_t sendto(int fd, const void *buf, size_t n, int flags, const sockaddr *addr,
+                   socklen_t addr_len)

@@ -215,41 +215,10 @@ cdef void _socket_error() except *:
 
 # ---- SocketSet: many sockets, one readiness watch (the simulated PBX's externalMedia channels) --
 
-cdef extern from "<sys/epoll.h>" nogil:
-    union epoll_data:
-        void *ptr
-        int fd
-        uint32_t u32
-
-    struct epoll_event:
-        uint32_t events
-        epoll_data data
-
-    int epoll_create1(int flags)
-    int epoll_ctl(int epfd, int op, int fd, epoll_event *event)
-    int epoll_wait(int epfd, epoll_event *events, int maxevents, int timeout)
-    int EPOLL_CLOEXEC
-    int EPOLL_CTL_ADD
-    int EPOLL_CTL_DEL
-    int EPOLLIN
-
-
-cdef extern from "<time.h>" nogil:
-    int clock_gettime(int clk_id, timespec *tp)
-    int CLOCK_MONOTONIC
-
-
-cdef extern from "<unistd.h>" nogil:
-    int close(int fd)
-
-
-cdef extern from "<sys/types.h>" nogil:
-    ctypedef long ssize_t
-
-
-cdef extern from "<sys/socket.h>" nogil:
-    ssize_t sendto(int fd, const void *buf, size_t n, int flags, const sockaddr *addr,
-                   socklen_t addr_len)
+from relay._sockets cimport (
+    CLOCK_MONOTONIC, EPOLL_CLOEXEC, EPOLL_CTL_ADD, EPOLL_CTL_DEL, EPOLLIN, clock_gettime, close,
+    epoll_create1, epoll_ctl, epoll_event, epoll_wait, sendto, sockaddr, ssize_t, timespec,
+)
 
 
 def unpack_address(bytes name):
