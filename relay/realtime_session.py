@@ -34,6 +34,7 @@ from typing import Any, Callable, Optional, Protocol
 import gevent
 
 from relay import realtime_events as ev
+from relay._events import audio_delta
 from relay._ws import append_frame
 from relay.backoff import CLOSED, Backoff, CircuitBreaker, ReconnectPolicy
 from relay.realtime_endpoint import auth_headers, realtime_url
@@ -225,7 +226,8 @@ class RealtimeSession:
         sock = JsonWebSocket(
             self.url, headers=self._headers,
             on_message=on_message, on_closed=on_closed, on_bad_message=on_bad_message,
-            on_sent=self._on_append_sent, connect_timeout=self._connect_timeout,
+            on_sent=self._on_append_sent, on_raw=self._on_audio_message,
+            connect_timeout=self._connect_timeout,
             name=f"realtime:{self.name}")
         sock.connect()
         return sock
@@ -421,10 +423,25 @@ class RealtimeSession:
         delta = event.get("delta")
         if not isinstance(delta, str):
             raise BadEvent("delta is not a string")
-        audio = base64.b64decode(delta)
+        self._audio(_text(event, "response_id"), item_id, base64.b64decode(delta))
+
+    def _on_audio_message(self, message: bytes) -> bool:
+        """The socket's fast path: an audio delta read in C (relay/_events.pyx), without
+        building the event; False for any other message (or one that path does not read)."""
+        parsed = audio_delta(message)
+        if parsed is None:
+            return False
+        self.last_event_at = time.monotonic()
+        try:
+            self._audio(*parsed)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            self._bad_event("response.output_audio.delta", f"{type(exc).__name__}: {exc}")
+        return True
+
+    def _audio(self, response_id: str, item_id: str, audio: bytes) -> None:
         self.model_has_spoken = True
         self._remember_item(item_id)
-        self._handler.rt_audio(_text(event, "response_id"), item_id, audio)
+        self._handler.rt_audio(response_id, item_id, audio)
 
     def _audio_done(self, event: dict) -> None:
         self._handler.rt_audio_done(_required_text(event, "item_id"))

@@ -50,6 +50,9 @@ class JsonWebSocket:
     error) for a message that is not JSON; on_closed(code, reason) once, when the connection is
     over for any reason (peer close, error, or close()). on_sent(seconds) runs after a message
     sent with a stamp (a time.monotonic() value) was handed to the socket: seconds since it.
+    on_raw(payload) -> bool, when given, sees each text message first, as bytes: True means it
+    handled the message itself (a fast path for one kind of message), False hands it on to JSON
+    decoding and on_message.
     """
 
     def __init__(
@@ -61,6 +64,7 @@ class JsonWebSocket:
         on_closed: Callable[[int, str], None],
         on_bad_message: Optional[Callable[[str, Exception], None]] = None,
         on_sent: Optional[Callable[[float], None]] = None,
+        on_raw: Optional[Callable[[bytes], bool]] = None,
         connect_timeout: float = 10.0,
         send_queue_max: int = 1024,
         max_message: int = 16 << 20,
@@ -73,6 +77,7 @@ class JsonWebSocket:
         self._on_closed = on_closed
         self._on_bad_message = on_bad_message
         self._on_sent = on_sent
+        self._on_raw = on_raw
         self._connect_timeout = connect_timeout
         self._backlog_max = send_queue_max
         self._max_message = max_message
@@ -232,6 +237,8 @@ class JsonWebSocket:
         for opcode, payload in frames:
             if opcode == OP_TEXT or opcode == OP_BINARY:
                 self.messages_in += 1
+                if self._on_raw is not None and opcode == OP_TEXT and self._on_raw(payload):
+                    continue
                 try:
                     message = ujson.loads(payload)
                 except ValueError as exc:

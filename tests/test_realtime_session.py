@@ -6,6 +6,7 @@ from types import SimpleNamespace
 
 import gevent
 import pytest
+import ujson
 
 from relay.backoff import CLOSED, OPEN, CircuitBreaker, ReconnectPolicy
 from relay.realtime_session import RealtimeSession
@@ -407,3 +408,18 @@ def test_close_ends_a_recovery_under_way(live):
     session.close()
     recovery.join(timeout=5)
     assert recovery.dead and not [c for c in live.handler.calls if c[0] == "rt_failed"]
+
+
+def test_an_audio_delta_takes_the_fast_path_and_anything_else_the_general_one(wired):
+    session, _, handler = wired
+    delta = (b'{"type":"response.output_audio.delta","response_id":"resp_1","item_id":"item_1",'
+             b'"output_index":0,"content_index":0,"delta":"QUJD"}')
+    assert session._on_audio_message(delta) is True
+    assert handler.calls[-1] == ("rt_audio", "resp_1", "item_1", b"ABC")
+    assert session.owns_item("item_1") and session.model_has_spoken
+    # not canonical base64, another event: left to the general path, which judges as before
+    odd = delta.replace(b'"QUJD"', b'"QR=="')
+    assert session._on_audio_message(odd) is False
+    assert session._on_audio_message(b'{"type":"response.done","response":{}}') is False
+    session._on_event(ujson.loads(odd))
+    assert handler.calls[-1] == ("rt_audio", "resp_1", "item_1", b"E")
