@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from types import SimpleNamespace
 
 import gevent
@@ -422,4 +423,4 @@ def test_an_audio_delta_takes_the_fast_path_and_anything_else_the_general_one(wi
     assert session._on_audio_message(odd) is False
     assert session._on_audio_message(b'{"type":"response.done","response":{}}') is False
     session._on_event(ujson.loads(odd))
-    assert handler.calls[-1] == ("rt_audio", "resp_1", "item_1", b"E")
+    assert handler.calls[-1] == ("rt_audio", "resp_1", "item_1", base64.b64decode("QR=="))
