@@ -137,6 +137,24 @@ class JsonWebSocket:
         25-50 times a second per call), as send() does a message."""
         if self._ws is None or self._closed_reported:
             return False
+        fd = self._fd
+        if fd is not None and not self._backlog and not self._writing:
+            # the usual case, inline: a plain socket that takes the whole frame at once
+            try:
+                sent = os.write(fd, frame)
+            except (BlockingIOError, InterruptedError):
+                sent = -1
+            except OSError as exc:
+                self._fail(f"send failed: {exc}")
+                return False
+            if sent == len(frame):
+                self.messages_out += 1
+                if stamp is not None and self._on_sent is not None:
+                    self._on_sent(time.monotonic() - stamp)
+                return True
+            if sent > 0:        # the rest of a frame already begun must follow it
+                self.messages_out += 1
+                return self._defer(memoryview(frame)[sent:], stamp, begun=True)
         if self._write(frame, stamp):
             self.messages_out += 1
             return True

@@ -9,7 +9,8 @@ import gevent.event
 import pytest
 from gevent.server import StreamServer
 
-from relay._ws import OP_CLOSE, OP_PING, OP_PONG, OP_TEXT
+from relay._ws import OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, append_frame
+from relay.realtime_events import input_audio_append_json
 from relay.wsclient import JsonWebSocket
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
@@ -207,3 +208,25 @@ def test_tls_both_ways_and_a_peer_that_stops_reading(tmp_path, monkeypatch):
     finally:
         client.ws.close()
         peer.stop()
+
+
+def test_prebuilt_frames_to_a_peer_that_stops_reading_arrive_whole_and_in_order(peer):
+    """send_frame (the appends): written at once while the socket takes them, a frame cut by a
+    full socket finished first, the rest in the bounded backlog; stamps observed once each."""
+    client = Client(peer.url, send_queue_max=8)
+    try:
+        assert peer.connected.wait(5)
+        audio = bytes(range(256)) * 180        # 46 KB of audio: a few fill the socket
+        results = [client.ws.send_frame(append_frame(audio), stamp=0.0) for _ in range(200)]
+        assert client.ws.send_dropped > 0 and client.ws.backlog <= 9   # 8 + a frame begun
+        accepted = results.count(True)
+        assert accepted + client.ws.send_dropped == 200
+        frames = peer.frames(accepted, timeout=10)
+        assert all(f == (OP_TEXT, input_audio_append_json(audio)) for f in frames)
+        with gevent.Timeout(5):
+            while len(client.sent) < accepted:
+                gevent.sleep(0.01)
+        assert len(client.sent) == accepted and client.ws.messages_out == accepted
+    finally:
+        client.ws.close()
+    assert not client.ws.send_frame(append_frame(b"late"))      # closed: refused
