@@ -66,6 +66,8 @@ cdef class CallMedia:
     cdef readonly RtpSender sender
     cdef readonly PlayoutQueue playout
     cdef Py_ssize_t _append_bytes
+    cdef double _long_silence_s          # caller silence after which the fill goes in...
+    cdef Py_ssize_t _long_fill_bytes     # ...appends of this size (0: never)
     cdef bytearray _pending
     cdef bint _pending_stamped
     cdef double _pending_since           # arrival of its oldest caller packet, when stamped
@@ -99,6 +101,7 @@ cdef class CallMedia:
     cdef int _drain(self, bint force) except -1
     cdef int _fill_silence(self, Py_ssize_t samples) except -1
     cdef int _flush_input(self) except -1
+    cdef int _top_up_silence(self, double now) except -1
     cdef int _keep_input_flowing(self, double now) except -1
     cdef int _send_frame(self, bytes frame, double now) except -1
     cdef int _events(self, double now) except -1

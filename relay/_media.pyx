@@ -232,9 +232,14 @@ cdef class CallMedia:
     def __init__(self, *, str model_format, send_rtp, send_to_model, int jitter_depth=3,
                  int append_frames=2, double playout_max_s=120.0, on_played=None,
                  on_heard=None, on_model_audio_latency=None, bint jitter_adaptive=False,
-                 int jitter_max_depth=8):
+                 int jitter_max_depth=8, double long_silence_s=0.0,
+                 int long_silence_frames=10):
         """jitter_adaptive: the jitter buffer's depth starts at one frame and follows the
-        measured lateness up to jitter_max_depth frames; otherwise it is jitter_depth."""
+        measured lateness up to jitter_max_depth frames; otherwise it is jitter_depth.
+        long_silence_s (0: never): once the caller has been silent this long, the silence fill
+        goes to the model in appends of long_silence_frames frames instead of append_frames
+        (the same silence, in fewer messages); the first packet after it tops the silence up
+        to where the fill would have been."""
         self.line_format, payload_type, self._silence_byte = LINE_FORMATS[model_format]
         self.model_format = model_format
         self._send_rtp = send_rtp
@@ -250,6 +255,9 @@ cdef class CallMedia:
         self.sender = RtpSender(payload_type=payload_type)
         self.playout = PlayoutQueue(max_bytes=int(playout_max_s * _SAMPLE_RATE))
         self._append_bytes = append_frames * _FRAME_BYTES
+        self._long_silence_s = long_silence_s
+        self._long_fill_bytes = max(long_silence_frames, append_frames) * _FRAME_BYTES \
+            if long_silence_s > 0 else 0
         self._pending = bytearray()
         self._pcm = model_format == "audio/pcm"
         self._up = Resampler(8000, 24000) if self._pcm else None
@@ -295,6 +303,9 @@ cdef class CallMedia:
         """One caller datagram (the socket's buffer: read here, not kept)."""
         if not self.enabled or self.jitter._push_at(p, n, now) >= _PUSH_DUPLICATE:
             return 0
+        if (self._long_fill_bytes and self._started
+                and now - self._last_rtp_at >= self._long_silence_s):
+            self._top_up_silence(now)
         self._last_rtp_at = now
         self._measure_jitter(p, now)
         if not self._pending_stamped:
@@ -359,6 +370,19 @@ cdef class CallMedia:
         self._send_to_model(audio, stamp)
         return 0
 
+    cdef int _top_up_silence(self, double now) except -1:
+        """The caller speaks after a long silence, whose fill went in large appends: add the
+        whole appends' worth of silence the usual fill would have sent by now (before this
+        packet's audio), so the model's input clock is where it would have been."""
+        cdef double slack = (self.jitter.depth + 1) * _FRAME_S
+        cdef long long due, missing
+        due = <long long>((now - self._started_at - slack) * _SAMPLE_RATE)
+        missing = due - self._input_bytes - PyByteArray_GET_SIZE(self._pending)
+        missing -= missing % self._append_bytes
+        if missing > 0:
+            self._fill_silence(min(missing, _MAX_FILL))
+        return 0
+
     cdef int _keep_input_flowing(self, double now) except -1:
         """While the caller is silent Asterisk may send nothing: keep the model's input clock
         running with silence, a jitter-buffer depth (the current one, plus a frame) behind
@@ -368,6 +392,7 @@ cdef class CallMedia:
         cdef JitterBuffer jitter = self.jitter
         cdef double slack
         cdef long long due, missing
+        cdef Py_ssize_t chunk
         if not self._started:
             return 0
         if (self._pending_stamped and jitter.adaptive
@@ -380,14 +405,17 @@ cdef class CallMedia:
             self._fill_due = self._last_rtp_at + slack
             return 0
         self._drain(True)
+        chunk = self._append_bytes
+        if self._long_fill_bytes and now - self._last_rtp_at >= self._long_silence_s:
+            chunk = self._long_fill_bytes
         due = <long long>((now - self._started_at - slack) * _SAMPLE_RATE)
         missing = due - self._input_bytes - PyByteArray_GET_SIZE(self._pending)
-        if missing >= self._append_bytes:
+        if missing >= chunk:
             self._fill_silence(min(missing, _MAX_FILL))
             self._flush_input()
         # nothing more to do until one more append's worth of audio is missing
         self._fill_due = self._started_at + slack + <double>(
-            self._input_bytes + PyByteArray_GET_SIZE(self._pending) + self._append_bytes
+            self._input_bytes + PyByteArray_GET_SIZE(self._pending) + chunk
         ) / _SAMPLE_RATE
         return 0
 

@@ -121,6 +121,8 @@ class Call:
             send_to_model=self._send_audio_to_model, jitter_depth=rtp["jitter_depth"],
             append_frames=rtp["append_frames"], playout_max_s=rtp["playout_max_s"],
             jitter_adaptive=rtp["jitter_adaptive"], jitter_max_depth=rtp["jitter_max_depth"],
+            long_silence_s=rtp["long_silence_after_ms"] / 1000.0,
+            long_silence_frames=rtp["long_silence_append_ms"] // 20,
             on_played=self._played,
             on_model_audio_latency=self._latency_observer("model_audio_latency_seconds"))
         # the call's per-tick logic, run by the media's tick only when its events happen

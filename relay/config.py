@@ -252,6 +252,12 @@ def _check_tree(tree: dict) -> None:
     require(1 <= rtp["jitter_max_depth"] <= 31, "rtp.jitter_max_depth",
             "must be 1..31 packets (the jitter buffer has 32 slots)")
     require(1 <= rtp["append_frames"] <= 25, "rtp.append_frames", "must be 1..25 frames")
+    require(rtp["long_silence_after_ms"] == 0 or 1000 <= rtp["long_silence_after_ms"] <= 60000,
+            "rtp.long_silence_after_ms", "must be 0 (never) or 1000..60000 ms (longer than the "
+            "model's end-of-turn silence)")
+    require(20 <= rtp["long_silence_append_ms"] <= 1000
+            and rtp["long_silence_append_ms"] % 20 == 0,
+            "rtp.long_silence_append_ms", "must be 20..1000 ms, a multiple of 20")
     require(tree["call"]["max_duration_s"] > 0, "call.max_duration_s", "must be positive")
     require(tree["dtmf"]["max_digits"] >= 1, "dtmf.max_digits", "must be at least 1")
     require(tree["dtmf"]["terminator"] in ("", "#", "*"), "dtmf.terminator",

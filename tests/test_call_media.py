@@ -171,3 +171,38 @@ def test_nothing_is_filled_before_the_media_starts():
     assert media.started_at is None and sent == []
     media.start(2.0)
     assert media.started_at == 2.0
+
+
+def _silence_then_speech(**kwargs):
+    """2 s of speech, 5 s of silence (ticks only), then speech again: what reaches the model."""
+    wire = Wire()
+    media = wire.media(append_frames=2, jitter_adaptive=True, **kwargs)
+    seq, now = 0, 0.0
+    for k in range(1, 351):                         # 7 s of ticks
+        now = 0.02 * k
+        if k <= 100 or k > 350 - 25:                # speaking in the first 2 s and last 0.5 s
+            media.on_rtp(caller_packet(seq, 160 * k, b"\x10" * 160), now - 0.001)
+            seq += 1
+        media.tick(now)
+    return wire.to_model, media
+
+
+def test_a_long_silence_goes_to_the_model_in_fewer_larger_appends_on_the_same_clock():
+    plain, plain_media = _silence_then_speech()
+    chunked, chunked_media = _silence_then_speech(long_silence_s=1.5, long_silence_frames=10)
+    silent = bytes([0xFF])
+    sizes = [len(a) for a in chunked if set(a) == {silent[0]}]
+    # the first 1.5 s of silence in two-frame appends (the model's end of turn is not
+    # delayed), then 200 ms appends
+    assert sizes[:5] == [320] * 5 and 1600 in sizes
+    assert len(chunked) < len(plain) - 15
+    # the same audio, silence included, reached the model in the same order: after the
+    # silence, the first packet topped it up to where the two-frame fill was
+    assert b"".join(chunked) == b"".join(plain)
+    assert chunked_media.stats()["silence_filled_ms"] == plain_media.stats()["silence_filled_ms"]
+
+
+def test_long_silence_appends_can_be_turned_off():
+    plain, _ = _silence_then_speech()
+    off, _ = _silence_then_speech(long_silence_s=0.0, long_silence_frames=10)
+    assert off == plain

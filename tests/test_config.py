@@ -84,3 +84,18 @@ def test_jitter_buffer_settings(tmp_path):
         site.write_text(json.dumps({"rtp": rtp}))
         with pytest.raises(ConfigError, match=f"{name}.*1..31"):
             load_settings(site, env={})
+
+
+def test_long_silence_settings(tmp_path):
+    settings = load_settings(env={})
+    assert settings.get("rtp.long_silence_after_ms") == 1500
+    assert settings.get("rtp.long_silence_append_ms") == 200
+    site = tmp_path / "site.json"
+    site.write_text(json.dumps({"rtp": {"long_silence_after_ms": 0}}))
+    assert load_settings(site, env={}).get("rtp.long_silence_after_ms") == 0     # never
+    for rtp, name in (({"long_silence_after_ms": 500}, "rtp.long_silence_after_ms"),
+                      ({"long_silence_append_ms": 30}, "rtp.long_silence_append_ms"),
+                      ({"long_silence_append_ms": 2000}, "rtp.long_silence_append_ms")):
+        site.write_text(json.dumps({"rtp": rtp}))
+        with pytest.raises(ConfigError, match=name):
+            load_settings(site, env={})

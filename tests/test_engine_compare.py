@@ -171,6 +171,7 @@ def run_old(events, ticks, model_format, adaptive, rng_seed):
     media = CallMedia(model_format=model_format, send_rtp=sent.append,
                       send_to_model=lambda audio, stamp: appended.append((audio, stamp)),
                       jitter_depth=3, jitter_adaptive=adaptive, append_frames=2,
+                      long_silence_s=1.5 if adaptive else 0.0,
                       on_played=lambda f: calls[0].played(f))
     calls.append(OldCall(media, log))
     _drive(media, calls[0], events, ticks, rng_seed,
@@ -183,6 +184,7 @@ def run_engine(events, ticks, model_format, adaptive, rng_seed):
     media = CallMedia(model_format=model_format, send_rtp=None,
                       send_to_model=lambda audio, stamp: appended.append((audio, stamp)),
                       jitter_depth=3, jitter_adaptive=adaptive, append_frames=2,
+                      long_silence_s=1.5 if adaptive else 0.0,
                       on_played=lambda f: calls[0].played(f))
     queue = SendQueue(lambda: None)
     media.attach_sink(queue, b"caller")
