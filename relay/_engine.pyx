@@ -18,7 +18,6 @@ call's events (relay/_media.pyx, CallMedia.tick), a handler that raised.
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 from cpython.dict cimport PyDict_GetItem
 from cpython.long cimport PyLong_FromUnsignedLongLong
-from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from cpython.object cimport PyObject
 from libc.errno cimport EAGAIN, EINTR, errno
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
@@ -26,8 +25,9 @@ from libc.string cimport memcpy, memset
 
 from relay._media cimport CallMedia
 from relay._sockets cimport (
-    AF_INET, AF_INET6, CLOCK_MONOTONIC, EWOULDBLOCK, MSG_DONTWAIT, MSG_TRUNC, clock_gettime, htons,
-    iovec, mmsghdr, recvmmsg, sockaddr_in, sockaddr_in6, sockaddr_storage, timespec,
+    AF_INET, AF_INET6, CLOCK_MONOTONIC, EWOULDBLOCK, MSG_TRUNC, ReceiveBuffers, clock_gettime,
+    htons, receive_buffers_free, receive_buffers_init, receive_into, sockaddr_in, sockaddr_in6,
+    sockaddr_storage, timespec,
 )
 
 import socket as _socket
@@ -79,12 +79,7 @@ cdef class RtpRouter:
     """
 
     cdef int fd
-    cdef unsigned int count
-    cdef size_t size
-    cdef mmsghdr *messages
-    cdef iovec *vectors
-    cdef sockaddr_storage *names
-    cdef char *buffers
+    cdef ReceiveBuffers b
     cdef dict _routes                    # route key -> CallMedia or handler(data, now)
     cdef public object on_error
     cdef public unsigned long long received
@@ -94,24 +89,12 @@ cdef class RtpRouter:
     cdef public unsigned long long calls
 
     def __cinit__(self, int fd, unsigned int count=32, size_t size=2048):
-        if count < 1 or size < 1:
-            raise ValueError("count and size must be positive")
         self.fd = fd
-        self.count = count
-        self.size = size
-        self.messages = <mmsghdr *>PyMem_Malloc(count * sizeof(mmsghdr))
-        self.vectors = <iovec *>PyMem_Malloc(count * sizeof(iovec))
-        self.names = <sockaddr_storage *>PyMem_Malloc(count * sizeof(sockaddr_storage))
-        self.buffers = <char *>PyMem_Malloc(count * size)
-        if not (self.messages and self.vectors and self.names and self.buffers):
-            raise MemoryError()
+        receive_buffers_init(&self.b, count, size)
         self._routes = {}
 
     def __dealloc__(self):
-        PyMem_Free(self.messages)
-        PyMem_Free(self.vectors)
-        PyMem_Free(self.names)
-        PyMem_Free(self.buffers)
+        receive_buffers_free(&self.b)
 
     def route(self, host, int port, handler):
         """Datagrams from (host, port) go to handler: a CallMedia, or handler(data, now)."""
@@ -147,16 +130,8 @@ cdef class RtpRouter:
         cdef object handler
         cdef const uint8_t* data
         cdef Py_ssize_t length
-        for i in range(self.count):
-            self.vectors[i].iov_base = self.buffers + i * self.size
-            self.vectors[i].iov_len = self.size
-            memset(&self.messages[i], 0, sizeof(mmsghdr))
-            self.messages[i].msg_hdr.msg_name = &self.names[i]
-            self.messages[i].msg_hdr.msg_namelen = sizeof(sockaddr_storage)
-            self.messages[i].msg_hdr.msg_iov = &self.vectors[i]
-            self.messages[i].msg_hdr.msg_iovlen = 1
         with nogil:
-            n = recvmmsg(self.fd, self.messages, self.count, MSG_DONTWAIT, NULL)
+            n = receive_into(&self.b, self.fd, self.b.count)
             clock = _monotonic()
         if now < 0:
             now = clock
@@ -168,16 +143,16 @@ cdef class RtpRouter:
             raise OSError(errno, os.strerror(errno))
         self.received += n
         for i in range(<unsigned int>n):
-            if self.messages[i].msg_hdr.msg_flags & MSG_TRUNC:
+            if self.b.messages[i].msg_hdr.msg_flags & MSG_TRUNC:
                 self.truncated += 1
                 continue
-            found = PyDict_GetItem(self._routes, self._key(&self.names[i]))
+            found = PyDict_GetItem(self._routes, self._key(&self.b.names[i]))
             if found is NULL:
                 self.from_strangers += 1
                 continue
             handler = <object>found
-            data = <const uint8_t*>(self.buffers + i * self.size)
-            length = self.messages[i].msg_len
+            data = <const uint8_t*>(self.b.buffers + i * self.b.size)
+            length = self.b.messages[i].msg_len
             try:
                 if type(handler) is CallMedia:
                     (<CallMedia>handler).on_datagram(data, length, now)

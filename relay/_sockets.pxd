@@ -110,3 +110,61 @@ cdef extern from "<sys/types.h>" nogil:
 cdef extern from "<sys/socket.h>" nogil:
     ssize_t sendto(int fd, const void *buf, size_t n, int flags, const sockaddr *addr,
                    socklen_t addr_len)
+
+
+# ---- receive buffers for recvmmsg, shared by relay/_udp.pyx and relay/_engine.pyx ----------
+
+from cpython.mem cimport PyMem_Free, PyMem_Malloc
+from libc.string cimport memset
+
+
+cdef struct ReceiveBuffers:
+    unsigned int count           # datagrams per recvmmsg
+    size_t size                  # bytes per datagram (a longer one comes truncated: MSG_TRUNC)
+    mmsghdr *messages
+    iovec *vectors
+    sockaddr_storage *names
+    char *buffers
+
+
+cdef inline int receive_buffers_init(ReceiveBuffers *b, unsigned int count,
+                                     size_t size) except -1:
+    """Allocate `count` datagram buffers of `size` bytes (free them with receive_buffers_free,
+    which is safe on a part-allocated or zeroed struct)."""
+    if count < 1 or size < 1:
+        raise ValueError("count and size must be positive")
+    b.count = count
+    b.size = size
+    b.messages = <mmsghdr *>PyMem_Malloc(count * sizeof(mmsghdr))
+    b.vectors = <iovec *>PyMem_Malloc(count * sizeof(iovec))
+    b.names = <sockaddr_storage *>PyMem_Malloc(count * sizeof(sockaddr_storage))
+    b.buffers = <char *>PyMem_Malloc(count * size)
+    if not (b.messages and b.vectors and b.names and b.buffers):
+        raise MemoryError()
+    return 0
+
+
+cdef inline void receive_buffers_free(ReceiveBuffers *b) noexcept:
+    PyMem_Free(b.messages)
+    PyMem_Free(b.vectors)
+    PyMem_Free(b.names)
+    PyMem_Free(b.buffers)
+    b.messages = NULL
+    b.vectors = NULL
+    b.names = NULL
+    b.buffers = NULL
+
+
+cdef inline int receive_into(ReceiveBuffers *b, int fd, unsigned int count) noexcept nogil:
+    """One recvmmsg of up to `count` (<= b.count) datagrams from fd, never waiting: the number
+    read, or -1 with errno set (EAGAIN: none waiting)."""
+    cdef unsigned int i
+    for i in range(count):
+        b.vectors[i].iov_base = b.buffers + i * b.size
+        b.vectors[i].iov_len = b.size
+        memset(&b.messages[i], 0, sizeof(mmsghdr))
+        b.messages[i].msg_hdr.msg_name = &b.names[i]
+        b.messages[i].msg_hdr.msg_namelen = sizeof(sockaddr_storage)
+        b.messages[i].msg_hdr.msg_iov = &b.vectors[i]
+        b.messages[i].msg_hdr.msg_iovlen = 1
+    return recvmmsg(fd, b.messages, count, MSG_DONTWAIT, NULL)

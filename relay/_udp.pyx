@@ -18,8 +18,9 @@ from libc.stdint cimport uint8_t, uint16_t, uint32_t
 from libc.string cimport memcpy, memset
 
 from relay._sockets cimport (
-    AF_INET, AF_INET6, EWOULDBLOCK, MSG_DONTWAIT, MSG_TRUNC, inet_ntop, iovec, mmsghdr, ntohs,
-    recvmmsg, sendmmsg, sockaddr_in, sockaddr_in6, sockaddr_storage, socklen_t,
+    AF_INET, AF_INET6, EWOULDBLOCK, MSG_DONTWAIT, MSG_TRUNC, ReceiveBuffers, inet_ntop, iovec,
+    mmsghdr, ntohs, receive_buffers_free, receive_buffers_init, receive_into, sendmmsg,
+    sockaddr_in, sockaddr_in6, sockaddr_storage, socklen_t,
 )
 
 import socket as _socket
@@ -57,37 +58,20 @@ cdef class BatchReceiver:
     """
 
     cdef int fd
-    cdef unsigned int count
-    cdef size_t size
-    cdef mmsghdr *messages
-    cdef iovec *vectors
-    cdef sockaddr_storage *names
-    cdef char *buffers
+    cdef ReceiveBuffers b
     cdef dict _addresses
     cdef public unsigned long long truncated
     cdef public unsigned long long calls
 
     def __cinit__(self, int fd, unsigned int count=64, size_t size=2048):
-        if count < 1 or size < 1:
-            raise ValueError("count and size must be positive")
         self.fd = fd
-        self.count = count
-        self.size = size
-        self.messages = <mmsghdr *>PyMem_Malloc(count * sizeof(mmsghdr))
-        self.vectors = <iovec *>PyMem_Malloc(count * sizeof(iovec))
-        self.names = <sockaddr_storage *>PyMem_Malloc(count * sizeof(sockaddr_storage))
-        self.buffers = <char *>PyMem_Malloc(count * size)
-        if not (self.messages and self.vectors and self.names and self.buffers):
-            raise MemoryError()
+        receive_buffers_init(&self.b, count, size)
         self._addresses = {}
         self.truncated = 0
         self.calls = 0
 
     def __dealloc__(self):
-        PyMem_Free(self.messages)
-        PyMem_Free(self.vectors)
-        PyMem_Free(self.names)
-        PyMem_Free(self.buffers)
+        receive_buffers_free(&self.b)
 
     cdef object _address(self, sockaddr_storage *name, socklen_t length):
         """(host, port) of a peer, from a cache keyed by its raw sockaddr bytes."""
@@ -116,16 +100,8 @@ cdef class BatchReceiver:
     def receive(self):
         cdef unsigned int i
         cdef int n
-        for i in range(self.count):
-            self.vectors[i].iov_base = self.buffers + i * self.size
-            self.vectors[i].iov_len = self.size
-            memset(&self.messages[i], 0, sizeof(mmsghdr))
-            self.messages[i].msg_hdr.msg_name = &self.names[i]
-            self.messages[i].msg_hdr.msg_namelen = sizeof(sockaddr_storage)
-            self.messages[i].msg_hdr.msg_iov = &self.vectors[i]
-            self.messages[i].msg_hdr.msg_iovlen = 1
         with nogil:
-            n = recvmmsg(self.fd, self.messages, self.count, MSG_DONTWAIT, NULL)
+            n = receive_into(&self.b, self.fd, self.b.count)
         self.calls += 1
         if n < 0:
             if errno == EAGAIN or errno == EWOULDBLOCK or errno == EINTR:
@@ -133,12 +109,12 @@ cdef class BatchReceiver:
             _socket_error()
         out = []
         for i in range(<unsigned int>n):
-            if self.messages[i].msg_hdr.msg_flags & MSG_TRUNC:
+            if self.b.messages[i].msg_hdr.msg_flags & MSG_TRUNC:
                 self.truncated += 1
                 continue
-            out.append((PyBytes_FromStringAndSize(self.buffers + i * self.size,
-                                                  self.messages[i].msg_len),
-                        self._address(&self.names[i], self.messages[i].msg_hdr.msg_namelen)))
+            out.append((PyBytes_FromStringAndSize(self.b.buffers + i * self.b.size,
+                                                  self.b.messages[i].msg_len),
+                        self._address(&self.b.names[i], self.b.messages[i].msg_hdr.msg_namelen)))
         return out
 
 
@@ -251,14 +227,9 @@ cdef class SocketSet:
     """
 
     cdef int epfd
-    cdef unsigned int per_socket
     cdef int max_ready
-    cdef size_t size
     cdef epoll_event *ready
-    cdef mmsghdr *messages
-    cdef iovec *vectors
-    cdef sockaddr_storage *names
-    cdef char *buffers
+    cdef ReceiveBuffers b                # per_socket datagrams per ready socket
     cdef public unsigned long long calls
 
     def __cinit__(self, int max_ready=256, unsigned int per_socket=8, size_t size=2048):
@@ -266,15 +237,10 @@ cdef class SocketSet:
             raise ValueError("max_ready, per_socket and size must be positive")
         self.epfd = -1
         self.max_ready = max_ready
-        self.per_socket = per_socket
-        self.size = size
         self.ready = <epoll_event *>PyMem_Malloc(max_ready * sizeof(epoll_event))
-        self.messages = <mmsghdr *>PyMem_Malloc(per_socket * sizeof(mmsghdr))
-        self.vectors = <iovec *>PyMem_Malloc(per_socket * sizeof(iovec))
-        self.names = <sockaddr_storage *>PyMem_Malloc(per_socket * sizeof(sockaddr_storage))
-        self.buffers = <char *>PyMem_Malloc(per_socket * size)
-        if not (self.ready and self.messages and self.vectors and self.names and self.buffers):
+        if not self.ready:
             raise MemoryError()
+        receive_buffers_init(&self.b, per_socket, size)
         self.epfd = epoll_create1(EPOLL_CLOEXEC)
         if self.epfd < 0:
             _socket_error()
@@ -284,10 +250,7 @@ cdef class SocketSet:
         if self.epfd >= 0:
             close(self.epfd)
         PyMem_Free(self.ready)
-        PyMem_Free(self.messages)
-        PyMem_Free(self.vectors)
-        PyMem_Free(self.names)
-        PyMem_Free(self.buffers)
+        receive_buffers_free(&self.b)
 
     def fileno(self):
         if self.epfd < 0:
@@ -340,26 +303,18 @@ cdef class SocketSet:
             return out
         for k in range(nready):
             fd = self.ready[k].data.fd
-            for i in range(self.per_socket):
-                self.vectors[i].iov_base = self.buffers + i * self.size
-                self.vectors[i].iov_len = self.size
-                memset(&self.messages[i], 0, sizeof(mmsghdr))
-                self.messages[i].msg_hdr.msg_name = &self.names[i]
-                self.messages[i].msg_hdr.msg_namelen = sizeof(sockaddr_storage)
-                self.messages[i].msg_hdr.msg_iov = &self.vectors[i]
-                self.messages[i].msg_hdr.msg_iovlen = 1
             with nogil:
-                n = recvmmsg(fd, self.messages, self.per_socket, MSG_DONTWAIT, NULL)
+                n = receive_into(&self.b, fd, self.b.count)
                 clock_gettime(CLOCK_MONOTONIC, &now)
             if n <= 0:
                 continue
             arrival = now.tv_sec + now.tv_nsec * 1e-9
             for i in range(<unsigned int>n):
                 out.append((fd,
-                            PyBytes_FromStringAndSize(self.buffers + i * self.size,
-                                                      self.messages[i].msg_len),
-                            PyBytes_FromStringAndSize(<char *>&self.names[i],
-                                                      self.messages[i].msg_hdr.msg_namelen),
+                            PyBytes_FromStringAndSize(self.b.buffers + i * self.b.size,
+                                                      self.b.messages[i].msg_len),
+                            PyBytes_FromStringAndSize(<char *>&self.b.names[i],
+                                                      self.b.messages[i].msg_hdr.msg_namelen),
                             arrival))
         return out
 

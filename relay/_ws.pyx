@@ -70,21 +70,16 @@ cdef inline void _mask_copy(uint8_t *dst, const uint8_t *src, Py_ssize_t n,
         i += 1
 
 
-def client_frame(payload, int opcode=OP_TEXT):
-    """One complete masked client frame (FIN set) carrying payload (bytes, or str as UTF-8)."""
-    if isinstance(payload, str):
-        payload = (<str>payload).encode("utf-8")
-    elif not isinstance(payload, bytes):
-        payload = bytes(payload)
-    cdef Py_ssize_t n = PyBytes_GET_SIZE(payload)
-    if opcode & 0x8 and n > MAX_CONTROL:
-        raise ValueError("a control frame carries at most 125 bytes")
-    cdef Py_ssize_t header = 2 + (0 if n < 126 else (2 if n <= 0xFFFF else 8)) + 4
-    frame = PyBytes_FromStringAndSize(NULL, header + n)
-    cdef uint8_t *out = <uint8_t *>PyBytes_AS_STRING(frame)
-    cdef uint32_t key = _next_key()
+cdef inline Py_ssize_t _header_size(Py_ssize_t n) noexcept:
+    """A masked client frame's header bytes for an n-byte payload (key included)."""
+    return 2 + (0 if n < 126 else (2 if n <= 0xFFFF else 8)) + 4
+
+
+cdef Py_ssize_t _write_header(uint8_t *out, uint8_t first, Py_ssize_t n,
+                              uint32_t key) noexcept:
+    """The header of a masked frame (first byte, length, key) into out; returns its size."""
     cdef int i
-    out[0] = 0x80 | (opcode & 0x0F)
+    out[0] = first
     if n < 126:
         out[1] = 0x80 | <uint8_t>n
         i = 2
@@ -99,7 +94,23 @@ def client_frame(payload, int opcode=OP_TEXT):
             out[2 + i] = <uint8_t>((<uint64_t>n) >> (8 * (7 - i)))
         i = 10
     memcpy(out + i, &key, 4)
-    _mask_copy(out + i + 4, <const uint8_t *>PyBytes_AS_STRING(payload), n, key)
+    return i + 4
+
+
+def client_frame(payload, int opcode=OP_TEXT):
+    """One complete masked client frame (FIN set) carrying payload (bytes, or str as UTF-8)."""
+    if isinstance(payload, str):
+        payload = (<str>payload).encode("utf-8")
+    elif not isinstance(payload, bytes):
+        payload = bytes(payload)
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(payload)
+    if opcode & 0x8 and n > MAX_CONTROL:
+        raise ValueError("a control frame carries at most 125 bytes")
+    frame = PyBytes_FromStringAndSize(NULL, _header_size(n) + n)
+    cdef uint8_t *out = <uint8_t *>PyBytes_AS_STRING(frame)
+    cdef uint32_t key = _next_key()
+    cdef Py_ssize_t i = _write_header(out, 0x80 | (opcode & 0x0F), n, key)
+    _mask_copy(out + i, <const uint8_t *>PyBytes_AS_STRING(payload), n, key)
     return frame
 
 
@@ -146,28 +157,10 @@ def append_frame(audio):
     cdef Py_ssize_t size = view.shape[0]
     cdef Py_ssize_t head = PyBytes_GET_SIZE(_APPEND_HEAD)
     cdef Py_ssize_t n = head + (size + 2) // 3 * 4 + PyBytes_GET_SIZE(_APPEND_TAIL)
-    cdef Py_ssize_t header = 2 + (0 if n < 126 else (2 if n <= 0xFFFF else 8)) + 4
-    frame = PyBytes_FromStringAndSize(NULL, header + n)
+    frame = PyBytes_FromStringAndSize(NULL, _header_size(n) + n)
     cdef uint8_t *out = <uint8_t *>PyBytes_AS_STRING(frame)
-    cdef uint8_t *payload
     cdef uint32_t key = _next_key()
-    cdef int i
-    out[0] = 0x81            # FIN, text
-    if n < 126:
-        out[1] = 0x80 | <uint8_t>n
-        i = 2
-    elif n <= 0xFFFF:
-        out[1] = 0x80 | 126
-        out[2] = <uint8_t>(n >> 8)
-        out[3] = <uint8_t>n
-        i = 4
-    else:
-        out[1] = 0x80 | 127
-        for i in range(8):
-            out[2 + i] = <uint8_t>((<uint64_t>n) >> (8 * (7 - i)))
-        i = 10
-    memcpy(out + i, &key, 4)
-    payload = out + i + 4
+    cdef uint8_t *payload = out + _write_header(out, 0x81, n, key)     # FIN, text
     memcpy(payload, PyBytes_AS_STRING(_APPEND_HEAD), head)
     if size:
         _base64_into(payload + head, &view[0], size)
