@@ -4,7 +4,9 @@ Owns, for one caller channel: the bridge and the externalMedia channel relay cre
 deletes both on every path: Asterisk does not), its route on the worker's RTP socket and its
 place in the pacer, its Realtime session, its DTMF collector and its transcript. Everything that
 can block (ARI requests, connecting) runs in the call's own greenlets, never in the pacer's or
-the socket reader's. A failure inside the call ends this call only.
+the socket reader's. The pacer ticks the call's CallMedia, which calls the call back only on
+its events (the assistant's first frame, the playout drained, the tick after a barge-in,
+housekeeping four times a second). A failure inside the call ends this call only.
 """
 
 from __future__ import annotations
@@ -505,10 +507,6 @@ class Call:
         latency to measure, the assistant becoming the one speaking."""
         self.media.play_events = (self.recorder is not None or self._turn_end_at is not None
                                   or self._speaking != "assistant")
-
-    def tick(self, now: float) -> None:
-        """One frame time of the call (the pacer ticks self.media, which runs the same)."""
-        self.media.tick(now)
 
     def _playout_drained(self) -> None:
         """The media's tick: the assistant was speaking and nothing more is queued."""
