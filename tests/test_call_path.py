@@ -176,10 +176,12 @@ def test_a_silent_caller_still_feeds_the_model_continuously(stack):
     relay_call = s.relay_call(call_id)
     s.wait_calls([call_id], 20)
     session = s.model.sessions[0]
-    # about 3 s of audio minus the jitter-buffer slack, in appends of 40 ms
+    # about 3 s of audio minus the jitter-buffer slack: in appends of 40 ms for the first
+    # 1.5 s (rtp.long_silence_after_ms), then of 200 ms; all of it reached the model
     audio_ms = relay_call.media.silence_filled_bytes / 8
     assert audio_ms > 2000
-    assert session.appends >= 40
+    assert session.buffer.received_ms >= audio_ms - 40
+    assert 30 <= session.appends < 30 + (audio_ms - 1500) / 40
 
 
 def test_rtp_from_a_stranger_and_garbage_are_dropped(stack):
