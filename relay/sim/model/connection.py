@@ -132,7 +132,9 @@ class Connection:
         session = self.session
         if session is None or self._closing:
             return          # draining until the client's close frame
-        self._after(session, session.receive_audio(audio, self.clock()))
+        out = session.receive_audio(audio, self.clock())
+        if out:     # else no turn edge, no error: the timers and the response are as they were
+            self._after(session, out)
 
     def on_message(self, text) -> None:
         """Any other client message: text, or a bytearray for a binary one."""

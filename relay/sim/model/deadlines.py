@@ -21,6 +21,10 @@ from gevent.event import Event
 
 log = logging.getLogger(__name__)
 
+# the timer sleeps this much past the next deadline: at load, the deadlines of many sessions
+# falling within it are served by one wake-up; a tick comes at most this late
+SLACK_S = 0.001
+
 
 class DeadlineTimer:
     """arm(conn, deadline): call conn.on_deadline() once clock() >= deadline, if by then
@@ -69,4 +73,4 @@ class DeadlineTimer:
                     conn.fail()
             self._next = heap[0][0] if heap else math.inf
             wake.clear()
-            wake.wait(None if not heap else max(0.0, self._next - clock()))
+            wake.wait(None if not heap else max(0.0, self._next - clock()) + SLACK_S)
