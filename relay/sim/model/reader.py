@@ -101,9 +101,10 @@ class SharedReader:
         while True:
             wait(watcher)
             frames = poll()
-            if frames:
+            while frames:   # at load: read again after the interval, the watcher left alone
                 self._dispatch(frames)
-            sleep(READ_INTERVAL_S)
+                sleep(READ_INTERVAL_S)
+                frames = poll()
 
     def _dispatch(self, frames: list) -> None:
         for conn, kind, fin, data in frames:
