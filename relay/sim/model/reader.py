@@ -1,14 +1,15 @@
 """The one reader of every client WebSocket of the simulated model, after the upgrade.
 
 Owns: the StreamSet (relay/sim/_ws_reader.pyx: one epoll descriptor, frames split and unmasked
-in C, appends decoded in C), the one io watcher and the one greenlet that read it, and turning
-frames into what each connection gets (reading at most every READ_INTERVAL_S), as geventwebsocket's receive() did: a message (text, or
-a bytearray for binary) or an append's audio; fragments assembled up to the message limit, a
-ping answered with a pong (an empty one gets none), a close frame answered with its echo (or
-1002 for a bad one, 1007 for a reason that is not UTF-8), a protocol error (reserved bits, an
-unexpected opcode or continuation, a frame or message over the limit) closed with 1002 and bad
-UTF-8 text with 1007; then the connection's reading ends, as it does at EOF or a reset. Once
-our close frame is out, the next message, ping or close frame ends the reading.
+in C, appends decoded in C), the one io watcher and the one greenlet that read it (at load,
+every READ_INTERVAL_S), and turning frames into what each connection gets, as geventwebsocket's
+receive() did: a message (text, or a bytearray for binary) or an append's audio; fragments
+assembled up to the message limit, a ping answered with a pong (an empty one gets none), a close
+frame answered with its echo (or 1002 for a bad one, 1007 for a reason that is not UTF-8), a
+protocol error (reserved bits, an unexpected opcode or continuation, a frame or message over the
+limit) closed with 1002 and bad UTF-8 text with 1007; then the connection's reading ends, as it
+does at EOF or a reset. Once our close frame is out, the next message, ping or close frame ends
+the reading.
 A failure while handling one connection's frame ends that connection only.
 """
 
