@@ -62,6 +62,7 @@ class Connection:
         self.reading_ended = False
         self.fragment: Optional[list] = None    # a fragmented message being read (the reader's)
         self.deadline: Optional[float] = None   # armed in the shared timer
+        self.armed_deadlines: set = set()       # this connection's entries in the timer's heap
         self.api_key = ""           # the key the client sent (an error fault may quote it)
         self.stalled_until = 0.0    # a stall fault: nothing is sent before this (clock time)
         self.stalled_events = 0     # events a stall swallowed

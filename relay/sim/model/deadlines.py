@@ -4,8 +4,9 @@ Owns: the deadlines at which sessions have something to do (RealtimeSession.next
 response pacing, VAD and expiry timers), kept in one heap and served by one greenlet that calls
 `conn.on_deadline()` when one is due, instead of one timed queue wait per connection. A
 connection re-arms after each receive or tick; an entry that is no longer the connection's
-deadline (`conn.deadline`) is skipped when it comes up. A failing connection's deadline does
-not stop the others'.
+deadline (`conn.deadline`) is skipped when it comes up; a deadline already in the heap for a
+connection (`conn.armed_deadlines`) is not pushed again, so stale entries stay few. A failing
+connection's deadline does not stop the others'.
 """
 
 from __future__ import annotations
@@ -51,6 +52,10 @@ class DeadlineTimer:
         return len(self._heap)
 
     def arm(self, conn, deadline: float) -> None:
+        armed = conn.armed_deadlines
+        if deadline in armed:
+            return      # in the heap already (e.g. the expiry, again after each response)
+        armed.add(deadline)
         heapq.heappush(self._heap, (deadline, next(self._order), conn))
         if deadline < self._next:
             self._next = deadline
@@ -64,6 +69,7 @@ class DeadlineTimer:
             while heap and heap[0][0] <= now:
                 due.append(heapq.heappop(heap))
             for deadline, _, conn in due:   # one re-armed in the past waits for the next round
+                conn.armed_deadlines.discard(deadline)
                 if conn.deadline != deadline:
                     continue
                 try:
