@@ -22,6 +22,7 @@ if sys.platform.startswith("linux"):
         extensions.append(Extension(f"relay.{name}", [f"relay/{name}.pyx"],
                                     extra_compile_args=COMPILE_ARGS,
                                     define_macros=[("_GNU_SOURCE", "1")]))
+    extensions.append(Extension("relay.sim._ws_reader", ["relay/sim/_ws_reader.pyx"], extra_compile_args=COMPILE_ARGS))
 
 # RELAY_ONLY_EXT=_g711 builds one extension alone (handy while another one is being edited).
 only = os.environ.get("RELAY_ONLY_EXT")

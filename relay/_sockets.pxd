@@ -1,7 +1,8 @@
 """C declarations of the socket system calls and structures relay's extensions use (Linux):
 recvmmsg(2), sendmmsg(2), sendto(2), epoll(7), sockaddr_in/in6, inet_ntop, clock_gettime.
 cimported by relay/_udp.pyx (batched UDP I/O, the simulated PBX's SocketSet) and
-relay/_engine.pyx (the worker's media engine)."""
+relay/_engine.pyx (the worker's media engine); recv(2)/send(2) by relay/sim/_ws_reader.pyx (the
+simulated model's WebSocket reads and writes)."""
 
 from libc.stdint cimport uint8_t, uint16_t, uint32_t
 
@@ -110,6 +111,12 @@ cdef extern from "<sys/types.h>" nogil:
 cdef extern from "<sys/socket.h>" nogil:
     ssize_t sendto(int fd, const void *buf, size_t n, int flags, const sockaddr *addr,
                    socklen_t addr_len)
+
+
+cdef extern from "<sys/socket.h>" nogil:
+    ssize_t recv(int fd, void *buf, size_t n, int flags)
+    ssize_t send(int fd, const void *buf, size_t n, int flags)
+    int MSG_NOSIGNAL
 
 
 # ---- receive buffers for recvmmsg, shared by relay/_udp.pyx and relay/_engine.pyx ----------

@@ -1,6 +1,6 @@
 """The simulated model reads every kind of client frame the same, fast path or not
-(relay.sim.model.wshandler): short and 16-bit-length text frames take the fast path; fragments,
-64-bit lengths and control frames the general one; bad UTF-8 closes with 1007 either way."""
+(relay.sim.model.reader on relay/sim/_ws_reader.pyx): appends are decoded in C; fragments,
+64-bit lengths and control frames take the general path; bad UTF-8 closes with 1007 either way."""
 
 from __future__ import annotations
 

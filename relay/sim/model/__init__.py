@@ -15,8 +15,10 @@ Modules, one job each:
   handshake      API key / beta header / model checks on connect
   faults         fault injection descriptions
   server         SimModel: the gevent server, its sessions, script and faults
-  connection     one WebSocket's reader and pump greenlets around its session
-  wshandler      its WebSocket class on relay.wsserver (large messages for audio)
+  connection     one WebSocket around its session: messages in, events out, faults, closing
+  wshandler      its WebSocket class on relay.wsserver (the upgrade; large messages for audio)
+  reader         the one reader of every connection (frames split in C: relay/sim/_ws_reader)
+  deadlines      the one timer of every session
   control        the HTTP JSON control endpoint
   cli            `relay sim-model`
 

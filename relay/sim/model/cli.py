@@ -7,6 +7,7 @@ on a signal). gevent's monkey patching is already done by relay.cli.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import signal
@@ -50,6 +51,9 @@ def run(args: argparse.Namespace) -> int:
     handlers = [gevent.signal_handler(sig, stop.set) for sig in (signal.SIGINT, signal.SIGTERM)]
     try:
         model.start()
+        # what lives as long as the process (modules, the script) leaves the collector's sight:
+        # full collections only walk what the sessions allocate
+        gc.freeze()
         print(f"sim-model listening on {model.url} (control: {model.http_url}/sim/health)",
               flush=True)
         stop.wait()

@@ -24,12 +24,15 @@ _ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 _session_numbers = itertools.count(1)
 
 
+_PAIRS = [a + b for a in _ALPHABET for b in _ALPHABET]     # two base-62 digits, "00".."zz"
+
+
 def _b62(n: int, width: int) -> str:
-    out = []
+    out = ""
     while n:
-        n, r = divmod(n, 62)
-        out.append(_ALPHABET[r])
-    return "".join(reversed(out)).rjust(width, "0")
+        n, r = divmod(n, 3844)
+        out = _PAIRS[r] + out
+    return out.lstrip("0").rjust(width, "0")
 
 
 class Ids:
@@ -76,8 +79,20 @@ def error_object(code: Optional[str], message: str, param: Optional[str] = None,
             "event_id": event_id}
 
 
+_ATOMS = frozenset((str, int, float, bool, type(None)))
+
+
 def snapshot(obj: Any) -> Any:
-    """A deep copy of an item or session, for an event queued while the original lives on."""
+    """A deep copy of an item or session, for an event queued while the original lives on
+    (JSON-shaped: dicts and lists are copied, strings and numbers shared, anything else
+    deep-copied)."""
+    kind = type(obj)
+    if kind is dict:
+        return {key: snapshot(value) for key, value in obj.items()}
+    if kind is list:
+        return [snapshot(value) for value in obj]
+    if kind in _ATOMS:
+        return obj
     return copy.deepcopy(obj)
 
 

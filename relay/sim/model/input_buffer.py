@@ -21,12 +21,16 @@ _KINDS = {"audio/pcmu": ULAW, "audio/pcma": ALAW, "audio/pcm": PCM16}   # sample
 class InputAudioBuffer:
     """Appended audio in absolute byte positions since the session began."""
 
-    __slots__ = ("fmt", "max_bytes", "_buf", "_start", "_total", "_frame_pos")
+    __slots__ = ("fmt", "max_bytes", "_buf", "_start", "_total", "_frame_pos", "_frame_bytes",
+                 "_bytes_per_ms", "_kind")
 
     def __init__(self, fmt: AudioFormat, max_ms: int = MAX_BUFFER_MS, start_ms: int = 0) -> None:
         self.fmt = fmt
         self.max_bytes = max_ms * fmt.bytes_per_ms
         self._buf = bytearray()
+        self._frame_bytes = fmt.frame_bytes     # the format's, looked up once
+        self._bytes_per_ms = fmt.bytes_per_ms
+        self._kind = _KINDS.get(fmt.name)
         self._start = self._total = self._frame_pos = start_ms * fmt.bytes_per_ms
 
     @property
@@ -58,9 +62,9 @@ class InputAudioBuffer:
                 self._drop_before(self._total - self.max_bytes)
             return None
         edges = None
-        fb = self.fmt.frame_bytes
-        bpm = self.fmt.bytes_per_ms
-        kind = _KINDS[self.fmt.name]
+        fb = self._frame_bytes
+        bpm = self._bytes_per_ms
+        kind = self._kind
         pos = self._frame_pos
         while pos + fb <= self._total:
             fed, edge = vad.scan(buf, pos - self._start, pos, (self._total - pos) // fb, fb, bpm,

@@ -2,7 +2,8 @@
 
 Owns: the listening socket (gevent.pywsgi + geventwebsocket, handlers in a bounded pool), the
 routing of a request (the Realtime WebSocket path, or the HTTP control routes of control.py), the
-connection checks on upgrade, the sessions kept for inspection, the script in use, fault
+connection checks on upgrade, the one reader of every connection (reader.py) and the one timer
+of every session (deadlines.py), the sessions kept for inspection, the script in use, fault
 injection, and stopping with no greenlet or socket left behind. A connection's life is in
 connection.py; the protocol in session.py.
 """
@@ -22,6 +23,7 @@ from gevent.pywsgi import WSGIServer
 
 from relay.sim.model import control
 from relay.sim.model.connection import Connection
+from relay.sim.model.deadlines import DeadlineTimer
 from relay.sim.model.faults import Fault
 from relay.sim.model.handshake import (
     AUTH_MODES,
@@ -30,6 +32,7 @@ from relay.sim.model.handshake import (
     check_connection,
     presented_key,
 )
+from relay.sim.model.reader import SharedReader
 from relay.sim.model.script import Script
 from relay.sim.model.session import DEFAULT_SESSION_LIMIT_S, RealtimeSession
 from relay.sim.model.vad import MIN_SPEECH_MS
@@ -76,6 +79,8 @@ class SimModel:
         self._future_faults: list[Fault] = []
         self._greenlets = Group()
         self._server: Optional[WSGIServer] = None
+        self._reader: Optional[SharedReader] = None
+        self._timer: Optional[DeadlineTimer] = None
         self._session_added = Event()
         self.port: Optional[int] = None
 
@@ -87,6 +92,10 @@ class SimModel:
         server = WSGIServer((self.host, self._requested_port), self._app, log=None,
                             handler_class=SimHandler, spawn=Pool(self._max_connections))
         server.start()
+        self._reader = SharedReader(SimWebSocket.max_message_bytes)
+        self._reader.start()
+        self._timer = DeadlineTimer(self.clock)
+        self._timer.start()
         self._server = server
         self.port = server.server_port
         return self
@@ -99,6 +108,8 @@ class SimModel:
             conn.terminate()
         server.stop(timeout=timeout)
         self._greenlets.kill(block=True, timeout=timeout)
+        self._reader.stop()
+        self._timer.stop()
 
     def __enter__(self) -> "SimModel":
         return self.start()
@@ -171,7 +182,8 @@ class SimModel:
 
     @property
     def greenlet_count(self) -> int:
-        """Pump greenlets alive (0 after stop())."""
+        """Pump greenlets alive (0 after stop()): a connection has one only while something
+        must wait (a full socket, armed faults, a closing handshake)."""
         return len(self._greenlets)
 
     def wait_for_sessions(self, count: int, timeout: float = 5.0) -> list[RealtimeSession]:
@@ -214,7 +226,7 @@ class SimModel:
                    if k.startswith("HTTP_")}
         query = dict(parse_qsl(environ.get("QUERY_STRING", "")))
         verdict = check_connection(headers, query, self.api_key, self.models, self.auth)
-        conn = Connection(ws, self.clock, self._greenlets.spawn)
+        conn = Connection(ws, self.clock, self._greenlets.spawn, self._reader, self._timer)
         conn.api_key = presented_key(headers, self.auth)
         self._connections[id(conn)] = conn
         try:
