@@ -202,25 +202,18 @@ class RtpEndpoint:
             n, addr = self.sock.recvfrom_into(self.buf)
         except OSError:             # EAGAIN (another reader was first), or closed
             return
-        now = time.monotonic()
-        self.received += 1
-        cap = self.capture
-        mv = self.mv
-        try:
-            pt, marker, seq, ts, ssrc, off, plen = parse_rtp_header(mv[:n])
-        except RtpError:
-            cap.malformed += 1
-            return
-        foreign = addr != self.remote
-        if foreign:
-            cap.foreign_count += 1
-            if len(cap.foreign_sources) < 64:
-                cap.foreign_sources.add(addr)
-        self._record(now, pt, marker, seq, ts, ssrc, mv[off:off + plen], foreign)
+        self._take(time.monotonic(), self.mv[:n], addr != self.remote, addr)
 
     def on_datagram(self, data: bytes, name: bytes, now: float) -> None:
         """One datagram read for this endpoint by the engine's SocketSet (in the hub): `name`
         is the sender's sockaddr, `now` its arrival (monotonic). As on_readable after its read."""
+        foreign = name != self.packed_remote
+        self._take(now, data, foreign, unpack_address(name) if foreign else None)
+
+    def _take(self, now: float, data: bytes | memoryview, foreign: bool,
+              source: tuple | None) -> None:
+        """A datagram received at `now`: counted, parsed (a malformed one is counted and
+        dropped), one from another source than the channel's remote noted, then recorded."""
         self.received += 1
         cap = self.capture
         try:
@@ -228,11 +221,10 @@ class RtpEndpoint:
         except RtpError:
             cap.malformed += 1
             return
-        foreign = name != self.packed_remote
         if foreign:
             cap.foreign_count += 1
             if len(cap.foreign_sources) < 64:
-                cap.foreign_sources.add(unpack_address(name))
+                cap.foreign_sources.add(source)
         self._record(now, pt, marker, seq, ts, ssrc, data[off:off + plen], foreign)
 
     def _record(self, now: float, pt: int, marker: bool, seq: int, ts: int, ssrc: int,
