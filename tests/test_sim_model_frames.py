@@ -11,22 +11,15 @@ import time
 import pytest
 import ujson
 import websocket
-
-from relay.sim.model import SimModel
+from sim_model_socket import sim_model_socket
 
 KEY = "sk-frames-test"
 
 
 @pytest.fixture
 def ws():
-    with SimModel(api_key=KEY) as model:
-        conn = websocket.create_connection(f"{model.url}?model=gpt-realtime", timeout=10,
-                                           header=[f"Authorization: Bearer {KEY}"])
-        try:
-            assert ujson.loads(conn.recv())["type"] == "session.created"
-            yield conn
-        finally:
-            conn.close()
+    with sim_model_socket(KEY) as (model, conn):
+        yield conn
 
 
 def _retrieve(tag: str, pad: int = 0) -> str:
@@ -75,14 +68,8 @@ def test_bad_utf8_closes_with_1007(ws, size):
 
 @pytest.fixture
 def model_ws():
-    with SimModel(api_key=KEY) as model:
-        conn = websocket.create_connection(f"{model.url}?model=gpt-realtime", timeout=10,
-                                           header=[f"Authorization: Bearer {KEY}"])
-        try:
-            assert ujson.loads(conn.recv())["type"] == "session.created"
-            yield model, conn
-        finally:
-            conn.close()
+    with sim_model_socket(KEY) as (model, conn):
+        yield model, conn
 
 
 def _append(audio: bytes) -> str:

@@ -21,8 +21,7 @@ from relay.sim._ws_reader import (
     send_nowait,
     text_frame,
 )
-
-from relay.sim.model import SimModel
+from sim_model_socket import sim_model_socket
 
 KEY = "sk-reader-test"
 
@@ -132,14 +131,8 @@ def test_server_text_frames_and_writes_that_would_block(pair):
 
 @pytest.fixture
 def raw():
-    with SimModel(api_key=KEY) as model:
-        conn = websocket.create_connection(f"{model.url}?model=gpt-realtime", timeout=10,
-                                           header=[f"Authorization: Bearer {KEY}"])
-        try:
-            assert ujson.loads(conn.recv())["type"] == "session.created"
-            yield model, conn
-        finally:
-            conn.close()
+    with sim_model_socket(KEY) as (model, conn):
+        yield model, conn
 
 
 def _close_code(conn) -> int:
