@@ -127,34 +127,13 @@ class JsonWebSocket:
             return False
         if not isinstance(message, (str, bytes)):
             message = ujson.dumps(message, ensure_ascii=False, escape_forward_slashes=False)
-        if self._write(client_frame(message, OP_TEXT), stamp):
-            self.messages_out += 1
-            return True
-        return False
+        return self.send_frame(client_frame(message, OP_TEXT), stamp)
 
     def send_frame(self, frame: bytes, stamp: Optional[float] = None) -> bool:
         """Send a client frame already built (relay/_ws.pyx append_frame: the caller's audio,
         25-50 times a second per call), as send() does a message."""
         if self._ws is None or self._closed_reported:
             return False
-        fd = self._fd
-        if fd is not None and not self._backlog and not self._writing:
-            # the usual case, inline: a plain socket that takes the whole frame at once
-            try:
-                sent = os.write(fd, frame)
-            except (BlockingIOError, InterruptedError):
-                sent = -1
-            except OSError as exc:
-                self._fail(f"send failed: {exc}")
-                return False
-            if sent == len(frame):
-                self.messages_out += 1
-                if stamp is not None and self._on_sent is not None:
-                    self._on_sent(time.monotonic() - stamp)
-                return True
-            if sent > 0:        # the rest of a frame already begun must follow it
-                self.messages_out += 1
-                return self._defer(memoryview(frame)[sent:], stamp, begun=True)
         if self._write(frame, stamp):
             self.messages_out += 1
             return True
