@@ -29,7 +29,7 @@ from gevent import socket
 
 from bench.harness import Row, time_per_call_ns
 from relay import realtime_events as ev
-from relay._ws import FrameReader, client_frame
+from relay._ws import FrameReader, append_frame
 
 try:
     from relay import _udp
@@ -118,8 +118,8 @@ def _append_rows() -> list[Row]:
                            escape_forward_slashes=False)
         return old_frame(text, websocket.ABNF.OPCODE_TEXT).format()
 
-    def after() -> bytes:
-        return client_frame(ev.input_audio_append_json(audio))
+    def after() -> bytes:   # what relay sends: tests/test_ws_frames.py checks it is the event
+        return append_frame(audio)
 
     assert websocket.ABNF.OPCODE_TEXT == 1
     return [Row("append: event to masked frame", time_per_call_ns(after, 20000), len(audio),

@@ -86,8 +86,9 @@ _APPEND_HEAD = b'{"type":"input_audio_buffer.append","audio":"'
 
 
 def input_audio_append_json(audio: bytes) -> bytes:
-    """input_audio_append(audio) already JSON-encoded: the one event sent 25-50 times a second
-    per call skips building a dict and the JSON encoder (base64 needs no escaping)."""
+    """input_audio_append(audio) already JSON-encoded (base64 needs no escaping). Relay sends
+    this event 25-50 times a second per call through relay/_ws.pyx append_frame, which writes
+    these same bytes straight into the WebSocket frame (tests/test_ws_frames.py compares them)."""
     return _APPEND_HEAD + binascii.b2a_base64(audio, newline=False) + b'"}'
 
 
