@@ -60,6 +60,7 @@ cdef class CallMedia:
     cdef public object on_idle_tick      # once, at the first tick that sent no frame
     cdef public bint idle_tick_wanted
     cdef public object on_housekeeping   # on_housekeeping(now), every housekeeping_s
+    cdef public object on_tick_failed    # on_tick_failed(exc): the pacer dropped the stream
     cdef public double housekeeping_s
     cdef double _next_housekeeping
     cdef readonly JitterBuffer jitter

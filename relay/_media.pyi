@@ -97,6 +97,7 @@ class CallMedia:
     on_idle_tick: Optional[Callable[[], None]]
     idle_tick_wanted: bool
     on_housekeeping: Optional[Callable[[float], None]]
+    on_tick_failed: Optional[Callable[[BaseException], None]]   # the pacer dropped the stream
     housekeeping_s: float
 
     def __init__(self, *, model_format: str, send_rtp: Callable[[bytes], None],

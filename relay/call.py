@@ -132,6 +132,7 @@ class Call:
         self.media.on_idle_tick = self._barge_in_measured
         self.media.on_housekeeping = self._housekeeping
         self.media.housekeeping_s = HOUSEKEEPING_S
+        self.media.on_tick_failed = self._media_failed
         self.remote: Optional[tuple[str, int]] = None
         self.session: Optional[RealtimeSession] = None
         self._bridge_made = False
@@ -507,6 +508,11 @@ class Call:
         latency to measure, the assistant becoming the one speaking."""
         self.media.play_events = (self.recorder is not None or self._turn_end_at is not None
                                   or self._speaking != "assistant")
+
+    def _media_failed(self, exc: BaseException) -> None:
+        """The pacer dropped this call's media after its tick raised: end the call (hung up,
+        its bridge and channel deleted) rather than leave the caller in silence."""
+        self.end(f"internal error in the call's audio: {type(exc).__name__}: {exc}")
 
     def _playout_drained(self) -> None:
         """The media's tick: the assistant was speaking and nothing more is queued."""

@@ -148,10 +148,21 @@ class Pacer:
             self._next_slot += 1
             failed = tick_streams(streams, now)
             if failed:
-                for stream, exc in failed:
-                    self.tick_errors += 1
-                    log.error("pacer: a stream's tick failed; removing it", exc_info=exc)
-                    self.remove(stream)
+                self._drop(failed)
+
+    def _drop(self, failed: list) -> None:
+        """Streams whose tick raised: removed, and told (their owner ends what they carried:
+        a call that is no longer ticked would leave its caller in silence)."""
+        for stream, exc in failed:
+            self.tick_errors += 1
+            log.error("pacer: a stream's tick failed; removing it", exc_info=exc)
+            self.remove(stream)
+            failed_hook = getattr(stream, "on_tick_failed", None)
+            if failed_hook is not None:
+                try:
+                    failed_hook(exc)
+                except Exception:
+                    log.exception("pacer: a dropped stream's on_tick_failed failed")
 
 
 class MediaSocket:

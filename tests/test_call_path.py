@@ -245,6 +245,29 @@ def test_the_maximum_call_duration_ends_the_call(stack):
     assert relay_call.end_reason == "maximum call duration reached"
 
 
+def test_a_call_whose_audio_tick_fails_is_ended_not_left_in_silence(stack):
+    """A bug in a call's per-tick code: the pacer drops its media, and the call ends (the caller
+    hung up, its bridge and channel deleted: the stack checks for leftovers) instead of
+    staying up with no audio; the other calls are not touched."""
+    s = stack(model_script=SCRIPT)
+    broken, other = s.call({"steps": [{"pause_ms": 10000}]}), s.call({"steps": [
+        {"pause_ms": 300}, {"say": HELLO},
+        {"wait_agent_done": {"silence_ms": 600, "timeout_ms": 15000}}]})
+    relay_call = s.relay_call(broken)
+    wait_for(lambda: relay_call.state == "active", 10, "the call to be set up")
+
+    def boom(now: float) -> None:
+        raise RuntimeError("a bug in housekeeping")
+
+    relay_call.media.on_housekeeping = boom
+    [result] = s.pbx.wait_calls([broken], 10)
+    assert result["end_reason"] == "hung up"
+    assert relay_call.end_reason.startswith("internal error in the call's audio: RuntimeError")
+    assert s.worker.pacer.tick_errors == 1
+    s.wait_calls([other], 30)
+    assert ("caller", HELLO) in s.finished(other)["transcript"]
+
+
 def test_continue_in_dialplan_instead_of_hanging_up(stack):
     s = stack(model_script=SCRIPT, settings={"call.max_duration_s": 1.0,
                                              "call.continue_in_dialplan": True})

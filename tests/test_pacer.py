@@ -64,3 +64,28 @@ def test_a_pacer_far_behind_skips_the_missed_frames_instead_of_sending_them_late
     pacer.remove(blocker)
     pacer.remove(other)
     assert len(pacer) == 0
+
+
+def test_a_stream_whose_tick_raises_is_dropped_and_told_and_the_others_go_on():
+    told = []
+
+    class Failing(Stream):
+        def tick(self, now: float) -> None:
+            super().tick(now)
+            raise RuntimeError("a broken stream")
+
+        def on_tick_failed(self, exc: BaseException) -> None:
+            told.append(exc)
+
+    pacer = Pacer()
+    bad, good = Failing(), Stream()
+    pacer.add(bad)
+    pacer.add(good)
+    pacer.start()
+    try:
+        while len(good.ticks) < 5:
+            gevent.sleep(0.01)
+    finally:
+        pacer.stop()
+    assert len(bad.ticks) == 1 and len(told) == 1 and isinstance(told[0], RuntimeError)
+    assert pacer.tick_errors == 1 and len(pacer) == 1
