@@ -345,7 +345,8 @@ class Call:
             max_reconnects=openai["max_reconnects"], name=self.id,
             on_append_sent=self._latency_observer("caller_audio_latency_seconds"),
             policy=ReconnectPolicy.from_settings(openai),
-            breaker=getattr(self.worker, "model_breaker", None))
+            breaker=getattr(self.worker, "model_breaker", None),
+            reader=getattr(self.worker, "model_reader", None))
         self.session = session      # set first, so that cleanup closes it whatever happens
         try:
             session.start()

@@ -117,7 +117,8 @@ class RealtimeSession:
                  breaker: Optional[CircuitBreaker] = None,
                  clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], None] = gevent.sleep,
-                 socket_factory: Optional[Callable[..., Any]] = None) -> None:
+                 socket_factory: Optional[Callable[..., Any]] = None,
+                 reader: Any = None) -> None:
         self.url = realtime_url(url, model)
         self._headers = auth_headers(auth, api_key)
         self.session = session
@@ -129,6 +130,7 @@ class RealtimeSession:
         self._clock = clock
         self._sleep = sleep
         self._socket_factory = socket_factory or self._open_websocket
+        self._reader = reader           # the worker's SocketReader (relay/socket_reader.py)
         self.name = name
         self._on_append_sent = on_append_sent     # seconds from caller RTP to append sent
         self._socket: Any = None
@@ -228,7 +230,7 @@ class RealtimeSession:
             on_message=on_message, on_closed=on_closed, on_bad_message=on_bad_message,
             on_sent=self._on_append_sent, on_raw=self._on_audio_message,
             connect_timeout=self._connect_timeout,
-            name=f"realtime:{self.name}")
+            name=f"realtime:{self.name}", reader=self._reader)
         sock.connect()
         return sock
 

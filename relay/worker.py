@@ -43,6 +43,8 @@ from relay.metrics import (
 from relay.outbound.dialer import Dialer
 from relay.redact import register, secrets_of
 from relay.retention import Retention
+from relay.socket_reader import SocketReader
+from relay.socket_reader import available as socket_reader_available
 from relay.stt import FallbackTranscriber
 from relay.tools.webhook import WebhookClient
 
@@ -82,6 +84,8 @@ class Worker:
         rtp = tree["rtp"]
         self.media = MediaSocket(rtp["bind_host"], rtp["port_min"], rtp["port_max"])
         self.pacer = Pacer()
+        # one greenlet reads every call's model socket (Linux; elsewhere one each)
+        self.model_reader = SocketReader() if socket_reader_available() else None
         transcripts = Path(tree["call"]["transcripts_dir"])
         self.transcripts_dir = transcripts if transcripts.is_absolute() else (
             PACKAGE_ROOT / transcripts)
@@ -147,6 +151,8 @@ class Worker:
         warn_if_unpriced(self.settings.tree)    # the history's cost is null without prices
         self.media.start()
         self.pacer.start()
+        if self.model_reader is not None:
+            self.model_reader.start()
         self.events.start()
         self.retention.start()
         if self.history is not None:
@@ -181,6 +187,8 @@ class Worker:
         self.janitor.stop()
         self.events.stop()
         self.pacer.stop()
+        if self.model_reader is not None:   # after the calls: their sockets are closed
+            self.model_reader.stop()
         self.media.close()
         self.ari.close()
         self.webhooks.close()

@@ -2,8 +2,10 @@
 
 Owns: one connection (the ARI events socket, or one call's Realtime socket): connecting with a
 timeout (the opening handshake, TLS and proxies are websocket-client's), then the frames both
-ways through relay/_ws.pyx: a reader greenlet that parses what the socket returns and hands
-each decoded message to a callback (answering pings), and a send() that writes the frame at
+ways through relay/_ws.pyx: reading (by a reader greenlet of its own, or, given a worker's
+relay/socket_reader.py SocketReader, by that reader's one greenlet for every call's socket)
+parses what the socket returns and hands each decoded message to a callback (answering
+pings), and a send() that writes the frame at
 once when the socket can take it, never waiting: what the socket cannot take yet goes to a
 bounded backlog that a writer greenlet (started only then, gone once the backlog is empty:
 most connections never need one) drains, so a slow peer never blocks the caller of send().
@@ -52,7 +54,8 @@ class JsonWebSocket:
     sent with a stamp (a time.monotonic() value) was handed to the socket: seconds since it.
     on_raw(payload) -> bool, when given, sees each text message first, as bytes: True means it
     handled the message itself (a fast path for one kind of message), False hands it on to JSON
-    decoding and on_message.
+    decoding and on_message. reader: a SocketReader to read this socket with the worker's
+    other model sockets (its handlers must not wait), instead of a greenlet of its own.
     """
 
     def __init__(
@@ -69,6 +72,7 @@ class JsonWebSocket:
         send_queue_max: int = 1024,
         max_message: int = 16 << 20,
         name: str = "ws",
+        reader: Any = None,
     ) -> None:
         self.url = url
         self.name = name
@@ -87,6 +91,9 @@ class JsonWebSocket:
         self._backlog: deque[tuple[Union[bytes, memoryview], Optional[float]]] = deque()
         self._writing = False
         self._reader: Optional[gevent.Greenlet] = None
+        self._shared = reader               # the SocketReader serving this socket, if any
+        self._watched_fd: Optional[int] = None      # the fd registered with it
+        self._frames = FrameReader(max_message)
         self._writer: Optional[gevent.Greenlet] = None
         self._closed_reported = False
         self.close_code: Optional[int] = None
@@ -116,7 +123,12 @@ class JsonWebSocket:
         # TLS must go through the SSL object; plain TCP needs no wrapper for a write that
         # never waits (the fd is non-blocking under gevent)
         self._fd = None if hasattr(ws.sock, "do_handshake") else ws.sock.fileno()
-        self._reader = gevent.spawn(self._read_loop)
+        if self._shared is None:
+            self._reader = gevent.spawn(self._read_loop)
+            return
+        # TLS: the handshake's reads may have left frames decrypted in the TLS object already
+        self._watched_fd = ws.sock.fileno()
+        self._shared.add(self._watched_fd, self, due=self._fd is None)
 
     # sending
     def send(self, message: Any, stamp: Optional[float] = None) -> bool:
@@ -204,28 +216,67 @@ class JsonWebSocket:
 
     # receiving
     def _read_loop(self) -> None:
+        """The connection's own reader greenlet (without a SocketReader)."""
         sock = self._sock
-        reader = FrameReader(self._max_message)
-        code, reason = CLOSE_ABNORMAL, "connection lost"
         try:
-            while True:
-                data = sock.recv(RECEIVE_SIZE)
-                if not data:
-                    break
-                closing = self._on_frames(reader.feed(data))
-                if closing is not None:
-                    code, reason = closing
-                    break
+            while not self._take(sock.recv(RECEIVE_SIZE)):
+                pass
         except gevent.GreenletExit:
             return
-        except WebSocketProtocolError as exc:
+        except Exception as exc:
+            self._read_failed(exc)
+
+    def _read_ready(self) -> None:
+        """The SocketReader's: read what the socket has without waiting and deliver it."""
+        try:
+            while not self._closed_reported:
+                data = self._receive_nowait()
+                if data is None or self._take(data):
+                    return
+                if self._fd is not None or not self._sock.pending():
+                    return      # TLS: bytes decrypted already are not in the kernel any more
+        except Exception as exc:
+            self._read_failed(exc)
+
+    def _receive_nowait(self) -> Optional[bytes]:
+        """What the socket has (b"" at its end), None when nothing yet (plain or TLS)."""
+        if self._fd is not None:
+            try:
+                return os.read(self._fd, RECEIVE_SIZE)
+            except (BlockingIOError, InterruptedError):
+                return None
+        sock = self._sock
+        sock.settimeout(0.0)        # no yield until restored: a writer never sees it
+        try:
+            return sock.recv(RECEIVE_SIZE)
+        except _WOULD_BLOCK:
+            return None
+        finally:
+            sock.settimeout(None)
+
+    def _take(self, data: bytes) -> bool:
+        """Deliver what was read; True when the connection is over (and reported)."""
+        if not data:
+            self._end(CLOSE_ABNORMAL, "connection lost")
+            return True
+        closing = self._on_frames(self._frames.feed(data))
+        if closing is not None:
+            self._end(*closing)
+            return True
+        return self._closed_reported        # a handler closed it
+
+    def _read_failed(self, exc: Exception) -> None:
+        if isinstance(exc, WebSocketProtocolError):
             self._send_close(exc.close_code, str(exc))
-            code, reason = exc.close_code, f"protocol error: {exc}"
-        except OSError as exc:
-            reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-        except Exception as exc:  # a handler bug must not leave the connection half-alive
-            log.exception("%s: message handler failed", self.name)
-            reason = f"handler error: {exc}"
+            self._end(exc.close_code, f"protocol error: {exc}")
+        elif isinstance(exc, OSError):
+            self._end(CLOSE_ABNORMAL,
+                      f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
+        else:   # a handler bug must not leave the connection half-alive
+            log.error("%s: message handler failed", self.name, exc_info=exc)
+            self._end(CLOSE_ABNORMAL, f"handler error: {exc}")
+
+    def _end(self, code: int, reason: str) -> None:
         self._shutdown()
         self._report_closed(code, reason)
 
@@ -277,6 +328,9 @@ class JsonWebSocket:
 
     def _shutdown(self) -> None:
         self._fd = None       # never write(2) to a number the kernel may give to another file
+        if self._watched_fd is not None:    # before the socket is closed
+            self._shared.remove(self._watched_fd)
+            self._watched_fd = None
         if self._ws is not None:
             try:
                 self._ws.shutdown()

@@ -11,6 +11,7 @@ from gevent.server import StreamServer
 
 from relay._ws import OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, append_frame
 from relay.realtime_events import input_audio_append_json
+from relay.socket_reader import SocketReader
 from relay.wsclient import JsonWebSocket
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
@@ -27,7 +28,8 @@ def server_frame(payload: bytes, opcode=OP_TEXT, first_byte=None, masked=False) 
 class Peer:
     """A one-connection WebSocket server: it answers the handshake, then the test decides."""
 
-    def __init__(self):
+    def __init__(self, greeting: bytes = b""):
+        self.greeting = greeting        # frames sent with the handshake's answer, in one write
         self.connected = gevent.event.Event()
         self.sock = None
         self.server = StreamServer(("127.0.0.1", 0), self._handle)
@@ -42,7 +44,8 @@ class Peer:
                    if line.lower().startswith(b"sec-websocket-key"))
         accept = base64.b64encode(hashlib.sha1(key + GUID).digest())
         sock.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-                     b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n")
+                     b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n"
+                     + self.greeting)
         self.sock = sock
         self.connected.set()
         gevent.sleep(30)            # keep the connection open; the test drives it
@@ -80,6 +83,18 @@ class Peer:
         self.server.stop(timeout=1)
 
 
+@pytest.fixture(params=["own reader", "shared reader"])
+def reader(request):
+    """Each test runs with the socket's own reader greenlet and with a worker's SocketReader."""
+    if request.param == "own reader":
+        yield None
+        return
+    shared = SocketReader()
+    shared.start()
+    yield shared
+    shared.stop()
+
+
 @pytest.fixture
 def peer():
     p = Peer()
@@ -88,13 +103,13 @@ def peer():
 
 
 class Client:
-    def __init__(self, url, **kwargs):
+    def __init__(self, url, reader=None, **kwargs):
         self.messages, self.bad, self.closed, self.sent = [], [], [], []
         self.done = gevent.event.Event()
         self.ws = JsonWebSocket(url, on_message=self.messages.append,
                                 on_closed=self._closed, on_sent=self.sent.append,
                                 on_bad_message=lambda text, exc: self.bad.append(text),
-                                connect_timeout=5, **kwargs)
+                                connect_timeout=5, reader=reader, **kwargs)
         self.ws.connect()
 
     def _closed(self, code, reason):
@@ -102,8 +117,8 @@ class Client:
         self.done.set()
 
 
-def test_messages_both_ways_pings_answered_and_bad_json_skipped(peer):
-    client = Client(peer.url)
+def test_messages_both_ways_pings_answered_and_bad_json_skipped(peer, reader):
+    client = Client(peer.url, reader)
     try:
         assert peer.connected.wait(5)
         assert client.ws.send({"type": "hello"}, stamp=0.0)
@@ -123,8 +138,8 @@ def test_messages_both_ways_pings_answered_and_bad_json_skipped(peer):
     assert client.closed == [(1000, "closed by relay")]
 
 
-def test_the_peer_closing_is_reported_once_with_its_code(peer):
-    client = Client(peer.url)
+def test_the_peer_closing_is_reported_once_with_its_code(peer, reader):
+    client = Client(peer.url, reader)
     assert peer.connected.wait(5)
     peer.sock.sendall(server_frame(struct.pack("!H", 4000) + b"go away", OP_CLOSE))
     assert client.done.wait(5)
@@ -132,16 +147,16 @@ def test_the_peer_closing_is_reported_once_with_its_code(peer):
     assert client.closed == [(4000, "go away")] and not client.ws.send({"x": 1})
 
 
-def test_a_dead_peer_is_reported(peer):
-    client = Client(peer.url)
+def test_a_dead_peer_is_reported(peer, reader):
+    client = Client(peer.url, reader)
     assert peer.connected.wait(5)
     peer.sock.close()
     assert client.done.wait(5)
     assert client.closed[0][0] == 1006
 
 
-def test_a_protocol_violation_closes_with_1002(peer):
-    client = Client(peer.url)
+def test_a_protocol_violation_closes_with_1002(peer, reader):
+    client = Client(peer.url, reader)
     assert peer.connected.wait(5)
     peer.sock.sendall(server_frame(b"{}", masked=True))
     assert client.done.wait(5)
@@ -149,8 +164,8 @@ def test_a_protocol_violation_closes_with_1002(peer):
     assert peer.frames(1)[0][0] == OP_CLOSE            # told the peer why
 
 
-def test_a_peer_that_stops_reading_never_blocks_send_and_the_backlog_is_bounded(peer):
-    client = Client(peer.url, send_queue_max=8)
+def test_a_peer_that_stops_reading_never_blocks_send_and_the_backlog_is_bounded(peer, reader):
+    client = Client(peer.url, reader, send_queue_max=8)
     try:
         assert peer.connected.wait(5)
         big = {"audio": "A" * 60000}
@@ -166,7 +181,7 @@ def test_a_peer_that_stops_reading_never_blocks_send_and_the_backlog_is_bounded(
         client.ws.close()
 
 
-def test_tls_both_ways_and_a_peer_that_stops_reading(tmp_path, monkeypatch):
+def test_tls_both_ways_and_a_peer_that_stops_reading(tmp_path, monkeypatch, reader):
     """wss:// (the real OpenAI's): writes that never wait go through the TLS object too."""
     import shutil
     import ssl
@@ -181,24 +196,27 @@ def test_tls_both_ways_and_a_peer_that_stops_reading(tmp_path, monkeypatch):
     monkeypatch.setenv("WEBSOCKET_CLIENT_CA_BUNDLE", str(cert))
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)
-    peer = Peer()
+    # the first message in the handshake answer's write: the TLS object decrypts it with the
+    # answer, so a shared reader waiting for the kernel to say "readable" would never see it
+    peer = Peer(greeting=server_frame(b'{"first":0}'))
     handle = peer._handle
     peer.server.stop()
     peer.server = StreamServer(("127.0.0.1", 0),
                                lambda sock, address: handle(
                                    context.wrap_socket(sock, server_side=True), address))
     peer.server.start()
-    client = Client(f"wss://127.0.0.1:{peer.server.server_port}/", send_queue_max=4)
+    client = Client(f"wss://127.0.0.1:{peer.server.server_port}/", reader, send_queue_max=4)
     try:
         assert peer.connected.wait(5)
         assert client.ws._fd is None                       # TLS: never a raw write(2)
+        _wait_for(lambda: client.messages == [{"first": 0}])     # before anything more
         assert client.ws.send({"type": "hello"})
         assert peer.frames(1) == [(OP_TEXT, b'{"type":"hello"}')]
         peer.sock.sendall(server_frame(b'{"a":1}'))
         with gevent.Timeout(5):
-            while not client.messages:
+            while len(client.messages) < 2:
                 gevent.sleep(0.01)
-        assert client.messages == [{"a": 1}]
+        assert client.messages == [{"first": 0}, {"a": 1}]
         big = {"audio": "A" * 60000}
         accepted = sum(client.ws.send(big) for _ in range(100))   # the peer reads nothing
         assert client.ws.send_dropped == 100 - accepted and client.ws.backlog <= 4
@@ -210,10 +228,10 @@ def test_tls_both_ways_and_a_peer_that_stops_reading(tmp_path, monkeypatch):
         peer.stop()
 
 
-def test_prebuilt_frames_to_a_peer_that_stops_reading_arrive_whole_and_in_order(peer):
+def test_prebuilt_frames_to_a_peer_that_stops_reading_arrive_whole_and_in_order(peer, reader):
     """send_frame (the appends): written at once while the socket takes them, a frame cut by a
     full socket finished first, the rest in the bounded backlog; stamps observed once each."""
-    client = Client(peer.url, send_queue_max=8)
+    client = Client(peer.url, reader, send_queue_max=8)
     try:
         assert peer.connected.wait(5)
         audio = bytes(range(256)) * 180        # 46 KB of audio: a few fill the socket
@@ -230,3 +248,119 @@ def test_prebuilt_frames_to_a_peer_that_stops_reading_arrive_whole_and_in_order(
     finally:
         client.ws.close()
     assert not client.ws.send_frame(append_frame(b"late"))      # closed: refused
+
+
+class Peers:
+    """Several one-connection peers (Peer), for one SocketReader serving them all."""
+
+    def __init__(self, count):
+        self.all = [Peer() for _ in range(count)]
+
+    def stop(self):
+        for p in self.all:
+            p.stop()
+
+
+def _wait_for(predicate, timeout=5.0):
+    with gevent.Timeout(timeout):
+        while not predicate():
+            gevent.sleep(0.005)
+
+
+def test_one_shared_reader_serves_many_sockets_each_in_order():
+    reader = SocketReader()
+    reader.start()
+    peers = Peers(12)
+    clients = []
+    try:
+        clients = [Client(p.url, reader) for p in peers.all]
+        assert len(reader) == 12
+        for p in peers.all:
+            assert p.connected.wait(5)
+        for round_ in range(20):
+            for n, p in enumerate(peers.all):
+                p.sock.sendall(server_frame(b'{"n":%d,"r":%d}' % (n, round_)))
+        _wait_for(lambda: all(len(c.messages) == 20 for c in clients))
+        for n, c in enumerate(clients):
+            assert c.messages == [{"n": n, "r": r} for r in range(20)]
+        # at load a wake-up serves many sockets (the interval lets them gather)
+        assert reader.served >= 12 and reader.wakeups < reader.served
+        peers.all[3].sock.close()               # one peer dies: only its client ends
+        _wait_for(lambda: clients[3].closed)
+        assert clients[3].closed[0][0] == 1006 and len(reader) == 11
+        assert not any(c.closed for i, c in enumerate(clients) if i != 3)
+        peers.all[0].sock.sendall(server_frame(b'{"after":1}'))
+        _wait_for(lambda: clients[0].messages[-1] == {"after": 1})
+    finally:
+        for c in clients:
+            c.ws.close()
+        assert len(reader) == 0                 # closing a socket takes it out of the set
+        reader.stop()
+        peers.stop()
+
+
+def test_a_handler_that_waits_holds_up_only_its_own_socket():
+    """A message handler that waits on something (it must not, but a bug could): the guard
+    sets its socket aside, the others are served meanwhile, and its later messages follow in
+    order once it returns. Without the guard the other client would never get its message."""
+    reader = SocketReader(held_after_s=0.02)
+    reader.start()
+    peers = Peers(2)
+    let_go = gevent.event.Event()
+    try:
+        slow, quick = Client(peers.all[0].url, reader), Client(peers.all[1].url, reader)
+        waiting = slow.messages
+
+        def on_message(message):
+            waiting.append(message)
+            if message == {"wait": True}:
+                let_go.wait()       # waits until the quick client has its message
+
+        slow.ws._on_message = on_message
+        for p in peers.all:
+            assert p.connected.wait(5)
+        peers.all[0].sock.sendall(server_frame(b'{"wait":true}'))
+        _wait_for(lambda: waiting)
+        peers.all[0].sock.sendall(server_frame(b'{"next":1}'))
+        peers.all[1].sock.sendall(server_frame(b'{"quick":1}'))
+        _wait_for(lambda: quick.messages == [{"quick": 1}])
+        assert reader.held == 1 and waiting == [{"wait": True}]     # its next one waits
+        let_go.set()
+        _wait_for(lambda: len(waiting) == 2)
+        assert waiting == [{"wait": True}, {"next": 1}]
+        peers.all[0].sock.sendall(server_frame(b'{"later":1}'))     # served again
+        _wait_for(lambda: len(waiting) == 3)
+        assert not slow.closed and not quick.closed
+    finally:
+        let_go.set()
+        for c in (slow, quick):
+            c.ws.close()
+        reader.stop()
+        peers.stop()
+
+
+def test_a_handler_that_raises_ends_its_own_socket_only():
+    reader = SocketReader()
+    reader.start()
+    peers = Peers(2)
+    try:
+        bad, good = Client(peers.all[0].url, reader), Client(peers.all[1].url, reader)
+
+        def broken(message):
+            raise RuntimeError("handler bug")
+
+        bad.ws._on_message = broken
+        for p in peers.all:
+            assert p.connected.wait(5)
+        peers.all[0].sock.sendall(server_frame(b'{"x":1}'))
+        peers.all[1].sock.sendall(server_frame(b'{"y":1}'))
+        _wait_for(lambda: bad.closed and good.messages)
+        assert bad.closed == [(1006, "handler error: handler bug")] and not good.closed
+        assert len(reader) == 1
+        peers.all[1].sock.sendall(server_frame(b'{"y":2}'))
+        _wait_for(lambda: len(good.messages) == 2)
+    finally:
+        for c in (bad, good):
+            c.ws.close()
+        reader.stop()
+        peers.stop()
