@@ -102,7 +102,8 @@ class SocketReader:
         registration while another descriptor shares the file)."""
         if self._members.pop(fd, None) is None:
             return
-        self._held.pop(fd, None)
+        if self._held.pop(fd, None) is not None:
+            return      # out of the set already
         try:
             self._epoll.unregister(fd)
         except (OSError, ValueError):
@@ -120,13 +121,20 @@ class SocketReader:
                 wake.wait()
                 watcher.stop()
             wake.clear()
-            ready = self._ready(poll)
-            while ready and self._runner is me:
-                self.wakeups += 1
-                if not self._serve(ready, me):
-                    return          # held in a handler: another runner serves the rest
-                sleep(self._interval_s)
+            try:
                 ready = self._ready(poll)
+                while ready and self._runner is me:
+                    self.wakeups += 1
+                    if not self._serve(ready, me):
+                        return      # held in a handler: another runner serves the rest
+                    sleep(self._interval_s)
+                    ready = self._ready(poll)
+            except gevent.GreenletExit:
+                raise
+            except Exception:   # a bug here must not leave every call's model unread
+                log.exception("model socket reader: a round failed; reading on")
+                self._serving = None
+                sleep(self._interval_s)
 
     def _readable(self) -> None:
         self._watcher.stop()
@@ -146,13 +154,24 @@ class SocketReader:
             if conn is None or fd in self._held:
                 continue        # removed (or set aside) by an earlier one of this batch
             self._serving = (fd, clock(), me)
-            conn._read_ready()      # handles its own errors: one connection's end is its own
+            try:
+                conn._read_ready()  # handles its own errors: one connection's end is its own
+            except Exception:       # a bug past them: this connection ends, not the others
+                self._drop(fd, conn)
             self._serving = None
             self.served += 1
             if self._runner is not me:
                 self._release(fd, conn)
                 return False
         return True
+
+    def _drop(self, fd: int, conn: "JsonWebSocket") -> None:
+        log.exception("%s: reading failed: the connection is closed", conn.name)
+        self.remove(fd)
+        try:
+            conn.close(1011, "relay could not read the connection")
+        except Exception:
+            log.exception("%s: closing failed", conn.name)
 
     # the guard
     def _check_held(self) -> None:
@@ -169,8 +188,8 @@ class SocketReader:
             return
         self._serving = None
         self._held[fd] = conn
-        try:
-            self._epoll.modify(fd, 0)      # its bytes wait in the kernel, in order
+        try:    # out of the set (a hang-up would still be reported): its bytes wait, in order
+            self._epoll.unregister(fd)
         except (OSError, ValueError):
             pass
         self.held += 1
@@ -185,7 +204,7 @@ class SocketReader:
         if self._held.pop(fd, None) is None or self._members.get(fd) is not conn:
             return
         try:
-            self._epoll.modify(fd, _EPOLLIN)
+            self._epoll.register(fd, _EPOLLIN)
         except (OSError, ValueError):
             return
         self._wake.set()

@@ -364,3 +364,69 @@ def test_a_handler_that_raises_ends_its_own_socket_only():
             c.ws.close()
         reader.stop()
         peers.stop()
+
+
+def test_a_held_socket_whose_peer_hangs_up_is_not_polled_until_its_handler_returns():
+    """Set aside, the socket is out of the epoll set: its hang-up does not wake the reader
+    over and over; once the handler returns, the end is read and reported."""
+    reader = SocketReader(held_after_s=0.02)
+    reader.start()
+    peer = Peer()
+    let_go = gevent.event.Event()
+    try:
+        client = Client(peer.url, reader)
+        client.ws._on_message = lambda message: let_go.wait()
+        assert peer.connected.wait(5)
+        peer.sock.sendall(server_frame(b'{"wait":true}'))
+        _wait_for(lambda: reader.held == 1)
+        peer.sock.close()
+        wakeups = reader.wakeups
+        gevent.sleep(0.2)
+        assert reader.wakeups - wakeups <= 1 and not client.closed
+        let_go.set()
+        _wait_for(lambda: client.closed)
+        assert client.closed[0][0] == 1006 and len(reader) == 0
+    finally:
+        let_go.set()
+        reader.stop()
+        peer.stop()
+
+
+class _Broken:
+    """A member whose read raises past its own error handling (a bug in the reader's caller)."""
+    name = "broken"
+
+    def __init__(self):
+        self.calls = 0
+        self.closed = []
+
+    def _read_ready(self):
+        self.calls += 1
+        raise RuntimeError("bug")
+
+    def close(self, code, reason):
+        self.closed.append(code)
+
+
+def test_a_connection_whose_read_fails_is_closed_and_the_others_read_on(peer):
+    import socket as stdlib_socket
+
+    reader = SocketReader()
+    reader.start()
+    left, right = stdlib_socket.socketpair()
+    broken = _Broken()
+    try:
+        reader.add(left.fileno(), broken)
+        client = Client(peer.url, reader)
+        right.sendall(b"x")                     # ready, and its read raises
+        _wait_for(lambda: broken.closed == [1011])      # closed, out of the set
+        assert broken.calls == 1 and len(reader) == 1
+        assert peer.connected.wait(5)
+        peer.sock.sendall(server_frame(b'{"still":"read"}'))
+        _wait_for(lambda: client.messages == [{"still": "read"}])
+        client.ws.close()
+    finally:
+        reader.remove(left.fileno())
+        reader.stop()
+        left.close()
+        right.close()
