@@ -114,6 +114,26 @@ cdef extern from "<sys/socket.h>" nogil:
 
 
 cdef extern from "<sys/socket.h>" nogil:
+    struct cmsghdr:
+        size_t cmsg_len
+        int cmsg_level
+        int cmsg_type
+
+    cmsghdr *CMSG_FIRSTHDR(msghdr *message)
+    cmsghdr *CMSG_NXTHDR(msghdr *message, cmsghdr *header)
+    unsigned char *CMSG_DATA(cmsghdr *header)
+    size_t CMSG_SPACE(size_t length)
+    int setsockopt(int fd, int level, int name, const void *value, socklen_t length)
+    int SOL_SOCKET
+    int SO_TIMESTAMPNS          # the kernel's receive time of each datagram (CLOCK_REALTIME)
+    int SCM_TIMESTAMPNS
+
+
+cdef extern from "<time.h>" nogil:
+    int CLOCK_REALTIME
+
+
+cdef extern from "<sys/socket.h>" nogil:
     ssize_t recv(int fd, void *buf, size_t n, int flags)
     ssize_t send(int fd, const void *buf, size_t n, int flags)
     int MSG_NOSIGNAL
@@ -122,7 +142,7 @@ cdef extern from "<sys/socket.h>" nogil:
 # ---- receive buffers for recvmmsg, shared by relay/_udp.pyx and relay/_engine.pyx ----------
 
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
-from libc.string cimport memset
+from libc.string cimport memcpy, memset
 
 
 cdef struct ReceiveBuffers:
@@ -132,6 +152,8 @@ cdef struct ReceiveBuffers:
     iovec *vectors
     sockaddr_storage *names
     char *buffers
+    char *control                # per datagram control_size bytes (receive_control_init)
+    size_t control_size
 
 
 cdef inline int receive_buffers_init(ReceiveBuffers *b, unsigned int count,
@@ -142,6 +164,8 @@ cdef inline int receive_buffers_init(ReceiveBuffers *b, unsigned int count,
         raise ValueError("count and size must be positive")
     b.count = count
     b.size = size
+    b.control = NULL
+    b.control_size = 0
     b.messages = <mmsghdr *>PyMem_Malloc(count * sizeof(mmsghdr))
     b.vectors = <iovec *>PyMem_Malloc(count * sizeof(iovec))
     b.names = <sockaddr_storage *>PyMem_Malloc(count * sizeof(sockaddr_storage))
@@ -156,6 +180,8 @@ cdef inline void receive_buffers_free(ReceiveBuffers *b) noexcept:
     PyMem_Free(b.vectors)
     PyMem_Free(b.names)
     PyMem_Free(b.buffers)
+    PyMem_Free(b.control)
+    b.control = NULL
     b.messages = NULL
     b.vectors = NULL
     b.names = NULL
@@ -174,4 +200,29 @@ cdef inline int receive_into(ReceiveBuffers *b, int fd, unsigned int count) noex
         b.messages[i].msg_hdr.msg_namelen = sizeof(sockaddr_storage)
         b.messages[i].msg_hdr.msg_iov = &b.vectors[i]
         b.messages[i].msg_hdr.msg_iovlen = 1
+        if b.control != NULL:
+            b.messages[i].msg_hdr.msg_control = b.control + i * b.control_size
+            b.messages[i].msg_hdr.msg_controllen = b.control_size
     return recvmmsg(fd, b.messages, count, MSG_DONTWAIT, NULL)
+
+
+cdef inline int receive_control_init(ReceiveBuffers *b, size_t size) except -1:
+    """Give each datagram `size` bytes of ancillary data (a kernel timestamp needs
+    CMSG_SPACE(sizeof(timespec)))."""
+    b.control = <char *>PyMem_Malloc(b.count * size)
+    if not b.control:
+        raise MemoryError()
+    b.control_size = size
+    return 0
+
+
+cdef inline bint kernel_stamp(msghdr *message, timespec *stamp) noexcept nogil:
+    """The SCM_TIMESTAMPNS stamp of a datagram received with its control buffer: True and
+    `stamp` set (CLOCK_REALTIME), False when it has none."""
+    cdef cmsghdr *header = CMSG_FIRSTHDR(message)
+    while header != NULL:
+        if header.cmsg_level == SOL_SOCKET and header.cmsg_type == SCM_TIMESTAMPNS:
+            memcpy(stamp, CMSG_DATA(header), sizeof(timespec))
+            return True
+        header = CMSG_NXTHDR(message, header)
+    return False

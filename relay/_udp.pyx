@@ -192,8 +192,10 @@ cdef void _socket_error() except *:
 # ---- SocketSet: many sockets, one readiness watch (the simulated PBX's externalMedia channels) --
 
 from relay._sockets cimport (
-    CLOCK_MONOTONIC, EPOLL_CLOEXEC, EPOLL_CTL_ADD, EPOLL_CTL_DEL, EPOLLIN, clock_gettime, close,
-    epoll_create1, epoll_ctl, epoll_event, epoll_wait, sendto, sockaddr, ssize_t, timespec,
+    CLOCK_MONOTONIC, CLOCK_REALTIME, CMSG_SPACE, EPOLL_CLOEXEC, EPOLL_CTL_ADD, EPOLL_CTL_DEL,
+    EPOLLIN, SO_TIMESTAMPNS, SOL_SOCKET, clock_gettime, close, epoll_create1, epoll_ctl,
+    epoll_event, epoll_wait, kernel_stamp, receive_control_init, sendto, setsockopt, sockaddr,
+    ssize_t, timespec,
 )
 
 
@@ -223,16 +225,22 @@ cdef class SocketSet:
     replaces one per socket. `receive()` reads what the ready sockets hold, and `send()` writes
     datagrams of many sockets in one call (each its own sendto: a sendmmsg serves one socket).
     The set owns its epoll descriptor (close() or garbage collection releases it), never the
-    member sockets: remove a socket before closing it.
+    member sockets: remove a socket before closing it. With kernel_stamps, each datagram's
+    arrival is the time the kernel queued it (SO_TIMESTAMPNS), not the time this process got
+    round to reading it: a measurement of when the sender's packets arrive that this process's
+    own scheduling (a busy CPU shared with other load) does not distort.
     """
 
     cdef int epfd
     cdef int max_ready
     cdef epoll_event *ready
     cdef ReceiveBuffers b                # per_socket datagrams per ready socket
+    cdef bint kernel_stamps
     cdef public unsigned long long calls
+    cdef public unsigned long long stamped      # datagrams whose arrival is the kernel's
 
-    def __cinit__(self, int max_ready=256, unsigned int per_socket=8, size_t size=2048):
+    def __cinit__(self, int max_ready=256, unsigned int per_socket=8, size_t size=2048,
+                  bint kernel_stamps=True):
         if max_ready < 1 or per_socket < 1 or size < 1:
             raise ValueError("max_ready, per_socket and size must be positive")
         self.epfd = -1
@@ -241,10 +249,14 @@ cdef class SocketSet:
         if not self.ready:
             raise MemoryError()
         receive_buffers_init(&self.b, per_socket, size)
+        self.kernel_stamps = kernel_stamps
+        if kernel_stamps:
+            receive_control_init(&self.b, CMSG_SPACE(sizeof(timespec)) + 64)
         self.epfd = epoll_create1(EPOLL_CLOEXEC)
         if self.epfd < 0:
             _socket_error()
         self.calls = 0
+        self.stamped = 0
 
     def __dealloc__(self):
         if self.epfd >= 0:
@@ -265,6 +277,7 @@ cdef class SocketSet:
     def add(self, int fd):
         """Watch socket `fd` for datagrams (OSError if it is not a valid descriptor)."""
         cdef epoll_event event
+        cdef int one = 1
         memset(&event, 0, sizeof(event))
         event.events = EPOLLIN
         event.data.fd = fd
@@ -272,6 +285,8 @@ cdef class SocketSet:
             raise ValueError("the socket set is closed")
         if epoll_ctl(self.epfd, EPOLL_CTL_ADD, fd, &event) < 0:
             _socket_error()
+        if self.kernel_stamps:      # refused: that socket's arrivals are read times instead
+            setsockopt(fd, SOL_SOCKET, SO_TIMESTAMPNS, &one, sizeof(one))
 
     def remove(self, int fd):
         """Stop watching `fd`; False when it was not watched (or is already closed)."""
@@ -286,13 +301,14 @@ cdef class SocketSet:
 
         Up to `per_socket` datagrams per ready socket and `max_ready` sockets per call (level
         triggered: what is left is reported again). `arrival` is CLOCK_MONOTONIC in seconds
-        (time.monotonic's clock), read right after the recvmmsg that returned the datagram.
+        (time.monotonic's clock): the kernel's receive stamp with kernel_stamps (carried over
+        from CLOCK_REALTIME once per call), else the clock read right after the recvmmsg.
         A socket in error (or closed under us) is skipped; its error is consumed by the read.
         """
         cdef int nready, k, n, fd
         cdef unsigned int i
-        cdef timespec now
-        cdef double arrival
+        cdef timespec now, wall, stamp
+        cdef double arrival, read_at, wall_ahead = 0.0
         if self.epfd < 0:
             return []
         with nogil:
@@ -301,6 +317,10 @@ cdef class SocketSet:
         out = []
         if nready <= 0:
             return out
+        if self.kernel_stamps:
+            clock_gettime(CLOCK_REALTIME, &wall)
+            clock_gettime(CLOCK_MONOTONIC, &now)
+            wall_ahead = (wall.tv_sec - now.tv_sec) + (wall.tv_nsec - now.tv_nsec) * 1e-9
         for k in range(nready):
             fd = self.ready[k].data.fd
             with nogil:
@@ -308,8 +328,13 @@ cdef class SocketSet:
                 clock_gettime(CLOCK_MONOTONIC, &now)
             if n <= 0:
                 continue
-            arrival = now.tv_sec + now.tv_nsec * 1e-9
+            read_at = now.tv_sec + now.tv_nsec * 1e-9
             for i in range(<unsigned int>n):
+                arrival = read_at
+                if self.kernel_stamps and kernel_stamp(&self.b.messages[i].msg_hdr, &stamp):
+                    # never after the read (clocks stepped between the two readings)
+                    arrival = min(read_at, (stamp.tv_sec + stamp.tv_nsec * 1e-9) - wall_ahead)
+                    self.stamped += 1
                 out.append((fd,
                             PyBytes_FromStringAndSize(self.b.buffers + i * self.b.size,
                                                       self.b.messages[i].msg_len),

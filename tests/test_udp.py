@@ -209,3 +209,36 @@ def test_socket_set_ipv6_sender():
         sset.close()
         a.close()
         b.close()
+
+
+@pytest.mark.parametrize("kernel_stamps", [True, False])
+def test_socket_set_arrival_is_the_kernels_queueing_time_not_the_read(kernel_stamps):
+    """With kernel stamps a datagram read late still carries the time it arrived (between
+    its send and the read); without, the time of the read. Several in one recvmmsg each
+    carry their own."""
+    import time
+
+    a, b = _pair()
+    sset = udp.SocketSet(kernel_stamps=kernel_stamps)
+    try:
+        sset.add(a.fileno())
+        sent = []
+        for k in range(3):
+            sent.append(time.monotonic())
+            b.sendto(b"p%d" % k, a.getsockname())
+            time.sleep(0.01)
+        time.sleep(0.05)                # read well after they all arrived
+        read_from = time.monotonic()
+        got = sset.receive()
+        assert [d for _, d, _, _ in got] == [b"p0", b"p1", b"p2"]
+        arrivals = [arrival for _, _, _, arrival in got]
+        if kernel_stamps:
+            assert sset.stamped == 3
+            for k in range(3):      # 1 ms: the realtime clock may be slewed against monotonic
+                assert sent[k] - 0.001 <= arrivals[k] < (sent[k + 1] if k < 2 else read_from)
+        else:
+            assert sset.stamped == 0 and all(t >= read_from for t in arrivals)
+    finally:
+        sset.close()
+        a.close()
+        b.close()

@@ -18,8 +18,8 @@ as it came and decoded by its payload type.
 
 Receiving: no greenlet per socket. On Linux every socket whose remote is an IP literal sits in
 one SocketSet (relay/_udp.pyx: an epoll set) watched by one libev io watcher: when it is
-readable a callback in the hub reads what the ready sockets hold (a recvmmsg each, the arrival
-time read right after each one), parses each header (Cython) and appends to its capture; the
+readable a callback in the hub reads what the ready sockets hold (a recvmmsg each, each
+datagram's arrival the kernel's receive stamp), parses each header (Cython) and appends to its capture; the
 pacer sends all of a tick's frames in one SocketSet.send (a sendto each, from each endpoint's
 own socket: one system call per datagram, but no Python per call). Elsewhere, or for a remote
 given by name, a libev io watcher per socket reads one datagram per callback. Packets

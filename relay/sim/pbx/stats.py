@@ -13,7 +13,9 @@ Pacing error, two views of the same arrivals (milliseconds, within talkspurts):
   against that schedule; lateness = arrival - due, >= 0. A constant transit delay cancels out;
   a pacer that drifts or bursts does not.
 A talkspurt starts at a marker bit, an SSRC change, a sequence jump, or a gap over `pause_ms`.
-Both figures include this process's own receive delay (its hub may be busy sending): compare
+The arrivals are the kernel's receive stamps (relay/_udp.pyx SocketSet, Linux), so neither
+figure includes this process's own delay in reading them (a CPU shared with the simulated
+model, its hub busy sending); where stamps are missing they are read times, which do. Compare
 them with a reference measured the same way, not with zero.
 """
 
