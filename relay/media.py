@@ -26,6 +26,7 @@ import gevent.socket
 from gevent import socket
 
 from relay._media import CallMedia, SendQueue
+from relay.cooperate import pause
 from relay.metrics import PACER_LATENESS_BUCKETS_S, Histogram
 
 log = logging.getLogger(__name__)
@@ -358,7 +359,7 @@ class MediaSocket:
                 elif count == RECEIVE_BATCH:
                     # more may be waiting: let the pacer (and everyone else) run between
                     # batches instead of after the whole backlog
-                    gevent.sleep(0)
+                    pause()
         finally:
             readable.close()
 

@@ -25,12 +25,15 @@ import gevent
 import gevent.event
 from gevent import monkey
 
+from relay.cooperate import pause
+
 if TYPE_CHECKING:
     from relay.wsclient import JsonWebSocket
 
 log = logging.getLogger(__name__)
 
 READ_INTERVAL_S = 0.001     # after a wake-up that found sockets ready, the next one waits this
+SLICE_S = 0.0005            # serving longer than this, the reader lets the others run (pacer)
 HELD_AFTER_S = 0.05         # a handler still running after this long is waiting on something
 MAX_READY = 1024            # sockets served per wake-up (the rest stay ready for the next)
 _EPOLLIN = 0x001
@@ -148,12 +151,24 @@ class SocketReader:
         return fds
 
     def _serve(self, fds: list[int], me: Any) -> bool:
+        """Serve each ready socket once, in slices: past SLICE_S the others (the pacer above
+        all, whose frames are due every millisecond) run before the rest are served."""
         members, clock = self._members, time.monotonic
+        slice_end = clock() + SLICE_S
         for fd in fds:
             conn = members.get(fd)
             if conn is None or fd in self._held:
                 continue        # removed (or set aside) by an earlier one of this batch
-            self._serving = (fd, clock(), me)
+            now = clock()
+            if now > slice_end:
+                pause()
+                if self._runner is not me:
+                    return False
+                now = clock()
+                slice_end = now + SLICE_S
+                if members.get(fd) is not conn or fd in self._held:
+                    continue
+            self._serving = (fd, now, me)
             try:
                 conn._read_ready()  # handles its own errors: one connection's end is its own
             except Exception:       # a bug past them: this connection ends, not the others

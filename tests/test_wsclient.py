@@ -430,3 +430,40 @@ def test_a_connection_whose_read_fails_is_closed_and_the_others_read_on(peer):
         reader.stop()
         left.close()
         right.close()
+
+
+def test_the_reader_lets_others_run_between_sockets_once_its_slice_is_spent():
+    """Serving many sockets in one wake-up, the reader yields once it has served for longer
+    than its slice: a greenlet waiting to run (the pacer, whose frames are due every
+    millisecond) runs between two sockets, not after all of them."""
+    import time
+
+    reader = SocketReader()
+    reader.start()
+    peers = Peers(4)
+    order = []
+    try:
+        clients = [Client(p.url, reader) for p in peers.all]
+        for n, c in enumerate(clients):
+            def on_message(message, n=n):
+                order.append(n)
+                busy_until = time.perf_counter() + 0.002
+                while time.perf_counter() < busy_until:
+                    pass                    # CPU work (no yield): the hub does not run
+            c.ws._on_message = on_message
+        for p in peers.all:
+            assert p.connected.wait(5)
+        gevent.sleep(0.05)                  # the reader idle, waiting
+        for p in peers.all:                 # all four ready at once (no yield in between)
+            p.sock.sendall(server_frame(b'{"x":1}'))
+        # due while the reader serves the first socket; runs only when the reader yields
+        gevent.spawn_later(0.001, lambda: order.append("other"))
+        _wait_for(lambda: len(order) == 5)
+        served = [x for x in order if x != "other"]
+        assert sorted(served) == [0, 1, 2, 3]
+        assert order.index("other") not in (0, 4)      # between two sockets
+    finally:
+        for c in clients:
+            c.ws.close()
+        reader.stop()
+        peers.stop()

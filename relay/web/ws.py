@@ -26,6 +26,7 @@ import gevent
 import gevent.queue
 from geventwebsocket.exceptions import WebSocketError
 
+from relay.cooperate import pause
 from relay.web import views
 from relay.web.handler import DashboardWebSocket
 from relay.web.http import dumps
@@ -240,6 +241,6 @@ class EventHub(ClientHub):
         for index, call in enumerate(list(self.worker.calls.values())):
             summaries.append(call.summary())
             if index % STATS_BATCH == STATS_BATCH - 1:
-                gevent.sleep(0)
+                pause()         # the pacer's frames are due every millisecond
         return {"type": "stats", "t": time.time(), "calls": summaries,
                 "worker": views.worker_status(self.worker)}

@@ -19,11 +19,11 @@ as it came and decoded by its payload type.
 Receiving: no greenlet per socket. On Linux every socket whose remote is an IP literal sits in
 one SocketSet (relay/_udp.pyx: an epoll set) watched by one libev io watcher: when it is
 readable a callback in the hub reads what the ready sockets hold (a recvmmsg each, each
-datagram's arrival the kernel's receive stamp), parses each header (Cython) and appends to its capture; the
-pacer sends all of a tick's frames in one SocketSet.send (a sendto each, from each endpoint's
-own socket: one system call per datagram, but no Python per call). Elsewhere, or for a remote
-given by name, a libev io watcher per socket reads one datagram per callback. Packets
-from an address other than external_host are accepted and counted, as Asterisk does. When a
+datagram's arrival the kernel's receive stamp), parses each header (Cython) and appends to its
+capture; the pacer sends all of a tick's frames in one SocketSet.send (a sendto each, from
+each endpoint's own socket: one system call per datagram, but no Python per call). Elsewhere,
+or for a remote given by name, a libev io watcher per socket reads one datagram per callback.
+Packets from an address other than external_host are accepted and counted, as Asterisk does. When a
 channel in the bridge runs Echo(), the model hands the endpoint an InboundSource
 (`set_inbound`): each frame received (A-law transcoded to the bridge's u-law) is also pushed
 into it, on the pacer's grid, so that it is heard in the bridge; otherwise it is only captured.
