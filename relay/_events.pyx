@@ -8,7 +8,10 @@ with an item id, returns its response id, item id and the decoded audio in one p
 decoded from the message's own bytes. Anything else — another event, a nested value, an escape,
 base64 that is not canonical — returns None and takes the general path (ujson, then
 relay/realtime_session.py), which judges it exactly as before: this path only ever accepts what
-that one would accept, with the same result.
+that one would accept, with the same result. Given the event types the session handles, it
+also recognises an event of any other type (which the general path would parse only to drop:
+the model's transcript deltas, as many as its audio deltas) and returns IGNORED, when the
+message is a flat object in ASCII, which the general path would accept too.
 """
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
@@ -22,6 +25,8 @@ cdef bytes _ITEM_ID = b"item_id"
 cdef bytes _DELTA = b"delta"
 
 cdef signed char _VALUE[256]
+
+IGNORED = "ignored"     # audio_delta's answer for a valid event of a type not handled
 
 
 cdef void _init_table() noexcept:
@@ -122,9 +127,18 @@ cdef object _b64decode(const uint8_t* p, Py_ssize_t n):
     return out
 
 
-def audio_delta(message):
-    """(response_id, item_id, audio) of a response.output_audio.delta message (bytes), or None
-    when it is not one this path reads (the general path then handles it)."""
+cdef bint _ascii(const uint8_t* p, Py_ssize_t n) noexcept:
+    cdef Py_ssize_t i
+    for i in range(n):
+        if p[i] >= 128:
+            return False
+    return True
+
+
+def audio_delta(message, handled=None):
+    """(response_id, item_id, audio) of a response.output_audio.delta message (bytes); IGNORED
+    for a message of a type not in `handled` (a set of bytes; None: never); None when it is
+    neither, or not one this path reads (the general path then handles it)."""
     cdef const uint8_t[::1] view = message
     cdef Py_ssize_t n = view.shape[0]
     if n < 2:
@@ -132,7 +146,7 @@ def audio_delta(message):
     cdef const uint8_t* p = &view[0]
     cdef Py_ssize_t i = _skip_space(p, 0, n)
     cdef Py_ssize_t key_start, key_end, value_start, value_end
-    cdef bint is_delta = False
+    cdef bint is_delta = False, is_ignored = False, type_seen = False
     cdef Py_ssize_t delta_start = -1, delta_end = -1
     response_id = ""
     item_id = None
@@ -161,9 +175,16 @@ def audio_delta(message):
                 return None
             i = value_end + 1
             if _is(p, key_start, key_end, _TYPE):
-                if not _is(p, value_start, value_end, _DELTA_TYPE):
+                if type_seen:
+                    return None         # a repeated key: the general path decides
+                type_seen = True
+                if _is(p, value_start, value_end, _DELTA_TYPE):
+                    is_delta = True
+                elif handled is None or PyBytes_FromStringAndSize(
+                        <const char*>p + value_start, value_end - value_start) in handled:
                     return None
-                is_delta = True
+                else:
+                    is_ignored = True
             elif _is(p, key_start, key_end, _DELTA):
                 delta_start, delta_end = value_start, value_end
             elif _is(p, key_start, key_end, _ITEM_ID):
@@ -195,6 +216,8 @@ def audio_delta(message):
         return None
     if _skip_space(p, i + 1, n) != n:
         return None
+    if is_ignored:
+        return IGNORED if _ascii(p, n) else None
     if not is_delta or not item_id or delta_start < 0:
         return None
     audio = _b64decode(p + delta_start, delta_end - delta_start)

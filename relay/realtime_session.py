@@ -34,7 +34,7 @@ from typing import Any, Callable, Optional, Protocol
 import gevent
 
 from relay import realtime_events as ev
-from relay._events import audio_delta
+from relay._events import IGNORED, audio_delta
 from relay._ws import append_frame
 from relay.backoff import CLOSED, Backoff, CircuitBreaker, ReconnectPolicy
 from relay.realtime_endpoint import auth_headers, realtime_url
@@ -430,10 +430,12 @@ class RealtimeSession:
     def _on_audio_message(self, message: bytes) -> bool:
         """The socket's fast path: an audio delta read in C (relay/_events.pyx), without
         building the event; False for any other message (or one that path does not read)."""
-        parsed = audio_delta(message)
+        parsed = audio_delta(message, _HANDLED)
         if parsed is None:
             return False
         self.last_event_at = time.monotonic()
+        if parsed is IGNORED:
+            return True         # a type relay does not handle (transcript deltas...)
         try:
             self._audio(*parsed)
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
@@ -635,3 +637,5 @@ _DISPATCH = {
     "response.done": RealtimeSession._response_done,
     "error": RealtimeSession._error,
 }
+# the types the fast path (relay/_events.pyx) hands on; a valid event of any other is dropped there
+_HANDLED = frozenset(kind.encode() for kind in _DISPATCH)

@@ -9,7 +9,7 @@ import pytest
 import ujson
 from hypothesis import given
 from hypothesis import strategies as st
-from relay._events import audio_delta
+from relay._events import IGNORED, audio_delta
 
 DELTA = "response.output_audio.delta"
 
@@ -94,3 +94,50 @@ def test_the_fast_path_needs_bytes():
                                  b'"delta":"QUJD"}')) == ("", "i", b"ABC")
     with pytest.raises(TypeError):
         audio_delta('{"type":"response.output_audio.delta"}')
+
+
+HANDLED = frozenset([b"response.done", DELTA.encode(), b"error"])
+ignored_types = st.sampled_from(["response.output_audio_transcript.delta", "rate_limits.updated",
+                                 "response.done", "error", "", "x"])
+
+
+def general_ignores(message: bytes) -> bool:
+    """The general path parses it and drops it: a JSON object whose type is a string it does
+    not handle."""
+    try:
+        event = ujson.loads(message)
+    except ValueError:
+        return False
+    return isinstance(event, dict) and isinstance(event.get("type"), str) and \
+        event["type"].encode() not in HANDLED
+
+
+@given(ignored_types, st.lists(st.tuples(keys, values), max_size=8))
+def test_an_event_not_handled_is_dropped_only_when_the_general_path_would_drop_it(kind, pairs):
+    """Random objects of handled and unhandled types: IGNORED only for what the general path
+    would parse and drop; audio deltas still read; everything else declined."""
+    body = ",".join(f"{json.dumps(k)}:{json.dumps(v)}" for k, v in [("type", kind)] + pairs)
+    message = ("{" + body + "}").encode()
+    fast = audio_delta(message, HANDLED)
+    if fast is IGNORED:
+        assert general_ignores(message)
+    else:
+        assert fast is None or fast == general(message)
+
+
+@pytest.mark.parametrize("message, expected", [
+    (b'{"type":"response.output_audio_transcript.delta","event_id":"e","response_id":"r",'
+     b'"item_id":"i","output_index":0,"content_index":0,"delta":"Hello "}', IGNORED),
+    (b'{ "type" : "conversation.item.done" , "n" : -3 }', IGNORED),
+    (b'{"type":"response.done","response":{}}', None),                  # handled
+    (b'{"type":"response.done","x":1}', None),                          # handled, flat
+    (b'{"type":"x","delta":"\xc3\xa9"}', None),                        # not ASCII
+    (b'{"type":"x","delta":"\\u00e9"}', None),                          # an escape
+    (b'{"type":"x","n":1.5}', None),                                    # a float
+    (b'{"type":"x","type":"y"}', None),                                 # type twice
+    (b'{"type":"x"', None),                                             # cut short
+    (b'{"kind":"x"}', None),                                            # no type
+])
+def test_events_the_session_does_not_handle(message, expected):
+    assert audio_delta(message, HANDLED) is expected
+    assert audio_delta(message) is None             # without the handled set: never IGNORED

@@ -122,6 +122,24 @@ def test_malformed_or_unknown_events_are_counted_not_raised(wired, event):
     assert not [c for c in handler.calls if c[0] == "rt_failed"]
 
 
+def test_the_raw_fast_path_drops_what_the_session_does_not_handle_and_hands_on_the_rest(wired):
+    """The socket's on_raw: a transcript delta (a type the session does not handle) is taken
+    and dropped without JSON decoding, though it shows the model alive; an event the session
+    handles, or one the fast path cannot read, is handed on (False) to the general path."""
+    session, _, handler = wired
+    session.last_event_at = None
+    delta = (b'{"type":"response.output_audio_transcript.delta","response_id":"r","item_id":"i",'
+             b'"output_index":0,"content_index":0,"delta":"Hi "}')
+    assert session._on_audio_message(delta) is True
+    assert session.last_event_at is not None and session.bad_events == 0
+    assert session._on_audio_message(b'{"type":"response.created","response":{"id":"r"}}') \
+        is False
+    assert session._on_audio_message(b'{"type":"response.done","x":1}') is False
+    assert session._on_audio_message(b'{"type":"x","delta":"caf\xc3\xa9"}') is False
+    assert session._on_audio_message(b'not json') is False
+    assert not [c for c in handler.calls if c[0] in ("rt_failed", "rt_bad_event")]
+
+
 def test_model_errors_are_counted_by_code(wired):
     session, _, handler = wired
     for _ in range(2):
