@@ -1,16 +1,15 @@
-"""A client WebSocket carrying JSON text messages: one reader greenlet, a writer only when needed.
+"""A client WebSocket carrying JSON text messages: one reader, a writer only when needed.
 
 Owns: one connection (the ARI events socket, or one call's Realtime socket): connecting with a
 timeout (the opening handshake, TLS and proxies are websocket-client's), then the frames both
 ways through relay/_ws.pyx: reading (by a reader greenlet of its own, or, given a worker's
 relay/socket_reader.py SocketReader, by that reader's one greenlet for every call's socket)
 parses what the socket returns and hands each decoded message to a callback (answering
-pings), and a send() that writes the frame at
-once when the socket can take it, never waiting: what the socket cannot take yet goes to a
-bounded backlog that a writer greenlet (started only then, gone once the backlog is empty:
-most connections never need one) drains, so a slow peer never blocks the caller of send().
-It reports how the connection ended (close code and reason, or the error) exactly once. It
-knows nothing of what the messages mean.
+pings), and a send() that writes the frame at once when the socket can take it, never
+waiting: what the socket cannot take yet goes to a bounded backlog that a writer greenlet
+(started only then, gone once the backlog is empty: most connections never need one) drains,
+so a slow peer never blocks the caller of send(). It reports how the connection ended (close
+code and reason, or the error) exactly once. It knows nothing of what the messages mean.
 """
 
 from __future__ import annotations
