@@ -228,7 +228,9 @@ cdef class SocketSet:
     member sockets: remove a socket before closing it. With kernel_stamps, each datagram's
     arrival is the time the kernel queued it (SO_TIMESTAMPNS), not the time this process got
     round to reading it: a measurement of when the sender's packets arrive that this process's
-    own scheduling (a busy CPU shared with other load) does not distort.
+    own scheduling (a busy CPU shared with other load) does not distort. (The kernel turns its
+    stamping on lazily when a first socket asks; datagrams queued before that are stamped when
+    read, as without kernel_stamps.)
     """
 
     cdef int epfd
