@@ -1,6 +1,7 @@
 """JsonWebSocket against a raw WebSocket peer the test drives byte by byte (127.0.0.1)."""
 
 import base64
+import contextlib
 import hashlib
 import struct
 
@@ -250,14 +251,24 @@ def test_prebuilt_frames_to_a_peer_that_stops_reading_arrive_whole_and_in_order(
     assert not client.ws.send_frame(append_frame(b"late"))      # closed: refused
 
 
-class Peers:
-    """Several one-connection peers (Peer), for one SocketReader serving them all."""
-
-    def __init__(self, count):
-        self.all = [Peer() for _ in range(count)]
-
-    def stop(self):
-        for p in self.all:
+@contextlib.contextmanager
+def one_reader(peer_count=0, **options):
+    """A started SocketReader, and peer_count peers each with a connected client it reads; on
+    the way out every client is closed, then the reader and the peers are stopped."""
+    reader = SocketReader(**options)
+    reader.start()
+    peers = [Peer() for _ in range(peer_count)]
+    clients = []
+    try:
+        clients.extend(Client(p.url, reader) for p in peers)
+        for p in peers:
+            assert p.connected.wait(5)
+        yield reader, peers, clients
+    finally:
+        for c in clients:
+            c.ws.close()
+        reader.stop()
+        for p in peers:
             p.stop()
 
 
@@ -268,47 +279,33 @@ def _wait_for(predicate, timeout=5.0):
 
 
 def test_one_shared_reader_serves_many_sockets_each_in_order():
-    reader = SocketReader()
-    reader.start()
-    peers = Peers(12)
-    clients = []
-    try:
-        clients = [Client(p.url, reader) for p in peers.all]
+    with one_reader(12) as (reader, peers, clients):
         assert len(reader) == 12
-        for p in peers.all:
-            assert p.connected.wait(5)
         for round_ in range(20):
-            for n, p in enumerate(peers.all):
+            for n, p in enumerate(peers):
                 p.sock.sendall(server_frame(b'{"n":%d,"r":%d}' % (n, round_)))
         _wait_for(lambda: all(len(c.messages) == 20 for c in clients))
         for n, c in enumerate(clients):
             assert c.messages == [{"n": n, "r": r} for r in range(20)]
         # at load a wake-up serves many sockets (the interval lets them gather)
         assert reader.served >= 12 and reader.wakeups < reader.served
-        peers.all[3].sock.close()               # one peer dies: only its client ends
+        peers[3].sock.close()                   # one peer dies: only its client ends
         _wait_for(lambda: clients[3].closed)
         assert clients[3].closed[0][0] == 1006 and len(reader) == 11
         assert not any(c.closed for i, c in enumerate(clients) if i != 3)
-        peers.all[0].sock.sendall(server_frame(b'{"after":1}'))
+        peers[0].sock.sendall(server_frame(b'{"after":1}'))
         _wait_for(lambda: clients[0].messages[-1] == {"after": 1})
-    finally:
         for c in clients:
             c.ws.close()
         assert len(reader) == 0                 # closing a socket takes it out of the set
-        reader.stop()
-        peers.stop()
 
 
 def test_a_handler_that_waits_holds_up_only_its_own_socket():
     """A message handler that waits on something (it must not, but a bug could): the guard
     sets its socket aside, the others are served meanwhile, and its later messages follow in
     order once it returns. Without the guard the other client would never get its message."""
-    reader = SocketReader(held_after_s=0.02)
-    reader.start()
-    peers = Peers(2)
     let_go = gevent.event.Event()
-    try:
-        slow, quick = Client(peers.all[0].url, reader), Client(peers.all[1].url, reader)
+    with one_reader(2, held_after_s=0.02) as (reader, peers, (slow, quick)):
         waiting = slow.messages
 
         def on_message(message):
@@ -317,79 +314,57 @@ def test_a_handler_that_waits_holds_up_only_its_own_socket():
                 let_go.wait()       # waits until the quick client has its message
 
         slow.ws._on_message = on_message
-        for p in peers.all:
-            assert p.connected.wait(5)
-        peers.all[0].sock.sendall(server_frame(b'{"wait":true}'))
-        _wait_for(lambda: waiting)
-        peers.all[0].sock.sendall(server_frame(b'{"next":1}'))
-        peers.all[1].sock.sendall(server_frame(b'{"quick":1}'))
-        _wait_for(lambda: quick.messages == [{"quick": 1}])
-        assert reader.held == 1 and waiting == [{"wait": True}]     # its next one waits
-        let_go.set()
-        _wait_for(lambda: len(waiting) == 2)
-        assert waiting == [{"wait": True}, {"next": 1}]
-        peers.all[0].sock.sendall(server_frame(b'{"later":1}'))     # served again
-        _wait_for(lambda: len(waiting) == 3)
-        assert not slow.closed and not quick.closed
-    finally:
-        let_go.set()
-        for c in (slow, quick):
-            c.ws.close()
-        reader.stop()
-        peers.stop()
+        try:
+            peers[0].sock.sendall(server_frame(b'{"wait":true}'))
+            _wait_for(lambda: waiting)
+            peers[0].sock.sendall(server_frame(b'{"next":1}'))
+            peers[1].sock.sendall(server_frame(b'{"quick":1}'))
+            _wait_for(lambda: quick.messages == [{"quick": 1}])
+            assert reader.held == 1 and waiting == [{"wait": True}]     # its next one waits
+            let_go.set()
+            _wait_for(lambda: len(waiting) == 2)
+            assert waiting == [{"wait": True}, {"next": 1}]
+            peers[0].sock.sendall(server_frame(b'{"later":1}'))         # served again
+            _wait_for(lambda: len(waiting) == 3)
+            assert not slow.closed and not quick.closed
+        finally:
+            let_go.set()
 
 
 def test_a_handler_that_raises_ends_its_own_socket_only():
-    reader = SocketReader()
-    reader.start()
-    peers = Peers(2)
-    try:
-        bad, good = Client(peers.all[0].url, reader), Client(peers.all[1].url, reader)
+    with one_reader(2) as (reader, peers, (bad, good)):
 
         def broken(message):
             raise RuntimeError("handler bug")
 
         bad.ws._on_message = broken
-        for p in peers.all:
-            assert p.connected.wait(5)
-        peers.all[0].sock.sendall(server_frame(b'{"x":1}'))
-        peers.all[1].sock.sendall(server_frame(b'{"y":1}'))
+        peers[0].sock.sendall(server_frame(b'{"x":1}'))
+        peers[1].sock.sendall(server_frame(b'{"y":1}'))
         _wait_for(lambda: bad.closed and good.messages)
         assert bad.closed == [(1006, "handler error: handler bug")] and not good.closed
         assert len(reader) == 1
-        peers.all[1].sock.sendall(server_frame(b'{"y":2}'))
+        peers[1].sock.sendall(server_frame(b'{"y":2}'))
         _wait_for(lambda: len(good.messages) == 2)
-    finally:
-        for c in (bad, good):
-            c.ws.close()
-        reader.stop()
-        peers.stop()
 
 
 def test_a_held_socket_whose_peer_hangs_up_is_not_polled_until_its_handler_returns():
     """Set aside, the socket is out of the epoll set: its hang-up does not wake the reader
     over and over; once the handler returns, the end is read and reported."""
-    reader = SocketReader(held_after_s=0.02)
-    reader.start()
-    peer = Peer()
     let_go = gevent.event.Event()
-    try:
-        client = Client(peer.url, reader)
+    with one_reader(1, held_after_s=0.02) as (reader, (peer,), (client,)):
         client.ws._on_message = lambda message: let_go.wait()
-        assert peer.connected.wait(5)
-        peer.sock.sendall(server_frame(b'{"wait":true}'))
-        _wait_for(lambda: reader.held == 1)
-        peer.sock.close()
-        wakeups = reader.wakeups
-        gevent.sleep(0.2)
-        assert reader.wakeups - wakeups <= 1 and not client.closed
-        let_go.set()
-        _wait_for(lambda: client.closed)
-        assert client.closed[0][0] == 1006 and len(reader) == 0
-    finally:
-        let_go.set()
-        reader.stop()
-        peer.stop()
+        try:
+            peer.sock.sendall(server_frame(b'{"wait":true}'))
+            _wait_for(lambda: reader.held == 1)
+            peer.sock.close()
+            wakeups = reader.wakeups
+            gevent.sleep(0.2)
+            assert reader.wakeups - wakeups <= 1 and not client.closed
+            let_go.set()
+            _wait_for(lambda: client.closed)
+            assert client.closed[0][0] == 1006 and len(reader) == 0
+        finally:
+            let_go.set()
 
 
 class _Broken:
@@ -408,28 +383,23 @@ class _Broken:
         self.closed.append(code)
 
 
-def test_a_connection_whose_read_fails_is_closed_and_the_others_read_on(peer):
+def test_a_connection_whose_read_fails_is_closed_and_the_others_read_on():
     import socket as stdlib_socket
 
-    reader = SocketReader()
-    reader.start()
     left, right = stdlib_socket.socketpair()
     broken = _Broken()
-    try:
-        reader.add(left.fileno(), broken)
-        client = Client(peer.url, reader)
-        right.sendall(b"x")                     # ready, and its read raises
-        _wait_for(lambda: broken.closed == [1011])      # closed, out of the set
-        assert broken.calls == 1 and len(reader) == 1
-        assert peer.connected.wait(5)
-        peer.sock.sendall(server_frame(b'{"still":"read"}'))
-        _wait_for(lambda: client.messages == [{"still": "read"}])
-        client.ws.close()
-    finally:
-        reader.remove(left.fileno())
-        reader.stop()
-        left.close()
-        right.close()
+    with one_reader(1) as (reader, (peer,), (client,)):
+        try:
+            reader.add(left.fileno(), broken)
+            right.sendall(b"x")                     # ready, and its read raises
+            _wait_for(lambda: broken.closed == [1011])      # closed, out of the set
+            assert broken.calls == 1 and len(reader) == 1
+            peer.sock.sendall(server_frame(b'{"still":"read"}'))
+            _wait_for(lambda: client.messages == [{"still": "read"}])
+        finally:
+            reader.remove(left.fileno())
+            left.close()
+            right.close()
 
 
 def test_the_reader_lets_others_run_between_sockets_once_its_slice_is_spent():
@@ -438,12 +408,8 @@ def test_the_reader_lets_others_run_between_sockets_once_its_slice_is_spent():
     millisecond) runs between two sockets, not after all of them."""
     import time
 
-    reader = SocketReader()
-    reader.start()
-    peers = Peers(4)
     order = []
-    try:
-        clients = [Client(p.url, reader) for p in peers.all]
+    with one_reader(4) as (reader, peers, clients):
         for n, c in enumerate(clients):
             def on_message(message, n=n):
                 order.append(n)
@@ -451,10 +417,8 @@ def test_the_reader_lets_others_run_between_sockets_once_its_slice_is_spent():
                 while time.perf_counter() < busy_until:
                     pass                    # CPU work (no yield): the hub does not run
             c.ws._on_message = on_message
-        for p in peers.all:
-            assert p.connected.wait(5)
         gevent.sleep(0.05)                  # the reader idle, waiting
-        for p in peers.all:                 # all four ready at once (no yield in between)
+        for p in peers:                     # all four ready at once (no yield in between)
             p.sock.sendall(server_frame(b'{"x":1}'))
         # due while the reader serves the first socket; runs only when the reader yields
         gevent.spawn_later(0.001, lambda: order.append("other"))
@@ -462,8 +426,3 @@ def test_the_reader_lets_others_run_between_sockets_once_its_slice_is_spent():
         served = [x for x in order if x != "other"]
         assert sorted(served) == [0, 1, 2, 3]
         assert order.index("other") not in (0, 4)      # between two sockets
-    finally:
-        for c in clients:
-            c.ws.close()
-        reader.stop()
-        peers.stop()
