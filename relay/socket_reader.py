@@ -64,6 +64,7 @@ class SocketReader:
         self._watcher: Any = None
         self._guard: Any = None
         self._runner: Optional[gevent.Greenlet] = None
+        self._stopped = False
         self.wakeups = 0            # wake-ups that served at least one socket
         self.served = 0             # sockets served (reads)
         self.held = 0               # handlers that waited and were set aside
@@ -72,6 +73,9 @@ class SocketReader:
         return len(self._members)
 
     def start(self) -> None:
+        """Start serving (add() starts it too: a socket is never left unread)."""
+        if self._runner is not None or self._stopped:
+            return
         loop = gevent.get_hub().loop
         self._watcher = loop.io(self._epoll.fileno(), 1)
         self._guard = loop.timer(self._held_after_s, self._held_after_s)
@@ -79,6 +83,7 @@ class SocketReader:
         self._runner = gevent.spawn(self._run)
 
     def stop(self) -> None:
+        self._stopped = True
         runner, self._runner = self._runner, None
         for watcher in (self._watcher, self._guard):
             if watcher is not None:
@@ -93,7 +98,11 @@ class SocketReader:
 
     def add(self, fd: int, conn: "JsonWebSocket", due: bool = False) -> None:
         """Serve conn's socket from now on; due: serve it once at once, whatever epoll says
-        (bytes a TLS object decrypted already are not in the kernel any more)."""
+        (bytes a TLS object decrypted already are not in the kernel any more). ValueError once
+        the reader is stopped."""
+        if self._stopped:
+            raise ValueError("the model socket reader is stopped")
+        self.start()
         self._members[fd] = conn
         self._epoll.register(fd, _EPOLLIN)
         if due:

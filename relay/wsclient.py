@@ -126,8 +126,13 @@ class JsonWebSocket:
             self._reader = gevent.spawn(self._read_loop)
             return
         # TLS: the handshake's reads may have left frames decrypted in the TLS object already
+        try:
+            self._shared.add(ws.sock.fileno(), self, due=self._fd is None)
+        except Exception:
+            self._fd, self._ws = None, None
+            ws.shutdown()           # the reader is stopped (the worker is): not left open
+            raise
         self._watched_fd = ws.sock.fileno()
-        self._shared.add(self._watched_fd, self, due=self._fd is None)
 
     # sending
     def send(self, message: Any, stamp: Optional[float] = None) -> bool:

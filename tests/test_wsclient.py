@@ -426,3 +426,19 @@ def test_the_reader_lets_others_run_between_sockets_once_its_slice_is_spent():
         served = [x for x in order if x != "other"]
         assert sorted(served) == [0, 1, 2, 3]
         assert order.index("other") not in (0, 4)      # between two sockets
+
+
+def test_a_reader_never_started_starts_with_its_first_socket_and_refuses_once_stopped(peer):
+    reader = SocketReader()
+    try:
+        client = Client(peer.url, reader)
+        assert peer.connected.wait(5)
+        peer.sock.sendall(server_frame(b'{"read":1}'))
+        _wait_for(lambda: client.messages == [{"read": 1}])
+        client.ws.close()
+    finally:
+        reader.stop()
+    before = peer.sock
+    with pytest.raises(ValueError):
+        Client(peer.url, reader)            # a call connecting during shutdown: refused
+    assert peer.sock is not before and peer.sock.recv(100) == b""   # and its socket closed
