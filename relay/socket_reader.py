@@ -109,9 +109,12 @@ class SocketReader:
             self._due.append(fd)
             self._wake.set()
 
-    def remove(self, fd: int) -> None:
+    def remove(self, fd: int, conn: Any = None) -> None:
         """Stop serving fd: before its socket is closed (epoll would keep a closed socket's
-        registration while another descriptor shares the file)."""
+        registration while another descriptor shares the file). With conn, only while fd is
+        still conn's (a number the kernel gave to a newer socket is that one's)."""
+        if conn is not None and self._members.get(fd) is not conn:
+            return
         if self._members.pop(fd, None) is None:
             return
         if self._held.pop(fd, None) is not None:
@@ -191,7 +194,7 @@ class SocketReader:
 
     def _drop(self, fd: int, conn: "JsonWebSocket") -> None:
         log.exception("%s: reading failed: the connection is closed", conn.name)
-        self.remove(fd)
+        self.remove(fd, conn)
         try:
             conn.close(1011, "relay could not read the connection")
         except Exception:

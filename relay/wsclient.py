@@ -333,7 +333,7 @@ class JsonWebSocket:
     def _shutdown(self) -> None:
         self._fd = None       # never write(2) to a number the kernel may give to another file
         if self._watched_fd is not None:    # before the socket is closed
-            self._shared.remove(self._watched_fd)
+            self._shared.remove(self._watched_fd, self)
             self._watched_fd = None
         if self._ws is not None:
             try:

@@ -442,3 +442,23 @@ def test_a_reader_never_started_starts_with_its_first_socket_and_refuses_once_st
     with pytest.raises(ValueError):
         Client(peer.url, reader)            # a call connecting during shutdown: refused
     assert peer.sock is not before and peer.sock.recv(100) == b""   # and its socket closed
+
+
+def test_removing_a_socket_by_a_number_now_anothers_leaves_the_other_served():
+    """A connection that leaves late must not take out the newer socket the kernel gave its
+    descriptor number to."""
+    import socket as stdlib_socket
+
+    old, new = object(), object()
+    left, right = stdlib_socket.socketpair()
+    reader = SocketReader()
+    try:
+        reader.add(left.fileno(), new)
+        reader.remove(left.fileno(), old)       # not old's any more: nothing happens
+        assert len(reader) == 1
+        reader.remove(left.fileno(), new)
+        assert len(reader) == 0
+    finally:
+        reader.stop()
+        left.close()
+        right.close()
