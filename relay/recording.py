@@ -28,8 +28,8 @@ import wave
 from pathlib import Path
 from typing import Callable, Optional
 
+from relay import cooperate
 from relay._g711 import alaw_decode, ulaw_decode
-from relay.cooperate import pause
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +109,7 @@ class CallRecorder:
 
     def __init__(self, directory: Path | str, call_id: str, line_format: str = "ulaw",
                  started_at: Optional[float] = None,
-                 pause: Callable[[], None] = pause) -> None:
+                 pause: Callable[[], None] = cooperate.pause) -> None:
         self.directory = Path(directory)
         self.call_id = call_id
         self.line_format = line_format
