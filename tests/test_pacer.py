@@ -18,6 +18,20 @@ class Stream:
             time.sleep(self.block_first_s)        # blocks the whole hub, like an overload
 
 
+def _run_until(streams, done) -> Pacer:
+    """A pacer ticking these streams until done() (checked every 10 ms), then stopped."""
+    pacer = Pacer()
+    for stream in streams:
+        pacer.add(stream)
+    pacer.start()
+    try:
+        while not done():
+            gevent.sleep(0.01)
+    finally:
+        pacer.stop()
+    return pacer
+
+
 def test_streams_are_spread_over_the_slots_and_ticked_every_frame():
     pacer = Pacer()
     streams = [Stream() for _ in range(SLOTS * 2)]
@@ -49,16 +63,8 @@ def test_slots_without_streams_are_neither_woken_for_nor_counted():
 
 
 def test_a_pacer_far_behind_skips_the_missed_frames_instead_of_sending_them_late():
-    pacer = Pacer()
     blocker, other = Stream(block_first_s=MAX_LAG_S + 0.15), Stream()
-    pacer.add(blocker)
-    pacer.add(other)
-    pacer.start()
-    try:
-        while len(blocker.ticks) < 4:
-            gevent.sleep(0.01)
-    finally:
-        pacer.stop()
+    pacer = _run_until([blocker, other], lambda: len(blocker.ticks) >= 4)
     # the frame times missed while blocked were given up, not sent in a burst afterwards
     assert pacer.skipped_slots >= MAX_LAG_S / 0.001
     pacer.remove(blocker)
@@ -77,15 +83,7 @@ def test_a_stream_whose_tick_raises_is_dropped_and_told_and_the_others_go_on():
         def on_tick_failed(self, exc: BaseException) -> None:
             told.append(exc)
 
-    pacer = Pacer()
     bad, good = Failing(), Stream()
-    pacer.add(bad)
-    pacer.add(good)
-    pacer.start()
-    try:
-        while len(good.ticks) < 5:
-            gevent.sleep(0.01)
-    finally:
-        pacer.stop()
+    pacer = _run_until([bad, good], lambda: len(good.ticks) >= 5)
     assert len(bad.ticks) == 1 and len(told) == 1 and isinstance(told[0], RuntimeError)
     assert pacer.tick_errors == 1 and len(pacer) == 1
