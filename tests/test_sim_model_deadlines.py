@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 
 import gevent
+import pytest
 
 from relay.sim.model.deadlines import DeadlineTimer
 
@@ -41,22 +42,25 @@ def _wait(predicate, timeout: float = 5.0) -> None:
         gevent.sleep(0.005)
 
 
-def test_due_deadlines_are_served_in_order_and_stale_ones_skipped():
-    timer = DeadlineTimer(time.monotonic)
-    timer.start()
+@pytest.fixture
+def timer():
+    started = DeadlineTimer(time.monotonic)
+    started.start()
+    yield started
+    started.stop()
+
+
+def test_due_deadlines_are_served_in_order_and_stale_ones_skipped(timer):
     calls: list = []
-    try:
-        now = time.monotonic()
-        late, early, moved = (FakeConnection(n, calls) for n in ("late", "early", "moved"))
-        late.arm(timer, now + 0.06)
-        early.arm(timer, now + 0.02)
-        moved.arm(timer, now + 0.01)
-        moved.arm(timer, now + 0.04)        # re-armed later: the first entry is stale
-        _wait(lambda: len(calls) == 3)
-        assert calls == ["early", "moved", "late"]
-        assert len(timer) == 0
-    finally:
-        timer.stop()
+    now = time.monotonic()
+    late, early, moved = (FakeConnection(n, calls) for n in ("late", "early", "moved"))
+    late.arm(timer, now + 0.06)
+    early.arm(timer, now + 0.02)
+    moved.arm(timer, now + 0.01)
+    moved.arm(timer, now + 0.04)        # re-armed later: the first entry is stale
+    _wait(lambda: len(calls) == 3)
+    assert calls == ["early", "moved", "late"]
+    assert len(timer) == 0
 
 
 def test_the_same_deadline_is_not_stacked():
@@ -68,16 +72,11 @@ def test_the_same_deadline_is_not_stacked():
     assert len(timer) == 1 and conn.armed_deadlines == {far}
 
 
-def test_a_failing_connection_does_not_stop_the_others():
-    timer = DeadlineTimer(time.monotonic)
-    timer.start()
+def test_a_failing_connection_does_not_stop_the_others(timer):
     calls: list = []
-    try:
-        now = time.monotonic()
-        broken, fine = FakeConnection("broken", calls, broken=True), FakeConnection("fine", calls)
-        broken.arm(timer, now + 0.01)
-        fine.arm(timer, now + 0.02)
-        _wait(lambda: calls == ["fine"])
-        assert broken.failed and not fine.failed
-    finally:
-        timer.stop()
+    now = time.monotonic()
+    broken, fine = FakeConnection("broken", calls, broken=True), FakeConnection("fine", calls)
+    broken.arm(timer, now + 0.01)
+    fine.arm(timer, now + 0.02)
+    _wait(lambda: calls == ["fine"])
+    assert broken.failed and not fine.failed
