@@ -1,5 +1,5 @@
 """relay/sim/_sim_audio.pyx, the simulated model's compiled hot path, against the Python it
-replaced: strict base64, the append recognised by its bytes, unmasking, frame levels, the VAD and
+replaced: strict base64, the append recognised by its bytes, frame levels, the VAD and
 the input buffer's framing, on random inputs (seeded) as well as chosen edge cases."""
 
 from __future__ import annotations
@@ -103,28 +103,6 @@ def test_append_recognised_exactly_when_the_python_fast_path_does_on_random_mess
         else:   # declined: the session's own parsing decides, as before (fast path or not)
             assert ref is None or text.endswith('="}') or text == COMPACT + '}', text
     assert recognised > 5_000
-
-
-def test_masked_text_unmasks_and_recognises_only_appends():
-    rng = random.Random(17)
-    for _ in range(3_000):
-        text = _random_message(rng).encode("utf-8")
-        mask = rng.randbytes(4)
-        prefix = rng.randbytes(rng.randrange(10))
-        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(text))
-        audio, payload = _sim_audio.masked_text(prefix + masked, len(prefix), len(text), mask)
-        assert _sim_audio.unmask(prefix + masked, len(prefix), len(text), mask) == text
-        if audio is None:
-            assert payload == text
-        else:
-            assert payload is None and audio == fast_append_audio(text.decode("utf-8"))
-
-
-@pytest.mark.parametrize("offset,length,mask", [(0, 5, b"abc"), (-1, 2, b"abcd"),
-                                                (2, 4, b"abcd"), (0, -1, b"abcd")])
-def test_unmask_refuses_a_bad_geometry(offset, length, mask):
-    with pytest.raises(ValueError):
-        _sim_audio.unmask(b"hello", offset, length, mask)
 
 
 def test_frame_levels_equal_the_g711_levels_on_random_frames():

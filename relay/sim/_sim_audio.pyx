@@ -1,13 +1,13 @@
 # cython: language_level=3
-"""The simulated model's hot path in C: a client's masked text frame to the audio it appends.
+"""The simulated model's hot path in C: a client's append message to the audio it appends.
 
-Owns: unmasking a client WebSocket payload (RFC 6455 section 5.3), recognising the one message
-a client sends 25 to 50 times a second per call,
+Owns: recognising the one message a client sends 25 to 50 times a second per call,
 `{"type":"input_audio_buffer.append","audio":"<base64>"}` (or with ", " separators: the two
 shapes relay.sim.model.validation.fast_append_audio accepts), by its bytes without a JSON parse,
 and decoding its base64 strictly (binascii.a2b_base64(strict_mode=True) semantics). Anything
-else - other keys, an event_id, escapes, whitespace, base64 that is not strict - is handed back
-unmasked for the general path (UTF-8 decode, JSON parse, validation, errors) unchanged.
+else - other keys, an event_id, escapes, whitespace, base64 that is not strict - is left to
+the general path (UTF-8 decode, JSON parse, validation, errors) unchanged. (The frames are split
+and unmasked by relay/sim/_ws_reader.pyx.)
 A strictly valid base64 string is ASCII with no quote or backslash, so nothing can hide in it.
 Also the server VAD's per-frame work: the level of a 20 ms frame (u-law, A-law or PCM16, in
 dBov exactly as relay._g711 computes it) and the VAD state machine (FrameVad), fed a whole
@@ -126,33 +126,6 @@ def append_audio(text):
     """The audio of an unmasked append message in the compact shape (bytes); else None."""
     cdef bytes raw = text.encode("utf-8") if isinstance(text, str) else bytes(text)
     return _append_audio(<const uint8_t *>PyBytes_AS_STRING(raw), PyBytes_GET_SIZE(raw))
-
-
-def unmask(data, Py_ssize_t offset, Py_ssize_t length, bytes mask):
-    """data[offset:offset + length] XORed with the 4-byte mask (a client frame's payload)."""
-    cdef bytes raw = data if type(data) is bytes else bytes(data)
-    if len(mask) != 4:
-        raise ValueError("a WebSocket mask is 4 bytes")
-    if offset < 0 or length < 0 or offset + length > PyBytes_GET_SIZE(raw):
-        raise ValueError("the payload lies outside the data")
-    out = PyBytes_FromStringAndSize(NULL, length)
-    cdef uint8_t *dst = <uint8_t *>PyBytes_AS_STRING(out)
-    cdef const uint8_t *src = <const uint8_t *>PyBytes_AS_STRING(raw) + offset
-    cdef const uint8_t *key = <const uint8_t *>PyBytes_AS_STRING(mask)
-    cdef Py_ssize_t i
-    for i in range(length):
-        dst[i] = src[i] ^ key[i & 3]
-    return out
-
-
-def masked_text(data, Py_ssize_t offset, Py_ssize_t length, bytes mask):
-    """A client text frame's masked payload data[offset:offset + length] -> (audio, None) when
-    it is an append in the compact shape with strict base64, else (None, unmasked payload)."""
-    payload = unmask(data, offset, length, mask)
-    audio = _append_audio(<const uint8_t *>PyBytes_AS_STRING(payload), length)
-    if audio is not None:
-        return audio, None
-    return None, payload
 
 
 # ---- Energy VAD over the input buffer ---------------------------------------------------------
