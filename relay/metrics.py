@@ -251,6 +251,11 @@ def worker_families(worker: Any, web: Optional[Mapping[str, int]] = None) -> Fam
                 media.from_strangers)
     out.counter("rtp_send_errors", "RTP datagrams the socket failed to send.",
                 media.send_errors)
+    overflows = getattr(media, "overflows", None)
+    if overflows is not None:
+        out.counter("rtp_socket_overflows", "Datagrams the kernel dropped because the worker's "
+                    "RTP socket receive buffer was full (the worker did not read in time).",
+                    overflows)
 
     pacer = worker.pacer
     out.gauge("pacer_streams", "Calls registered in the pacer.", len(pacer))

@@ -5,6 +5,7 @@ import socket
 import gevent
 import pytest
 
+from relay import media as media_module
 from relay.media import MediaSocket
 
 udp = pytest.importorskip("relay._udp")
@@ -117,6 +118,72 @@ def test_media_socket_routes_and_sends_in_both_modes(batched):
     finally:
         media.close()
         peer.close()
+
+
+
+def test_media_socket_counts_the_datagrams_the_kernel_dropped_for_a_full_buffer(monkeypatch):
+    """A worker that does not read in time loses caller audio in the kernel, where relay cannot
+    see the sequence numbers: the kernel's own count is relay_rtp_socket_overflows, and what
+    the buffer kept is still read and routed."""
+    monkeypatch.setattr(media_module, "SOCKET_BUFFER", 4096)     # room for a few datagrams
+    media = MediaSocket("127.0.0.1", 0, 0)
+    peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    peer.bind(("127.0.0.1", 0))
+    got: list = []
+    try:
+        assert media.overflows == 0
+        media.route(peer.getsockname(), lambda data, now: got.append(data))
+        for i in range(100):                                     # nobody reads yet
+            peer.sendto(bytes([i]) * 172, (media.host, media.port))
+        dropped = media.overflows
+        assert 0 < dropped < 100
+        media.start()
+        with gevent.Timeout(5):
+            while len(got) < 100 - dropped:
+                gevent.sleep(0.005)
+        gevent.sleep(0.05)
+        assert len(got) == 100 - dropped and media.overflows == dropped
+        assert got[0] == bytes([0]) * 172                        # the earliest were kept
+    finally:
+        media.close()
+        peer.close()
+    assert media.overflows is None
+
+
+def _limits() -> int:
+    with open("/proc/sys/net/core/rmem_max") as r, open("/proc/sys/net/core/wmem_max") as w:
+        return max(int(r.read()), int(w.read()))
+
+
+def test_a_buffer_capped_by_the_kernel_limit_is_reported_with_the_setting_to_raise(
+        monkeypatch, caplog):
+    """An unprivileged worker gets at most net.core.rmem_max: it says so at start rather than
+    losing caller audio silently at the first pause."""
+    monkeypatch.setattr(media_module, "SOCKET_BUFFER", 4 * _limits())
+    monkeypatch.setattr(media_module, "_SO_RCVBUFFORCE", -1)     # forcing refused, as it is
+    monkeypatch.setattr(media_module, "_SO_SNDBUFFORCE", -1)     # without CAP_NET_ADMIN
+    with caplog.at_level("WARNING", logger="relay.media"):
+        media = MediaSocket("127.0.0.1", 0, 0)
+    media.close()
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("receive buffer" in m and "raise net.core.rmem_max" in m for m in messages)
+    assert any("send buffer" in m and "raise net.core.wmem_max" in m for m in messages)
+
+
+def test_a_privileged_worker_forces_its_buffers_past_the_limit(monkeypatch, caplog):
+    asked = 4 * _limits()
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        probe.setsockopt(socket.SOL_SOCKET, media_module._SO_RCVBUFFORCE, asked)
+    except PermissionError:
+        pytest.skip("this process may not force socket buffers (no CAP_NET_ADMIN)")
+    finally:
+        probe.close()
+    monkeypatch.setattr(media_module, "SOCKET_BUFFER", asked)
+    with caplog.at_level("WARNING", logger="relay.media"):
+        media = MediaSocket("127.0.0.1", 0, 0)
+    media.close()
+    assert not [r for r in caplog.records if "buffer" in r.getMessage()]
 
 
 # ---- SocketSet (the simulated PBX's sockets) ----------------------------------------------------
