@@ -84,6 +84,28 @@ def test_everything_passes_on_a_working_setup_and_nothing_is_left(tmp_path, sims
                          r"\d+ frames of the tone came back through Local/s@relay-check's "
                          r"Echo\(\)", back.found), back.found
         assert "session.created" in found["session"].found
+        assert found["RTP buffers"].status in (OK, WARN)     # WARN: a host's capped buffers
+        assert_nothing_left(pbx)
+    finally:
+        pbx.stop()
+
+
+def test_rtp_buffers_the_kernel_capped_are_a_warning_with_the_setting_to_raise(
+        tmp_path, sims, monkeypatch):
+    from relay import media
+    monkeypatch.setattr(media, "SOCKET_BUFFER", 1 << 30)         # past any host's limit
+    monkeypatch.setattr(media, "_SO_RCVBUFFORCE", -1)            # and not allowed to force
+    monkeypatch.setattr(media, "_SO_SNDBUFFORCE", -1)
+    pbx = start(tmp_path)
+    try:
+        checks = run_checks(env={}, overrides=overrides(pbx, sims[1]))
+        buffers = by_name(checks)["RTP buffers"]
+        assert exit_status(checks) == 0                          # calls work, at a risk
+        assert buffers.status == WARN
+        assert "receive buffer" in buffers.found and "raise net.core.rmem_max" in buffers.found
+        assert "net.core.wmem_max" in buffers.found
+        assert "sysctl -w net.core.rmem_max=" in buffers.fix and "CAP_NET_ADMIN" in buffers.fix
+        assert by_name(checks)["Asterisk → relay"].status == OK
         assert_nothing_left(pbx)
     finally:
         pbx.stop()

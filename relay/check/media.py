@@ -35,7 +35,7 @@ from relay.ari import AriClient, AriError
 from relay.check import FAIL, OK, SKIP, WARN, Check
 from relay.config import Settings
 from relay.janitor import Janitor
-from relay.media import MediaSocket
+from relay.media import SOCKET_BUFFER, MediaSocket
 from relay.wsclient import JsonWebSocket
 
 GROUP = "media (RTP)"
@@ -147,6 +147,13 @@ class MediaCheck:
         advertised = f"{rtp['advertise_host']}:{port}"
         self.out.append(Check(GROUP, "RTP socket", OK, f"bound {rtp['bind_host']}:{port}, "
                               f"announced to Asterisk as {advertised}"))
+        short = MediaSocket.size_buffers(sock)
+        self.out.append(
+            Check(GROUP, "RTP buffers", WARN, "; ".join(short),
+                  "a worker that pauses (a garbage collection, a busy host) will drop caller "
+                  "audio: sysctl -w net.core.rmem_max=4194304 net.core.wmem_max=4194304 (and "
+                  "in /etc/sysctl.d/), or run relay with CAP_NET_ADMIN") if short else
+            Check(GROUP, "RTP buffers", OK, f"{SOCKET_BUFFER >> 20} MB asked each way, granted"))
         ari = self.settings.tree["ari"]
         events = JsonWebSocket(self.ari.events_url(self.app,
                                                    f"{ari['username']}:{ari['password']}"),
