@@ -53,6 +53,8 @@ def test_four_calls_through_relay_and_the_floor(tmp_path: Path):
     assert figures["loss"]["caller_to_relay"] == 0
     assert figures["loss"]["relay_to_caller"] == 0
     assert figures["loss"]["relay_seq_gaps"] == 0
+    assert figures["loss"]["relay_socket_overflows"] == 0
+    assert figures["loss"]["udp_receive_buffer_errors"] >= 0      # the machine's: any process
     assert figures["calls_total"] == CALLS and figures["calls_failed"] == 0
     assert figures["window"]["pacer_lateness_ms"]["count"] > 0
     assert figures["worker"]["calls_active"] == 0
@@ -64,8 +66,9 @@ def test_four_calls_through_relay_and_the_floor(tmp_path: Path):
     floor = run_floor(CALLS, opts)
     _check_common(floor, "floor")
     assert set(floor["exit_codes"]) == {"floor", "sim_pbx"}
-    assert floor["floor"]["loss"] == {"caller_to_floor": 0, "floor_to_caller": 0,
-                                      "pbx_seq_gaps_in_window": 0}
+    floor_loss = floor["floor"]["loss"]
+    assert floor_loss.pop("udp_receive_buffer_errors") >= 0
+    assert floor_loss == {"caller_to_floor": 0, "floor_to_caller": 0, "pbx_seq_gaps_in_window": 0}
 
     combined = report.combine(relay, floor)
     assert combined["ratio"]["cpu_per_call"] > 0
@@ -128,3 +131,13 @@ def test_the_targets_are_judged_at_every_n_and_the_core_share_at_a_thousand():
     text = report.verdicts(rows)
     assert text.index("targets at 100 calls") < text.index("targets at 1000 calls")
     assert "MISSED" in text
+
+
+def test_the_tables_say_where_the_kernel_dropped_packets():
+    quiet, lossy = _result(100, 0.2, 2.5, 2.0, 540.0), _result(1000, 0.55, 3.5, 2.0, 560.0)
+    lossy["relay"]["relay"]["loss"].update(relay_socket_overflows=453,
+                                           udp_receive_buffer_errors=460)
+    text = "\n".join(report.kernel_drop_notes([quiet, lossy]))     # under the tables
+    assert ("1000 calls: the kernel dropped 453 datagrams for relay's full receive buffer, 460 "
+            "for any full UDP receive buffer") in text
+    assert "100 calls: the kernel" not in text

@@ -127,7 +127,22 @@ def tables(results: list[dict]) -> str:
             f"{_fmt(barge.get('p99')):>10} ({barge.get('count', 0):>3})  "
             f"{_pair(turn['p50'], turn['p99'], '.0f'):>15}  "
             f"{_pair(_get(relay, 'barge_in_heard_at_pbx_ms', 'p50'), _get(relay, 'barge_in_heard_at_pbx_ms', 'p99'), '.0f'):>13}")  # noqa: E501
+    lines += kernel_drop_notes(results)
     return "\n".join(lines)
+
+
+def kernel_drop_notes(results: list[dict]) -> list[str]:
+    """Where lost packets went, for the runs that lost any in a kernel receive buffer."""
+    lines = []
+    for r in results:
+        loss = _get(r["relay"], "relay", "loss") or {}
+        at_relay, anywhere = loss.get("relay_socket_overflows"), loss.get(
+            "udp_receive_buffer_errors")
+        if at_relay or anywhere:
+            lines.append(f"{r['calls']} calls: the kernel dropped {_fmt(at_relay, '.0f')} "
+                         f"datagrams for relay's full receive buffer, {_fmt(anywhere, '.0f')} "
+                         "for any full UDP receive buffer on the machine during the run")
+    return [""] + lines if lines else []
 
 
 def targets(results: list[dict]) -> list[dict]:

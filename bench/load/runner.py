@@ -376,6 +376,7 @@ def _relay_figures(web: str, m_idle: prom.Scrape, m0: prom.Scrape, m1: prom.Scra
             "pbx_seq_gaps_in_window": window["seq_gaps"],
             "send_errors": value("relay_rtp_send_errors_total"),
             "stranger_datagrams": value("relay_rtp_stranger_datagrams_total"),
+            "relay_socket_overflows": value("relay_rtp_socket_overflows_total"),
         },
         "window": windowed,
         "barge_in_reaction_ms_whole_run": whole_run,
@@ -388,8 +389,26 @@ def _relay_figures(web: str, m_idle: prom.Scrape, m0: prom.Scrape, m1: prom.Scra
     }
 
 
+def udp_receive_buffer_errors() -> Optional[int]:
+    """The kernel's count of UDP datagrams dropped for a full receive buffer, every socket of
+    this network namespace together (/proc/net/snmp): where a lost packet went when neither side
+    saw it."""
+    try:
+        lines = [line.split() for line in Path("/proc/net/snmp").read_text().splitlines()
+                 if line.startswith("Udp:")]
+        return int(lines[1][lines[0].index("RcvbufErrors")])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _kernel_drops(before: Optional[int]) -> Optional[int]:
+    after = udp_receive_buffer_errors()
+    return None if before is None or after is None else after - before
+
+
 def run_relay(calls: int, opts: Options) -> dict[str, Any]:
     """N calls through one relay worker; the PBX and the model in their own processes."""
+    drops_before = udp_receive_buffer_errors()
     with Run(opts, f"relay-{calls}") as run:
         pbx_url = run.start_pbx()
         model_url = run.start_model()
@@ -397,6 +416,9 @@ def run_relay(calls: int, opts: Options) -> dict[str, Any]:
         result = measure(run, calls, pbx_url, RELAY_APP, "relay", web)
         codes = run.stop()
     result["exit_codes"] = codes
+    loss = result.get("relay", {}).get("loss")
+    if loss is not None:
+        loss["udp_receive_buffer_errors"] = _kernel_drops(drops_before)
     return result
 
 
@@ -406,6 +428,7 @@ _FLOOR_COUNTS = re.compile(r"floor: stopped \(received (\d+), sent (\d+), strang
 
 def run_floor(calls: int, opts: Options) -> dict[str, Any]:
     """The same callers and PBX, the floor process in relay's place."""
+    drops_before = udp_receive_buffer_errors()
     with Run(opts, f"floor-{calls}") as run:
         pbx_url = run.start_pbx()
         run.start_floor(pbx_url, scenario.mean_reply_ms())
@@ -420,7 +443,8 @@ def run_floor(calls: int, opts: Options) -> dict[str, Any]:
         result["floor"] = {"loss": {"caller_to_floor": totals["tx_packets"] - received,
                                     "floor_to_caller": sent - totals["rx_datagrams"],
                                     "pbx_seq_gaps_in_window":
-                                        result["window_at_pbx"]["seq_gaps"]},
+                                        result["window_at_pbx"]["seq_gaps"],
+                                    "udp_receive_buffer_errors": _kernel_drops(drops_before)},
                            "strangers": int(match.group(3)),
                            "send_errors": int(match.group(4))}
     return result
