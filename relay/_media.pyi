@@ -129,6 +129,9 @@ class CallMedia:
     def tick(self, now: float) -> None:
         """One 20 ms frame time: send the next frame, if any; keep the input flowing; then the
         call's events that are due."""
+    def detach(self) -> None:
+        """Once the call has ended: every callback forgotten (each holds the call), disabled
+        for good."""
     def flush_playout(self) -> Optional[ItemProgress]:
         """Barge-in: nothing more is sent from what was queued; returns the item cut short."""
     def stats(self) -> dict:

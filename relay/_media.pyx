@@ -19,8 +19,12 @@ from libc.stdint cimport uint8_t, uint32_t
 from libc.string cimport memset
 
 from relay._g711 import Resampler, ulaw_decode, ulaw_encode
-
 from relay._rtp cimport _PUSH_DUPLICATE, JitterBuffer, RtpSender
+
+
+def _ignore(*args):
+    """Where a detached CallMedia sends its frames and appends: nowhere."""
+
 
 cdef enum:
     _SAMPLE_RATE = 8000
@@ -484,6 +488,18 @@ cdef class CallMedia:
             self._next_housekeeping = now + self.housekeeping_s
             self.on_housekeeping(now)
         return 0
+
+    def detach(self):
+        """Once the call has ended: every callback (each one holds the call) is forgotten, so
+        that the call and its media are freed by reference counting as soon as nobody holds
+        the call, not left for the garbage collector's next full pass. Disabled for good: a
+        late packet, tick or delta does nothing."""
+        self.enabled = False
+        self.play_events = self.drained_wanted = self.idle_tick_wanted = False
+        self._send_rtp = self._send_to_model = _ignore
+        self._on_played = self._on_heard = self._on_model_audio_latency = None
+        self.on_input = self.on_drained = self.on_idle_tick = self.on_housekeeping = None
+        self.on_tick_failed = None
 
     def flush_playout(self):
         """Barge-in: nothing more is sent from what was queued; returns the item cut short."""

@@ -11,9 +11,11 @@ housekeeping four times a second). A failure inside the call ends this call only
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 import uuid
+import weakref
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import gevent
@@ -164,7 +166,8 @@ class Call:
         service = getattr(worker, "stt", None)
         self.stt: Optional[CallFallback] = None if service is None else CallFallback(
             service, call_id=self.id, line_format=self.media.line_format,
-            transcript=self.transcript, spawn=self.spawn)
+            transcript=self.transcript,
+            spawn=functools.partial(Call.spawn, weakref.proxy(self)))   # no cycle: see _let_go
         if self.recorder is not None or self.stt is not None:
             self.media.on_input = self._tap_input
         self.watch = CallWatch(self)    # the model never leaves the caller in silence
@@ -401,6 +404,22 @@ class Call:
         self.state = "ended"
         self.worker.call_ended(self)
         self._ended.set()
+        self._let_go()
+
+    def _let_go(self) -> None:
+        """The call has ended: its parts stop holding it (the media's callbacks are dropped,
+        the others hold it through a weak proxy), so that no reference cycle is left and the
+        finished call is freed by reference counting as soon as the worker, the dashboard or a
+        test lets go of it, not at the garbage collector's next full pass (which stops every
+        call while it walks the worker's objects: docs/ARCHITECTURE.md, "Memory")."""
+        me = weakref.proxy(self)
+        self.media.detach()
+        self.tools.call = me
+        self.watch.call = me
+        if self.session is not None:
+            self.session.let_go(me)
+        if self.dial is not None:       # an outbound call's dial (its dialer is done with it)
+            self.dial.call = me
 
     def _release_caller(self) -> None:
         """The caller leaves relay: the transfer a tool asked for, the dialplan, or a hangup

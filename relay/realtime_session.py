@@ -104,6 +104,18 @@ def _object(event: dict, key: str) -> dict:
     return value
 
 
+def _forget_frames(exc: BaseException) -> None:
+    """A failed connect's exception (and those it was raised from) drops its traceback: the
+    socket library's frames hold the exception in a local, a cycle that would keep the call
+    (a caller's frame) alive until the collector's next full pass. Only its text is used."""
+    seen = set()
+    current: Optional[BaseException] = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        current.__traceback__ = None
+        current = current.__cause__ or current.__context__
+
+
 class RealtimeSession:
     """The model side of one call. start() blocks until the first socket is open (or its
     attempt failed: later ones are made in the background, within the call's budget)."""
@@ -129,7 +141,7 @@ class RealtimeSession:
         self.breaker = breaker
         self._clock = clock
         self._sleep = sleep
-        self._socket_factory = socket_factory or self._open_websocket
+        self._socket_factory = socket_factory    # None: _open_websocket (not stored: a cycle)
         self._reader = reader           # the worker's SocketReader (relay/socket_reader.py)
         self.name = name
         self._on_append_sent = on_append_sent     # seconds from caller RTP to append sent
@@ -178,6 +190,7 @@ class RealtimeSession:
         try:
             self._connect()
         except Exception as exc:
+            _forget_frames(exc)
             self._attempt_failed(f"cannot connect: {exc}")
             self._begin_recovery()
 
@@ -193,6 +206,13 @@ class RealtimeSession:
         if self._socket is not None:
             self._socket.close(1000, "call ended")
             self._socket = None
+
+    def let_go(self, handler: RealtimeHandler) -> None:
+        """The call has ended (after close()): its handler is held as given (a weak proxy),
+        and the append observer (which holds the call) is dropped, so that nothing here keeps
+        the finished call alive."""
+        self._handler = handler
+        self._on_append_sent = None
 
     @property
     def connected(self) -> bool:
@@ -241,7 +261,8 @@ class RealtimeSession:
         def closed(code: int, reason: str) -> None:
             self._on_closed(generation, code, reason)
 
-        sock = self._socket_factory(self._on_event, closed, self._on_bad_message)
+        factory = self._socket_factory or self._open_websocket
+        sock = factory(self._on_event, closed, self._on_bad_message)
         if self._stopped:           # the call ended while this socket was being opened
             sock.close(1000, "call ended")
             return
@@ -564,6 +585,7 @@ class RealtimeSession:
             except gevent.GreenletExit:
                 raise
             except Exception as exc:
+                _forget_frames(exc)
                 self._attempt_failed(f"cannot connect: {exc}")
                 continue
             return      # open: its session.updated and its life say whether it worked

@@ -73,7 +73,7 @@ class CallTools:
 
     def __init__(self, call: "Call") -> None:
         settings = call.settings.tree["tools"]
-        self._call = call
+        self.call = call
         self._specs: dict[str, ToolSpec] = {s.name: s for s in call.agent.tool_specs}
         self.max_concurrent: int = settings["max_concurrent_per_call"]
         self.default_timeout_s: float = settings["default_timeout_s"]
@@ -86,7 +86,7 @@ class CallTools:
     # from the model session (its reader greenlet): never blocks
     def on_function_call(self, response_id: str, call_id: str, name: str,
                          arguments: str) -> None:
-        call = self._call
+        call = self.call
         if call.state in ("ending", "ended"):
             return
         session = call.session
@@ -117,13 +117,13 @@ class CallTools:
                 problems = spec.validator.errors(args)
                 if problems:
                     raise ToolError(INVALID_ARGUMENTS, "; ".join(problems))
-                self._call.transcript.add("tool", name, function_call_id=call_id, status="running",
+                self.call.transcript.add("tool", name, function_call_id=call_id, status="running",
                                           arguments=shown)
                 output, final = self._execute(spec, args, response_id, call_id)
             except ToolError as exc:
                 error, output = exc, exc.output()
             except Exception as exc:        # a bug in relay's own tool code
-                log.exception("call %s: tool %s failed", self._call.id, name)
+                log.exception("call %s: tool %s failed", self.call.id, name)
                 error = ToolError(TOOL_FAILED, f"{type(exc).__name__}: {exc}"[:300])
                 output = error.output()
         finally:
@@ -134,7 +134,7 @@ class CallTools:
     def _execute(self, spec: ToolSpec, args: dict, response_id: str,
                  call_id: str) -> tuple[str, bool]:
         """(output, ends the conversation) of one tool, within its timeout."""
-        call = self._call
+        call = self.call
         timeout = spec.timeout_s or self.default_timeout_s
         timer = gevent.Timeout(timeout)
         timer.start()
@@ -176,7 +176,7 @@ class CallTools:
     def _finish(self, response_id: str, call_id: str, name: str, shown: Any, output: str,
                 error: Optional[ToolError], final: bool, started: float,
                 connection: int) -> None:
-        call = self._call
+        call = self.call
         duration_ms = round((time.monotonic() - started) * 1000.0, 1)
         fields: dict[str, Any] = {"function_call_id": call_id, "arguments": shown,
                                   "duration_ms": duration_ms}
@@ -214,7 +214,7 @@ class CallTools:
 
     def _go_on(self) -> None:
         """The one response.create after a response's function calls."""
-        call = self._call
+        call = self.call
         if call.session is not None and call.state not in ("ending", "ended"):
             call.session.request_response()
 
