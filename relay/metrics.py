@@ -37,6 +37,7 @@ AUDIO_LATENCY_BUCKETS_S = (0.001, 0.002, 0.005, 0.01, 0.015, 0.02, 0.025, 0.03, 
                            0.075, 0.1, 0.2, 0.5)
 PACER_LATENESS_BUCKETS_S = (0.0001, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1,
                             0.2, 0.5)
+GC_PAUSE_BUCKETS_S = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5)
 
 # the per-call audio figures a worker adds up as calls end (CallMedia.stats() keys)
 AUDIO_TOTALS = ("rtp_in", "rtp_out", "lost", "late", "duplicate", "malformed")
@@ -256,6 +257,14 @@ def worker_families(worker: Any, web: Optional[Mapping[str, int]] = None) -> Fam
         out.counter("rtp_socket_overflows", "Datagrams the kernel dropped because the worker's "
                     "RTP socket receive buffer was full (the worker did not read in time).",
                     overflows)
+
+    pauses = getattr(worker, "gc_pauses", None)
+    if pauses is not None:
+        out.histogram("gc_pause_seconds", "Garbage collections of the worker's process: each "
+                      "one stops every call (the pacer included) while it runs.",
+                      pauses.histogram)
+        out.counter("gc_full_collections", "Full (oldest generation) garbage collections.",
+                    pauses.full_collections)
 
     pacer = worker.pacer
     out.gauge("pacer_streams", "Calls registered in the pacer.", len(pacer))

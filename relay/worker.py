@@ -28,6 +28,7 @@ from relay.call import MEDIA_ARG, Call
 from relay.campaigns.engine import CampaignEngine
 from relay.campaigns.service import SharedCampaigns
 from relay.config import PACKAGE_ROOT, AgentConfig, Settings
+from relay.gc_pauses import GcPauses
 from relay.history.pricing import warn_if_unpriced
 from relay.history.record import call_record, dial_record
 from relay.history.service import History
@@ -137,6 +138,7 @@ class Worker:
             "model_audio_latency_seconds": Histogram(AUDIO_LATENCY_BUCKETS_S),
         }
         self.audio_totals: dict[str, int] = dict.fromkeys(AUDIO_TOTALS, 0)
+        self.gc_pauses = GcPauses()     # each collection stops every call: /metrics shows them
         self._setup_recording_and_stt(tree)
         self.dialer = Dialer(self)      # outbound calls (relay.outbound)
         # outbound campaigns (relay.campaigns): their state is in the history's database
@@ -149,6 +151,7 @@ class Worker:
     # life cycle
     def start(self) -> None:
         warn_if_unpriced(self.settings.tree)    # the history's cost is null without prices
+        self.gc_pauses.install()
         self.media.start()
         self.pacer.start()
         if self.model_reader is not None:
@@ -168,6 +171,7 @@ class Worker:
     def stop(self, timeout: float = 10.0) -> None:
         """Stop taking calls, end every call cleanly (within timeout), release everything."""
         self.accepting = False
+        self.gc_pauses.remove()
         timeout = max(0.0, timeout)
         deadline = time.monotonic() + timeout
         self.transcripts_due_by = deadline - min(TRANSCRIPT_MARGIN_S, timeout / 4)
