@@ -411,7 +411,8 @@ class Call:
         the others hold it through a weak proxy), so that no reference cycle is left and the
         finished call is freed by reference counting as soon as the worker, the dashboard or a
         test lets go of it, not at the garbage collector's next full pass (which stops every
-        call while it walks the worker's objects: docs/ARCHITECTURE.md, "Memory")."""
+        call while it walks the worker's objects: docs/ARCHITECTURE.md, "Memory and the
+        collector")."""
         me = weakref.proxy(self)
         self.media.detach()
         self.tools.call = me
