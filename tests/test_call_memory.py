@@ -4,8 +4,10 @@ objects (relay/call.py Call._let_go)."""
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import weakref
+from typing import Callable, Iterator
 
 import gevent
 import pytest
@@ -50,11 +52,29 @@ def _talk(stack: Stack, calls: int) -> list[str]:
     return ids
 
 
+@contextlib.contextmanager
+def cycles_kept() -> Iterator[Callable[[], list[str]]]:
+    """Within: every collection keeps what it finds in gc.garbage (DEBUG_SAVEALL). Yields
+    found(): after the calls' last greenlets have finished, one collection, and relay's own
+    objects among what it found: those only a collector would have freed."""
+    gc.collect()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+
+    def found() -> list[str]:
+        gevent.sleep(0.2)
+        gc.collect()
+        return _relays_own(gc.garbage)
+
+    try:
+        yield found
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+
+
 def test_a_finished_call_leaves_no_reference_cycle(stack):
     _talk(stack, 1)                        # warm up: what the first call creates for good
-    gc.collect()
-    gc.set_debug(gc.DEBUG_SAVEALL)         # what a collection finds is kept in gc.garbage
-    try:
+    with cycles_kept() as found:
         _talk(stack, 3)
         calls = list(stack.seen_calls.values())[1:]
         assert len(calls) == 3 and all(c.state == "ended" for c in calls)
@@ -64,34 +84,21 @@ def test_a_finished_call_leaves_no_reference_cycle(stack):
         refs = [weakref.ref(c) for c in calls]
         del calls
         stack.seen_calls.clear()
-        gevent.sleep(0.2)                  # the calls' last greenlets finish
-        gc.collect()
-        cyclic = _relays_own(gc.garbage)
         # Freed by reference counting: the collector found none of them in a cycle.
-        assert cyclic == [], cyclic
+        assert found() == []
         assert all(r() is None for r in refs)
-    finally:
-        gc.set_debug(0)
-        gc.garbage.clear()
 
 
 def test_a_call_ended_by_a_failure_leaves_no_reference_cycle_either(stack):
     _talk(stack, 1)
     stack.model.stop()                     # the model goes away: the calls end by failure
-    gc.collect()
-    gc.set_debug(gc.DEBUG_SAVEALL)
-    try:
+    with cycles_kept() as found:
         ids = [stack.call({"steps": [{"pause_ms": 3000}, {"hangup": True}]}) for _ in range(2)]
         wait_for(lambda: len(stack.seen_calls) == 3 and all(
             c.state == "ended" for c in stack.seen_calls.values()), 30, "the calls to end")
         stack.pbx.wait_calls(ids, 30)
         stack.seen_calls.clear()
-        gevent.sleep(0.2)
-        gc.collect()
-        assert _relays_own(gc.garbage) == []
-    finally:
-        gc.set_debug(0)
-        gc.garbage.clear()
+        assert found() == []
 
 
 def test_with_recording_and_fallback_transcription_no_cycle_either(tmp_path):
@@ -101,21 +108,14 @@ def test_with_recording_and_fallback_transcription_no_cycle_either(tmp_path):
     stack.worker.settings.tree["agent"]["active"] = "greeter"
     try:
         _talk(stack, 1)
-        gc.collect()
-        gc.set_debug(gc.DEBUG_SAVEALL)
-        try:
+        with cycles_kept() as found:
             _talk(stack, 2)
             calls = list(stack.seen_calls.values())[1:]
             assert all(c.stt is not None and c.recorder is not None for c in calls)
             assert all(c.recording_path for c in calls)
             del calls
             stack.seen_calls.clear()
-            gevent.sleep(0.2)
-            gc.collect()
-            assert _relays_own(gc.garbage) == []
-        finally:
-            gc.set_debug(0)
-            gc.garbage.clear()
+            assert found() == []
     finally:
         stack.stop()
         provider.stop()

@@ -12,6 +12,7 @@ import gevent
 import pytest
 from gevent.pywsgi import WSGIServer
 from stack import Stack, wait_for
+from test_call_memory import cycles_kept
 
 from relay.outbound import DialRequest
 from relay.outbound.dialer import DialError
@@ -400,25 +401,15 @@ def test_every_dial_is_in_the_call_history_with_its_outcome(stack, tmp_path):
 def test_an_answered_outbound_call_with_a_tool_call_leaves_no_reference_cycle(stack):
     """The dial and its call hold each other while the call lasts; once it has ended, nothing
     of either is left for the garbage collector (tests/test_call_memory.py)."""
-    import gc
-
-    from test_call_memory import _relays_own
     s = stack()
     s.pbx.register_endpoint("alice", {"answer": "answer", "ring_ms": [50, 100],
                                       "script": ASKS_THEN_HANGS_UP})
     dial(s, "PJSIP/alice")                 # warm up: what the first call creates for good
     no_leftovers(s)
-    gc.collect()
-    gc.set_debug(gc.DEBUG_SAVEALL)
-    try:
+    with cycles_kept() as found:
         outcome, _ = dial(s, "PJSIP/alice")
         no_leftovers(s)
         assert outcome.outcome == "answered" and len(s.hooks.requests) == 2   # the tool ran
         s.seen_calls.clear()
         del outcome
-        gevent.sleep(0.2)
-        gc.collect()
-        assert _relays_own(gc.garbage) == []
-    finally:
-        gc.set_debug(0)
-        gc.garbage.clear()
+        assert found() == []
