@@ -294,6 +294,17 @@ def test_no_amd_result_in_time_ends_failed(stack):
     no_leftovers(s)
 
 
+def test_a_dial_relay_ends_is_not_taken_for_the_callee_hanging_up(stack):
+    """relay ends the dial (no AMD result in time) and hangs up; a loaded Asterisk sends the
+    hangup's ChannelDestroyed before the DELETE's answer: the outcome stays relay's."""
+    s = stack({"outbound.amd_wait_s": 0.5})
+    s.pbx.register_endpoint("deep", {"answer": "answer", "amd": {"after_ms": 30000}})
+    s.pbx.add_fault(kind="slow_answer", method="DELETE", path="^/channels/", delay_s=0.5)
+    outcome, _ = dial(s, "PJSIP/deep", "machine_hangup")
+    assert outcome.outcome == "failed" and "no answering-machine result" in outcome.reason
+    no_leftovers(s)
+
+
 def test_reconciliation_never_takes_a_dial_for_a_waiting_caller(stack):
     s = stack({"ari.waiting_confirm_s": 0.05, "call.waiting_callers": "hang_up"})
     s.pbx.register_endpoint("human", {"answer": "answer", "ring_ms": [300, 300],

@@ -20,7 +20,8 @@ USER, PASSWORD = "relay", "pw"
 
 # ---------------------------------------------------------------------- matching (no sockets)
 def test_fault_validation():
-    for bad in ({"kind": "explode"}, {}, {"kind": "late"}, {"kind": "respond", "status": 99},
+    for bad in ({"kind": "explode"}, {}, {"kind": "late"}, {"kind": "slow_answer"},
+                {"kind": "respond", "status": 99},
                 {"kind": "respond", "times": -1}, {"kind": "respond", "path": "("},
                 {"kind": "mangle_event"}, {"kind": "inject_event"},
                 {"kind": "respond", "fired": 3}, {"kind": "respond", "colour": "red"},
@@ -166,6 +167,19 @@ def test_after_applies_then_answers_an_error(sim: Sim):
     assert sim.ari.get("/bridges/b1")[0] == 404           # it happened all the same
     assert sim.ari.delete("/bridges/b1")[0] == 404         # and twice is 404
     assert f.fired == 1
+
+
+def test_slow_answer_sends_the_events_before_the_answer(sim: Sim):
+    """A loaded Asterisk: the hangup's ChannelDestroyed is read before the DELETE's 204."""
+    ev = sim.events()
+    sim.caller(ev)
+    f = sim.fault(kind="slow_answer", method="DELETE", path="^/channels/c1$", delay_s=0.5)
+    assert f["delay_s"] == 0.5 and f["active"]
+    answered = gevent.spawn(sim.ari.delete, "/channels/c1")
+    ev.wait_type("ChannelDestroyed", channel="c1")
+    assert not answered.ready()                            # the event came first
+    assert answered.get(timeout=5)[0] == 204
+    assert sim.faults()[f["id"]]["fired"] == 1
 
 
 def test_drop_event_in_process_and_over_http(sim: Sim):

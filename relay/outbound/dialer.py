@@ -167,9 +167,8 @@ class Dialer:
             if exc.status == 0:
                 # It may still land: whatever Asterisk made of it is removed (and a late
                 # StasisStart of it is hung up: the id stays recognised).
-                self.worker.janitor.remove("caller", dial.channel_id, uncertain=True)
-                self._finish(dial, "failed", reason=f"originate had no answer from Asterisk: "
-                             f"{exc.message}")
+                self._hang_up(dial, "failed", reason=f"originate had no answer from "
+                              f"Asterisk: {exc.message}", uncertain=True)
             else:
                 self._finish(dial, "failed", reason=f"Asterisk refused the originate "
                              f"({exc.status}): {exc.message}")
@@ -235,10 +234,7 @@ class Dialer:
         """Kill the guards; dials not yet answered are hung up (their outcome: failed)."""
         for dial in list(self.pending.values()):
             if dial.call is None:
-                # the outcome first: the hangup's own events (Normal Clearing) come while the
-                # DELETE is under way and must not be taken for the callee's
-                self._finish(dial, "failed", reason="relay stopped before the dial ended")
-                self.worker.janitor.remove("caller", dial.channel_id)
+                self._hang_up(dial, "failed", reason="relay stopped before the dial ended")
         gevent.killall(list(self._greenlets), block=True, timeout=2)
 
     def view(self) -> list[dict]:
@@ -262,9 +258,8 @@ class Dialer:
         except AriError as exc:
             if exc.status == 404:
                 return      # the callee left: its ChannelDestroyed ends the dial
-            self.worker.janitor.remove("caller", dial.channel_id)
-            self._finish(dial, "failed", reason=f"cannot start answering-machine detection: "
-                         f"{exc}")
+            self._hang_up(dial, "failed", reason=f"cannot start answering-machine "
+                          f"detection: {exc}")
 
     def _amd_result(self, dial: Dial, channel: dict, args: list[str]) -> None:
         after = args[args.index(AMD_ARG) + 1:]
@@ -279,9 +274,7 @@ class Dialer:
         dial.amd_done.set()
         log.info("dial %s: AMD says %s (%s): %s", dial.channel_id, status, amd_cause, action)
         if action == "hangup":
-            dial.outcome.state = "ended"
-            self.worker.janitor.remove("caller", dial.channel_id)
-            self._finish(dial, "machine", reason="answering machine: hung up")
+            self._hang_up(dial, "machine", reason="answering machine: hung up")
             return
         self._start_call(dial, channel, message=dial.machine_message if action == "message"
                          and machine else "")
@@ -293,8 +286,7 @@ class Dialer:
             outcome.outcome = "answered"
         call = self.worker.start_call(channel, dial.agent, outbound=dial, message=message)
         if call is None:        # the worker no longer takes calls
-            self.worker.janitor.remove("caller", dial.channel_id)
-            self._finish(dial, "failed", reason="answered while relay was stopping")
+            self._hang_up(dial, "failed", reason="answered while relay was stopping")
             return
         dial.call = call
 
@@ -340,8 +332,14 @@ class Dialer:
                 self._finish(dial, "failed", reason="the channel ended but its events never "
                              "reached relay")
                 return
-        self.worker.janitor.remove("caller", dial.channel_id)
-        self._finish(dial, outcome, reason=reason)
+        self._hang_up(dial, outcome, reason=reason)
+
+    def _hang_up(self, dial: Dial, result: str, reason: str, uncertain: bool = False) -> None:
+        """A dial relay ends itself: the outcome first, then the hangup. The hangup's own
+        events (ChannelDestroyed) come while the DELETE is under way and must not be taken for
+        the callee hanging up (the dial is no longer pending then, so they are not)."""
+        self._finish(dial, result, reason=reason)
+        self.worker.janitor.remove("caller", dial.channel_id, uncertain=uncertain)
 
     def _finish(self, dial: Dial, result: str, reason: str) -> None:
         """The outcome is final: recorded, counted, published, and the callback called."""
@@ -387,5 +385,4 @@ class Dialer:
             log.exception("dialer: %s failed", getattr(fn, "__name__", fn))
             dial = args[0] if args and isinstance(args[0], Dial) else None
             if dial is not None and dial.call is None and dial.channel_id in self.pending:
-                self.worker.janitor.remove("caller", dial.channel_id)
-                self._finish(dial, "failed", reason=f"internal error: {exc}")
+                self._hang_up(dial, "failed", reason=f"internal error: {exc}")

@@ -16,6 +16,10 @@ Kinds and their fields (`times`: how many times it fires, default 1, 0 = for eve
                (a client that gave up meanwhile finds the resource created afterwards).
   after        {"kind": "after", "method": "DELETE", "path": "^/channels/", "status": 500}:
                apply the operation, then answer `status`: it happened, the client hears an error.
+  slow_answer  {"kind": "slow_answer", "method": "DELETE", "path": "^/channels/",
+                "delay_s": 0.5}: apply the operation and send its events, THEN hold the answer
+               `delay_s` seconds (a loaded Asterisk: the client reads the operation's own events
+               before its answer).
   drop_event   {"kind": "drop_event", "event_type": "StasisStart", "app": "voicebot",
                 "channel": "^em-"}: matching events are not delivered (`app` and `channel`
                optional; `channel` is a regex searched in the event's channel id or name, or
@@ -46,7 +50,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-REQUEST_KINDS = ("respond", "late", "after")
+REQUEST_KINDS = ("respond", "late", "after", "slow_answer")
+DELAYED_KINDS = ("late", "slow_answer")
 EVENT_KINDS = ("drop_event", "mangle_event")
 ACTION_KINDS = ("inject_event", "drop_events_connection")
 KINDS = REQUEST_KINDS + EVENT_KINDS + ACTION_KINDS
@@ -99,8 +104,8 @@ class Fault:
         if isinstance(self.delay_s, bool) or not isinstance(self.delay_s, (int, float)) \
                 or not 0 <= self.delay_s <= MAX_DELAY_S:
             raise ValueError(f"delay_s must be a number of seconds in [0, {MAX_DELAY_S:g}]")
-        if self.kind == "late" and self.delay_s <= 0:
-            raise ValueError("a late fault needs delay_s > 0")
+        if self.kind in DELAYED_KINDS and self.delay_s <= 0:
+            raise ValueError(f"a {self.kind} fault needs delay_s > 0")
         if not isinstance(self.set, dict) or (self.kind == "mangle_event" and not self.set):
             raise ValueError("a mangle_event fault needs set: {field: value, ...}")
         if self.kind in ACTION_KINDS:
@@ -133,7 +138,7 @@ class Fault:
                                "fired": self.fired, "active": self.active}
         if self.kind in REQUEST_KINDS:
             out.update(method=self.method, path=self.path)
-            if self.kind == "late":
+            if self.kind in DELAYED_KINDS:
                 out["delay_s"] = self.delay_s
             else:
                 out.update(status=self.status, message=self.message)
@@ -245,7 +250,7 @@ class Faults:
         """The request fault this request meets (counted as fired), or None. `path` is relative
         to /ari; `events`: the events WebSocket's opening (only respond and late apply)."""
         for fault in self.request_rules:
-            if events and fault.kind == "after":
+            if events and fault.kind in ("after", "slow_answer"):
                 continue
             if fault.matches_request(method, path):
                 self._fire(fault, self.request_rules)

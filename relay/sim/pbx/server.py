@@ -343,6 +343,8 @@ class SimPbx:
         status, body = self._apply(self.api.handle, method, path, params)
         if fault is not None and fault.kind == "after":
             return fault.status, {"message": fault.message}
+        if fault is not None and fault.kind == "slow_answer":
+            gevent.sleep(fault.delay_s)     # its events are out already
         return status, body
 
     def _apply(self, handle, method: str, path: str, params: Params) -> tuple[int, Any]:
