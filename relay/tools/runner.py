@@ -118,7 +118,7 @@ class CallTools:
                 if problems:
                     raise ToolError(INVALID_ARGUMENTS, "; ".join(problems))
                 self.call.transcript.add("tool", name, function_call_id=call_id, status="running",
-                                          arguments=shown)
+                                         arguments=shown)
                 output, final = self._execute(spec, args, response_id, call_id)
             except ToolError as exc:
                 error, output = exc, exc.output()
