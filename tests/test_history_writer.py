@@ -255,7 +255,9 @@ def test_an_unwritable_spool_keeps_records_in_memory_until_the_store_is_back(tmp
     [error] = unwritable_spool_error(caplog)             # once per episode, however many tries
     assert str(spool) in error.getMessage()
     stats = writer.stats()
-    assert stats["backlog"] <= 3 and stats["queued"] == 5 and stats["dropped"] == 0
+    # a batch may be in a thread's hands, trying the store again
+    assert stats["backlog"] <= 3 and stats["queued"] + stats["in_flight"] == 5
+    assert stats["dropped"] == 0
     store.fail_open = False
     wait_for(lambda: len(store.committed) == 5, 10, "the records once the store is back")
     assert sorted(store.committed) == ids(5)

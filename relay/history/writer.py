@@ -125,7 +125,9 @@ class HistoryWriter:
     def stats(self) -> dict:
         """The writer's figures (the dashboard, /metrics)."""
         return {**self.counters, "queued": len(self._queue) + len(self._backlog),
-                "backlog": len(self._backlog), "spool_pending": self._spool_pending,
+                "backlog": len(self._backlog),
+                "in_flight": len(self._inflight),   # the batch a thread is writing now
+                "spool_pending": self._spool_pending,
                 "store_up": self._store_failures == 0, "last_error": self.last_error,
                 "last_error_at": self.last_error_at, "spool_path": str(self.spool_path)}
 
