@@ -133,8 +133,12 @@ def test_a_full_disk_for_the_spool_is_one_clear_error_and_calls_run_on(greeter_s
         (small / "filler").unlink()
         database.rmdir()
         # (through the spool, or straight from memory when the database is back first)
-        wait_for(lambda: history.stats()["queued"] == history.stats()["in_flight"] == 0
-                 and len(all_stored(str(database))) == 10, 30, "the records in the database")
+        # (a replay's records are counted when the thread is done with the spool: waited for)
+        def settled() -> bool:
+            stats = history.stats()
+            return (stats["queued"] == stats["in_flight"] == 0 and not stats["replaying"]
+                    and not stats["spool_pending"] and len(all_stored(str(database))) == 10)
+        wait_for(settled, 30, "the records in the database")
         stats = history.stats()
         assert stats["written"] + stats["replayed"] == 10 and stats["dropped"] == 0
     finally:

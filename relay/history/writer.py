@@ -127,6 +127,7 @@ class HistoryWriter:
         return {**self.counters, "queued": len(self._queue) + len(self._backlog),
                 "backlog": len(self._backlog),
                 "in_flight": len(self._inflight),   # the batch a thread is writing now
+                "replaying": self._busy == "replay",  # the spool going to the store (counted after)
                 "spool_pending": self._spool_pending,
                 "store_up": self._store_failures == 0, "last_error": self.last_error,
                 "last_error_at": self.last_error_at, "spool_path": str(self.spool_path)}
