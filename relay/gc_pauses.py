@@ -20,13 +20,23 @@ FULL = 2        # the oldest generation: a full collection
 
 class GcPauses:
     """Installed while the worker runs (several workers in one process, as in tests, each see
-    every collection of the process)."""
+    every collection of the process). Per generation: how many, their total and longest pause
+    (the load benchmark's record, bench/load/relay_serve.py, reads those)."""
 
     def __init__(self) -> None:
         self.histogram = Histogram(GC_PAUSE_BUCKETS_S)
-        self.full_collections = 0
-        self.longest_full_s = 0.0
+        self.count = [0, 0, 0]
+        self.seconds = [0.0, 0.0, 0.0]
+        self.longest = [0.0, 0.0, 0.0]
         self._started = 0.0
+
+    @property
+    def full_collections(self) -> int:
+        return self.count[FULL]
+
+    @property
+    def longest_full_s(self) -> float:
+        return self.longest[FULL]
 
     def install(self) -> None:
         if self._on_collection not in gc.callbacks:
@@ -42,7 +52,13 @@ class GcPauses:
             self._started = now
             return
         pause = now - self._started
+        generation = min(max(int(info.get("generation", 0)), 0), FULL)
+        self.count[generation] += 1
+        self.seconds[generation] += pause
+        if pause > self.longest[generation]:
+            self.longest[generation] = pause
         self.histogram.observe(pause)
-        if info.get("generation") == FULL:
-            self.full_collections += 1
-            self.longest_full_s = max(self.longest_full_s, pause)
+        self.observed(pause)
+
+    def observed(self, pause_s: float) -> None:
+        """A collection just ended (for a subclass that keeps more)."""
