@@ -15,6 +15,7 @@ extensions = [
     Extension("relay._events", ["relay/_events.pyx"], extra_compile_args=COMPILE_ARGS),
     Extension("relay.sim._sim_audio", ["relay/sim/_sim_audio.pyx"],
               extra_compile_args=COMPILE_ARGS),
+    Extension("relay.sim._sim_rtp", ["relay/sim/_sim_rtp.pyx"], extra_compile_args=COMPILE_ARGS),
 ]
 # recvmmsg/sendmmsg are Linux's; elsewhere relay/media.py sends and receives one at a time
 if sys.platform.startswith("linux"):

@@ -49,7 +49,6 @@ PUSH_MALFORMED = _PUSH_MALFORMED
 PUSH_TOO_LARGE = _PUSH_TOO_LARGE
 
 cdef enum:
-    _HEADER = 12
     _MAX_MISORDER = 100  # packets behind the newest one still taken as late, not a restart
 
 
@@ -107,95 +106,7 @@ cdef bytes _to_bytes(object data):
 
 # --------------------------------------------------------------------------- header parse
 
-cdef enum _Status:
-    _OK = 0
-    _E_SHORT = 1
-    _E_VERSION = 2
-    _E_CSRC = 3
-    _E_EXT_HEADER = 4
-    _E_EXT = 5
-    _E_PAD_ZERO = 6
-    _E_PAD_LONG = 7
-    _E_PAD_NONE = 8
-
-
-cdef struct _Header:
-    int payload_type
-    bint marker
-    uint16_t sequence
-    uint32_t timestamp
-    uint32_t ssrc
-    int csrc_count
-    bint has_extension
-    uint16_t extension_profile
-    Py_ssize_t extension_offset   # first byte of the extension data (after its 4-byte header)
-    Py_ssize_t extension_length   # bytes of extension data
-    int padding                   # padding bytes, count byte included (0 = no padding)
-    Py_ssize_t payload_offset
-    Py_ssize_t payload_length
-    Py_ssize_t size               # datagram length
-    Py_ssize_t needed             # for error messages: bytes the header claims
-
-
-cdef inline uint32_t _u32(const uint8_t* p) noexcept nogil:
-    return (<uint32_t>p[0] << 24) | (<uint32_t>p[1] << 16) | (<uint32_t>p[2] << 8) | p[3]
-
-
-cdef inline int _parse(const uint8_t* p, Py_ssize_t n, _Header* h) noexcept nogil:
-    """Validate and decode the RTP header of p[0:n] (RFC 3550 5.1, 5.3.1). Returns a _Status."""
-    cdef uint8_t b0, b1
-    cdef Py_ssize_t off, end
-    cdef int pad
-    h.size = n
-    if n < _HEADER:
-        return _E_SHORT
-    b0 = p[0]
-    if (b0 >> 6) != 2:
-        return _E_VERSION
-    b1 = p[1]
-    h.payload_type = b1 & 0x7F
-    h.marker = (b1 & 0x80) != 0
-    h.sequence = (<uint16_t>p[2] << 8) | p[3]
-    h.timestamp = _u32(p + 4)
-    h.ssrc = _u32(p + 8)
-    h.csrc_count = b0 & 0x0F
-    off = _HEADER + 4 * h.csrc_count
-    if off > n:
-        h.needed = off
-        return _E_CSRC
-    h.has_extension = (b0 & 0x10) != 0
-    if h.has_extension:
-        if off + 4 > n:
-            h.needed = off + 4
-            return _E_EXT_HEADER
-        h.extension_profile = (<uint16_t>p[off] << 8) | p[off + 1]
-        h.extension_length = 4 * ((<Py_ssize_t>p[off + 2] << 8) | p[off + 3])
-        off += 4
-        h.extension_offset = off
-        if off + h.extension_length > n:
-            h.needed = off + h.extension_length
-            return _E_EXT
-        off += h.extension_length
-    else:
-        h.extension_profile = 0
-        h.extension_offset = off
-        h.extension_length = 0
-    end = n
-    h.padding = 0
-    if b0 & 0x20:
-        h.needed = off
-        if off == n:
-            return _E_PAD_NONE
-        pad = p[n - 1]       # n > off >= 12: a byte after the header
-        h.padding = pad
-        if pad == 0:
-            return _E_PAD_ZERO
-        if pad > n - off:
-            return _E_PAD_LONG
-        end = n - pad
-    h.payload_offset = off
-    h.payload_length = end - off
-    return _OK
+# _Status, _Header and _parse(): relay/_rtp.pxd (other extensions parse with them too)
 
 
 cdef object _parse_error(int status, _Header* h, const uint8_t* p):
@@ -246,20 +157,7 @@ def parse_rtp_header(data):
 
 # --------------------------------------------------------------------------- build
 
-cdef inline void _write_header(uint8_t* out, int payload_type, bint marker, uint16_t sequence,
-                               uint32_t timestamp, uint32_t ssrc) noexcept nogil:
-    out[0] = 0x80
-    out[1] = <uint8_t>(payload_type | (0x80 if marker else 0))
-    out[2] = <uint8_t>(sequence >> 8)
-    out[3] = <uint8_t>sequence
-    out[4] = <uint8_t>(timestamp >> 24)
-    out[5] = <uint8_t>(timestamp >> 16)
-    out[6] = <uint8_t>(timestamp >> 8)
-    out[7] = <uint8_t>timestamp
-    out[8] = <uint8_t>(ssrc >> 24)
-    out[9] = <uint8_t>(ssrc >> 16)
-    out[10] = <uint8_t>(ssrc >> 8)
-    out[11] = <uint8_t>ssrc
+# _write_header(): relay/_rtp.pxd
 
 
 cdef inline int _check_fields(long long payload_type, long long sequence, long long timestamp,

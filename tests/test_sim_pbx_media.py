@@ -11,6 +11,7 @@ from pathlib import Path
 import gevent
 import pytest
 from ari_swagger import AriSpec
+from relay.sim._sim_rtp import VOICE_DBOV
 
 from relay._g711 import (
     alaw_dbov,
@@ -23,7 +24,6 @@ from relay._g711 import (
 )
 from relay._rtp import build_rtp, parse_rtp_header
 from relay.sim.pbx import SimPbx, pacing_stats
-from relay.sim.pbx.media import VOICE_DBOV
 from relay.sim.pbx.sounds import prompt_ulaw
 from relay.sim.pbx.testing import AriClient, EventStream
 from relay.sim.speech import utterance_pcm, utterance_ulaw
@@ -489,7 +489,9 @@ def test_a_failure_handling_one_endpoints_rtp_spares_the_others(caplog):
     if SocketSet is None:
         pytest.skip("batched receiving is Linux's")
 
-    class BrokenActivity:
+    from relay.sim.pbx.caller import AgentActivity
+
+    class BrokenActivity(AgentActivity):
         def update(self, now, voiced):
             raise RuntimeError("simulator bug")
 
@@ -513,3 +515,11 @@ def test_a_failure_handling_one_endpoints_rtp_spares_the_others(caplog):
     finally:
         engine.stop()
         far.close()
+
+
+def test_the_compiled_per_packet_code_uses_the_pacers_frame():
+    from relay.sim import _sim_rtp
+    from relay.sim.pbx import sounds
+
+    assert _sim_rtp.FRAME_TICKS == sounds.FRAME_TICKS
+    assert _sim_rtp.FRAME_SAMPLES == sounds.FRAME_BYTES

@@ -42,19 +42,17 @@ frame later, and nothing while it hears nothing; `{"echo": 5000}` is `{"echo": {
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from relay.sim._sim_rtp import AGENT_HANGOVER_S, AgentActivity
 from relay.sim.speech import utterance_ulaw
 
 SAMPLE_RATE = 8000
 FRAME_BYTES = 160
 FRAME_S = 0.020
-AGENT_HANGOVER_S = 0.3        # agent voice this close together is one talkspurt
 DEFAULT_TIMEOUT_MS = 30000
-MAX_TURNS_KEPT = 1000         # turn latencies kept per call
 STEP_KINDS = ("say", "pause", "dtmf", "wait_agent_done", "wait_agent_start", "sound", "tone",
               "wait_hangup", "hangup", "echo")
 TIMED_KINDS = ("say", "sound", "pause", "tone", "echo")     # steps that end at step_end
@@ -269,62 +267,6 @@ def default_audio(step: Step) -> tuple[bytes, bool]:
     if step.kind == "tone":
         return tone_ulaw(round(step.hz)), True
     raise ScriptError(f"step {step.kind} makes no audio")
-
-
-class AgentActivity:
-    """When the agent (the audio the relay sends to the caller) spoke, from RTP arrivals; and
-    what the caller experienced: turn latencies, from the end of the caller's speech to the
-    first RTP packet from the relay after it, and barge-ins, from the moment the caller
-    started talking over the agent to the last packet of the agent before it fell silent."""
-
-    __slots__ = ("barge_in_at", "barge_ins", "last_packet_at", "last_voice_at", "on_onset",
-                 "speaking_since", "turn_end_at", "turns", "voiced_packets")
-
-    def __init__(self, on_onset: Callable[[], None] | None = None) -> None:
-        self.speaking_since: float | None = None
-        self.last_voice_at: float | None = None
-        self.last_packet_at: float | None = None
-        self.voiced_packets = 0
-        self.on_onset = on_onset
-        self.turn_end_at: float | None = None
-        self.barge_in_at: float | None = None
-        # (end of the caller's speech, seconds until the first packet after it), bounded
-        self.turns: deque[tuple[float, float]] = deque(maxlen=MAX_TURNS_KEPT)
-        # (the caller's talking over the agent began, seconds until the agent's last packet)
-        self.barge_ins: deque[tuple[float, float]] = deque(maxlen=MAX_TURNS_KEPT)
-
-    def caller_speaks(self, start: float, end: float) -> None:
-        """The caller says something from `start` to `end` (monotonic): the next packet from
-        the relay after `end` is the first of the agent's answer; if the agent is speaking at
-        `start`, the caller is talking over it."""
-        self.turn_end_at = end
-        if self.speaking(start) and self.barge_in_at is None:
-            self.barge_in_at = start
-
-    def update(self, now: float, voiced: bool) -> None:
-        end = self.turn_end_at
-        if end is not None and now >= end:
-            self.turn_end_at = None
-            self.turns.append((end, now - end))
-        barge = self.barge_in_at
-        if barge is not None:
-            last = self.last_packet_at
-            if last is not None and now - last > AGENT_HANGOVER_S:   # fell silent before
-                self.barge_in_at = None
-                self.barge_ins.append((barge, max(0.0, last - barge)))
-        self.last_packet_at = now
-        if not voiced:
-            return
-        last = self.last_voice_at
-        self.last_voice_at = now
-        self.voiced_packets += 1
-        if last is None or now - last > AGENT_HANGOVER_S:
-            self.speaking_since = now
-            if self.on_onset is not None:
-                self.on_onset()
-
-    def speaking(self, now: float) -> bool:
-        return self.last_voice_at is not None and now - self.last_voice_at <= AGENT_HANGOVER_S
 
 
 # Actions CallerRun asks for (tuples, first item the verb):

@@ -1,58 +1,36 @@
 """What the relay sent back to one externalMedia channel: the RTP capture, its WAV, its pacing.
 
 Owns: recording every received packet compactly (arrival time on the monotonic clock, parsed
-header, payload) in preallocation-friendly arrays so the receive path does almost nothing; and,
-only when asked, turning that into packet dicts, pacing statistics, and 8 kHz PCM16 mono audio
-laid out by RTP timestamps (gaps silence-filled) written as a WAV file. No sockets here.
+header, payload) in arrays, in C (CaptureCore, relay/sim/_sim_rtp.pyx), so the receive path
+costs almost nothing; and, only when asked, turning that into packet dicts, pacing
+statistics, and 8 kHz PCM16 mono audio laid out by RTP timestamps (gaps silence-filled) written
+as a WAV file. No sockets here.
 """
 
 from __future__ import annotations
 
 import math
 import wave
-from array import array
 from collections.abc import Sequence
 from itertools import pairwise
 from pathlib import Path
+
+from relay.sim._sim_rtp import CaptureCore
 
 SAMPLE_RATE = 8000
 MAX_WAV_SECONDS = 3600
 
 
-class RtpCapture:
-    """Every RTP packet received on one socket, in arrival order (bounded by max_packets)."""
+class RtpCapture(CaptureCore):
+    """Every RTP packet received on one socket, in arrival order (bounded by max_packets).
+    The recording itself (times, hdr, tss, payload, the counts, add()) is CaptureCore's, in
+    C (relay/sim/_sim_rtp.pyx); here: reading it back."""
 
-    __slots__ = ("dropped", "foreign_count", "foreign_sources", "hdr", "keep_audio", "malformed",
-                 "max_packets", "payload", "times", "tss")
+    __slots__ = ("foreign_sources",)
 
     def __init__(self, max_packets: int = 90_000, keep_audio: bool = True) -> None:
-        self.times = array("d")        # arrival, monotonic seconds
-        # seq << 48 | payload length << 32 | payload type << 8 | marker << 1 | foreign, where
-        # foreign = not from the announced external_host.
-        self.hdr = array("Q")
-        self.tss = array("Q")          # timestamp << 32 | SSRC
-        self.payload = bytearray()
-        self.max_packets = max_packets
-        self.keep_audio = keep_audio
-        self.dropped = 0
-        self.malformed = 0
-        self.foreign_count = 0
+        super().__init__(max_packets, keep_audio)
         self.foreign_sources: set[tuple[str, int]] = set()
-
-    def __len__(self) -> int:
-        return len(self.times)
-
-    def add(self, now: float, pt: int, marker: bool, seq: int, ts: int, ssrc: int,
-            payload: memoryview, foreign: bool) -> None:
-        """Record one packet (the receive hot path: three appends and the payload)."""
-        if len(self.times) >= self.max_packets:
-            self.dropped += 1
-            return
-        self.times.append(now)
-        self.hdr.append(seq << 48 | len(payload) << 32 | pt << 8 | marker << 1 | foreign)
-        self.tss.append(ts << 32 | ssrc)
-        if self.keep_audio:
-            self.payload += payload
 
     # Columns, unpacked on demand (never on the hot path).
     @property

@@ -40,19 +40,16 @@ from collections.abc import Callable
 import gevent
 from gevent.event import Event
 
-from relay._g711 import alaw_dbov, alaw_to_ulaw, ulaw_dbov, ulaw_to_alaw
-from relay._rtp import RtpError, build_rtp, parse_rtp_header
-
 try:                                    # Linux: epoll and recvmmsg (relay/_udp.pyx)
     from relay._udp import SocketSet, pack_address, unpack_address
 except ImportError:                     # elsewhere: one io watcher per socket, one datagram each
     SocketSet = None
+from relay.sim._sim_rtp import EndpointCore, send_slot
 from relay.sim.pbx.capture import RtpCapture
-from relay.sim.pbx.sounds import FRAME_TICKS, InboundSource, Source, mix_ulaw
+from relay.sim.pbx.sounds import FRAME_TICKS, InboundSource, Source
 
 log = logging.getLogger(__name__)
 
-VOICE_DBOV = -45.0        # a received frame louder than this counts as the agent speaking
 MAX_LAG_S = 0.2           # further behind than this, the pacer skips ahead instead of bursting
 MAX_DRAIN = 1000          # datagrams read from a socket as it closes
 PAYLOAD_TYPES = {"ulaw": 0, "alaw": 8}      # the externalMedia formats modelled (static RTP types)
@@ -60,42 +57,21 @@ TOTALS = ("tx_packets", "tx_errors", "rx_datagrams", "rx_malformed", "rx_foreign
           "rx_not_recorded")
 
 
-class RtpEndpoint:
-    """One externalMedia channel's socket, send state, plan and capture."""
+class RtpEndpoint(EndpointCore):
+    """One externalMedia channel's socket, send state, plan and capture. The per-packet work
+    (a datagram's handling, the next packet to send, the counts) is EndpointCore's, in C
+    (relay/sim/_sim_rtp.pyx)."""
 
     __slots__ = (
-        "activity",
         "buf",
         "call_id",
-        "capture",
         "channel_id",
         "closed",
-        "first_sent_at",
-        "inbound",
-        "last_sent_at",
-        "last_tick",
         "local",
-        "markers_sent",
         "mv",
-        "octets_sent",
-        "override",
-        "packets_sent",
-        "payload_type",
-        "packed_remote",
-        "received",
         "remote",
-        "send_errors",
-        "seq",
-        "short_sent",
-        "single",
         "slot",
         "sock",
-        "softmix",
-        "sources",
-        "ssrc",
-        "fd",
-        "t0",
-        "ts",
         "watcher",
     )
 
@@ -109,30 +85,14 @@ class RtpEndpoint:
         self.ssrc = rng.getrandbits(32)
         self.seq = rng.getrandbits(16)          # the sequence number of the last packet sent
         self.ts = 0                             # timestamp of the last packet (first is 160)
-        self.last_tick = -1
         self.slot = slot
-        self.single: Source | None = None
-        self.sources: tuple[Source, ...] = ()
-        self.softmix = False
-        self.override: Source | None = None
-        self.inbound: InboundSource | None = None   # set while an Echo() hears this channel
-        self.t0 = 0.0                               # the pacer's tick 0 (monotonic seconds)
         self.watcher = None
         self.capture = capture
-        self.activity = None
         self.call_id: str | None = None
-        self.packets_sent = 0
-        self.octets_sent = 0
         self.send_errors = 0
-        self.markers_sent = 0
-        self.short_sent = 0
-        self.received = 0
-        self.first_sent_at: float | None = None
-        self.last_sent_at: float | None = None
         self.buf = bytearray(2048)
         self.mv = memoryview(self.buf)
         self.closed = False
-        self.packed_remote: bytes | None = None     # set when the MediaEngine batches I/O
         self.fd = sock.fileno()
 
     def send_frame(self, tick: int, now: float) -> None:
@@ -147,52 +107,8 @@ class RtpEndpoint:
             return
         self.sent(len(packet) - 12, now)
 
-    def sent(self, n: int, now: float) -> None:
-        """Count a packet of `n` payload bytes sent at `now`."""
-        self.packets_sent += 1
-        self.octets_sent += n
-        if n != 160:
-            self.short_sent += 1
-        if self.first_sent_at is None:
-            self.first_sent_at = now
-        self.last_sent_at = now
-
-    def next_packet(self, tick: int) -> bytes | None:
-        """This endpoint's RTP packet for `tick` (None: nothing to send); the sequence number
-        and timestamp advance whether or not it is then sent (the pacer's hot path)."""
-        ov = self.override
-        if ov is not None:
-            payload = ov.frame(tick)
-        elif self.softmix:
-            frames = []
-            for src in self.sources:
-                if not src.muted:
-                    f = src.frame(tick)
-                    if f is not None:
-                        frames.append(f)
-            payload = mix_ulaw(frames)
-        else:
-            src = self.single
-            if src is None or src.muted:
-                return None
-            payload = src.frame(tick)
-        if payload is None:
-            return None
-        n = len(payload)
-        last = self.last_tick
-        marker = False
-        if last < 0 or tick - last <= FRAME_TICKS:
-            self.ts = (self.ts + n) & 0xFFFFFFFF
-        else:
-            self.ts = (self.ts + (tick - last) // FRAME_TICKS * 160) & 0xFFFFFFFF
-            marker = True
-            self.markers_sent += 1
-        self.seq = (self.seq + 1) & 0xFFFF
-        self.last_tick = tick
-        pt = self.payload_type
-        if pt:
-            payload = ulaw_to_alaw(payload)
-        return build_rtp(pt, marker, self.seq, self.ts, self.ssrc, payload)
+    def source_of(self, name: bytes) -> tuple:
+        return unpack_address(name)
 
     def on_readable(self) -> None:
         """Read one datagram (runs in the hub: never blocks, never raises). One per call: the
@@ -202,50 +118,7 @@ class RtpEndpoint:
             n, addr = self.sock.recvfrom_into(self.buf)
         except OSError:             # EAGAIN (another reader was first), or closed
             return
-        self._take(time.monotonic(), self.mv[:n], addr != self.remote, addr)
-
-    def on_datagram(self, data: bytes, name: bytes, now: float) -> None:
-        """One datagram read for this endpoint by the engine's SocketSet (in the hub): `name`
-        is the sender's sockaddr, `now` its arrival (monotonic). As on_readable after its read."""
-        foreign = name != self.packed_remote
-        self._take(now, data, foreign, unpack_address(name) if foreign else None)
-
-    def _take(self, now: float, data: bytes | memoryview, foreign: bool,
-              source: tuple | None) -> None:
-        """A datagram received at `now`: counted, parsed (a malformed one is counted and
-        dropped), one from another source than the channel's remote noted, then recorded."""
-        self.received += 1
-        cap = self.capture
-        try:
-            pt, marker, seq, ts, ssrc, off, plen = parse_rtp_header(data)
-        except RtpError:
-            cap.malformed += 1
-            return
-        if foreign:
-            cap.foreign_count += 1
-            if len(cap.foreign_sources) < 64:
-                cap.foreign_sources.add(source)
-        self._record(now, pt, marker, seq, ts, ssrc, data[off:off + plen], foreign)
-
-    def _record(self, now: float, pt: int, marker: bool, seq: int, ts: int, ssrc: int,
-                payload: bytes | memoryview, foreign: bool) -> None:
-        """A parsed packet into the capture, the Echo() inbound and the activity detector."""
-        cap = self.capture
-        if len(cap.times) < cap.max_packets:      # RtpCapture.add(), inlined
-            cap.times.append(now)
-            cap.hdr.append(seq << 48 | len(payload) << 32 | pt << 8 | marker << 1 | foreign)
-            cap.tss.append(ts << 32 | ssrc)
-            if cap.keep_audio:
-                cap.payload += payload
-        else:
-            cap.dropped += 1
-        inbound = self.inbound
-        if inbound is not None and pt == self.payload_type:
-            inbound.push(int((now - self.t0) * 1000.0),
-                         alaw_to_ulaw(payload) if pt else bytes(payload))
-        act = self.activity
-        if act is not None and pt == self.payload_type:
-            act.update(now, (alaw_dbov if pt else ulaw_dbov)(payload) > VOICE_DBOV)
+        self.take(time.monotonic(), self.mv[:n], addr != self.remote, addr)
 
     def counts(self) -> dict:
         """The running totals of this endpoint (TOTALS keys)."""
@@ -457,31 +330,12 @@ class MediaEngine:
             tick += 1
 
     def _send_slot(self, endpoints: list[RtpEndpoint], tick: int, now: float) -> None:
-        """Every frame of one pacer tick: those of batched endpoints in one SocketSet.send."""
-        batch = []
-        senders = []
+        """Every frame of one pacer tick: those of batched endpoints in one SocketSet.send
+        (relay.sim._sim_rtp.send_slot), the others one sendto each."""
+        if self._sockets is not None:
+            endpoints = send_slot(self._sockets, endpoints, tick, now)
         for ep in endpoints:
-            packed = ep.packed_remote
-            if packed is None:
-                ep.send_frame(tick, now)
-                continue
-            packet = ep.next_packet(tick)
-            if packet is not None:
-                batch.append((ep.fd, packet, packed))
-                senders.append(ep)
-        if not batch:
-            return
-        failed = self._sockets.send(batch)
-        if failed:
-            refused = set(failed)
-            for i, ep in enumerate(senders):
-                if i in refused:
-                    ep.send_errors += 1
-                else:
-                    ep.sent(len(batch[i][1]) - 12, now)
-            return
-        for i, ep in enumerate(senders):
-            ep.sent(len(batch[i][1]) - 12, now)
+            ep.send_frame(tick, now)
 
     def snapshot(self) -> list[dict]:
         return [ep.stats() for ep in self.endpoints.values()]

@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from functools import lru_cache
 
+from relay.sim._sim_rtp import SourceCore
 from relay.sim.speech import duration_ms_for, utterance_ulaw
 
 SAMPLE_RATE = 8000
@@ -93,16 +94,17 @@ FRAME_TICKS = 20           # the pacer's grid is 1 ms; one frame is 20 ticks
 SILENCE = b"\xff" * FRAME_BYTES
 
 
-class Source:
+class Source(SourceCore):
     """Audio positioned on the pacer's millisecond grid: what a channel says, or a playback.
 
     `frame(tick)` is the 20 ms of audio starting at that tick (shorter at the end of a non-looping
-    audio, None when nothing is playing). `muted` makes a channel's voice not reach its bridge
-    (a channel playback in progress, or addChannel?mute=true). Subclasses below: what the relay
-    sends into an externalMedia channel (InboundSource) and a channel running Echo() (EchoSource).
+    audio, None when nothing is playing): SourceCore's, in C (relay/sim/_sim_rtp.pyx). `muted`
+    makes a channel's voice not reach its bridge (a channel playback in progress, or
+    addChannel?mute=true). Subclasses below: what the relay sends into an externalMedia channel
+    (InboundSource) and a channel running Echo() (EchoSource).
     """
 
-    __slots__ = ("audio", "label", "length", "loop", "muted", "start_tick")
+    __slots__ = ()
 
     def __init__(self, label: str = "") -> None:
         self.audio: bytes | None = None
@@ -121,20 +123,6 @@ class Source:
     def stop(self) -> None:
         self.audio = None
         self.length = 0
-
-    def frame(self, tick: int) -> bytes | None:
-        audio = self.audio
-        if audio is None:
-            return None
-        k = tick - self.start_tick
-        if k < 0:
-            return None
-        off = (k // FRAME_TICKS) * FRAME_BYTES
-        if off >= self.length:
-            if not self.loop:
-                return None
-            off %= self.length
-        return audio[off:off + FRAME_BYTES]
 
 
 ECHO_DELAY_TICKS = FRAME_TICKS   # Echo() writes back what it read: one frame later
