@@ -1,6 +1,6 @@
 """Stub for relay/sim/_sim_audio.pyx: the simulated model's append path and VAD in C."""
 
-from typing import Optional, Union
+from typing import Any, Optional, Union
 
 ULAW: int
 ALAW: int
@@ -26,3 +26,16 @@ class FrameVad:
     def feed(self, dbov: float, frame_end_ms: int) -> int: ...
     def scan(self, buf: bytearray, offset: int, position: int, frames: int, frame_bytes: int,
              bytes_per_ms: int, kind: int) -> tuple[int, int]: ...
+
+class InputBufferCore:
+    fmt: Any
+    max_bytes: int
+    _buf: bytearray
+    _start: int
+    _total: int
+    _frame_pos: int
+    _frame_bytes: int
+    _bytes_per_ms: int
+    _kind: int
+    def append(self, data: bytes, vad: Optional[FrameVad]) -> Optional[list[tuple[int, int]]]: ...
+    def _drop_before(self, position: int) -> None: ...

@@ -11,14 +11,16 @@ and unmasked by relay/sim/_ws_reader.pyx.)
 A strictly valid base64 string is ASCII with no quote or backslash, so nothing can hide in it.
 Also the server VAD's per-frame work: the level of a 20 ms frame (u-law, A-law or PCM16, in
 dBov exactly as relay._g711 computes it) and the VAD state machine (FrameVad), fed a whole
-append's frames in one call. relay.sim.model.vad owns the settings and the behaviour.
+append's frames in one call. relay.sim.model.vad owns the settings and the behaviour. And the
+input buffer's appending (InputBufferCore: the audio added, its frames fed to the VAD, the
+buffer trimmed); relay.sim.model.input_buffer owns the rest of the buffer.
 """
 
-from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE
+from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE, PyByteArray_Resize
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from libc.math cimport log10, sqrt
 from libc.stdint cimport int16_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
-from libc.string cimport memcmp
+from libc.string cimport memcmp, memcpy
 
 from relay import _g711
 
@@ -268,19 +270,103 @@ cdef class FrameVad:
         """Feed up to `frames` frames of `frame_bytes` from buf[offset:]; stop after the first
         that gives an edge. `position` is the absolute byte position of buf[offset] (a frame
         ends at audio ms (position + k * frame_bytes) // bytes_per_ms). -> (frames fed, edge)."""
-        cdef Py_ssize_t k
-        cdef int edge = _NONE
-        cdef const uint8_t *p
+        cdef Py_ssize_t fed = 0
+        cdef int edge
         if frames < 0 or frame_bytes <= 0 or bytes_per_ms <= 0 or offset < 0 or kind < 0 \
                 or kind > 2:
             raise ValueError("bad frame geometry")
         if offset + frames * frame_bytes > PyByteArray_GET_SIZE(buf):
             raise ValueError("the frames lie outside the buffer")
-        p = <const uint8_t *>PyByteArray_AS_STRING(buf) + offset
+        edge = self._scan(<const uint8_t *>PyByteArray_AS_STRING(buf) + offset, position, frames,
+                          frame_bytes, bytes_per_ms, kind, &fed)
+        return fed, edge
+
+    cdef int _scan(self, const uint8_t *p, Py_ssize_t position, Py_ssize_t frames,
+                   Py_ssize_t frame_bytes, Py_ssize_t bytes_per_ms, int kind,
+                   Py_ssize_t *fed) noexcept:
+        cdef Py_ssize_t k
+        cdef int edge
         for k in range(frames):
             position += frame_bytes
             edge = self._feed(_level(p + k * frame_bytes, frame_bytes, kind),
                               position // bytes_per_ms)
             if edge != _NONE:
-                return k + 1, edge
-        return frames, _NONE
+                fed[0] = k + 1
+                return edge
+        fed[0] = frames
+        return _NONE
+
+
+cdef class InputBufferCore:
+    """The appending half of relay.sim.model.input_buffer.InputAudioBuffer (which documents the
+    buffer and owns the rest): audio in absolute byte positions since the session began, the
+    frames cut for the VAD as they complete, the buffer trimmed while nobody speaks."""
+
+    cdef public object fmt
+    cdef public long long max_bytes
+    cdef public bytearray _buf
+    cdef public long long _start          # absolute position of _buf[0]
+    cdef public long long _total          # bytes received since the session began
+    cdef public long long _frame_pos      # where the next frame for the VAD begins
+    cdef public Py_ssize_t _frame_bytes
+    cdef public Py_ssize_t _bytes_per_ms
+    cdef public int _kind                 # ULAW, ALAW, PCM16; -1: a format the VAD cannot read
+
+    cpdef object append(self, data, FrameVad vad):
+        """Add audio; with a VAD, the turn edges it found (InputAudioBuffer.append)."""
+        cdef bytes chunk = data if type(data) is bytes else bytes(data)
+        cdef bytearray buf = self._buf
+        cdef Py_ssize_t n = PyBytes_GET_SIZE(chunk), size = PyByteArray_GET_SIZE(buf)
+        cdef Py_ssize_t fb = self._frame_bytes, bpm = self._bytes_per_ms, fed = 0
+        cdef long long pos, keep_from, start_ms
+        cdef int edge
+        PyByteArray_Resize(buf, size + n)
+        memcpy(PyByteArray_AS_STRING(buf) + size, PyBytes_AS_STRING(chunk), n)
+        self._total += n
+        if vad is None:
+            if PyByteArray_GET_SIZE(buf) > self.max_bytes:
+                self._drop_before(self._total - self.max_bytes)
+            return None
+        edges = None
+        pos = self._frame_pos
+        while pos + fb <= self._total:
+            if fb <= 0 or bpm <= 0 or self._kind < 0 or self._kind > 2:
+                raise ValueError("bad frame geometry")
+            edge = vad._scan(<const uint8_t *>PyByteArray_AS_STRING(buf) + (pos - self._start),
+                             pos, (self._total - pos) // fb, fb, bpm, self._kind, &fed)
+            pos += fed * fb
+            if edge != _NONE:
+                if edges is None:
+                    edges = []
+                if edge == _STARTED:
+                    start_ms = vad._run_start - vad.prefix_padding_ms
+                    if start_ms < self._start // bpm:
+                        start_ms = self._start // bpm
+                    edges.append((edge, start_ms))
+                else:
+                    edges.append((edge, pos // bpm))
+        self._frame_pos = pos
+        if edges is not None:
+            return edges  # the session takes the turn's audio before anything is trimmed
+        if not vad.speaking:
+            keep_from = pos - (vad.prefix_padding_ms + vad.min_speech_ms) * bpm
+            if keep_from - self._start > max(4096, PyByteArray_GET_SIZE(buf) // 2):
+                self._drop_before(keep_from)
+        elif PyByteArray_GET_SIZE(buf) > self.max_bytes:
+            self._drop_before(self._total - self.max_bytes)
+        return None
+
+    cpdef _drop_before(self, long long position):
+        """Forget the audio before absolute `position` (kept within what is buffered)."""
+        cdef bytearray buf = self._buf
+        cdef Py_ssize_t cut
+        if position < self._start:
+            position = self._start
+        if position > self._total:
+            position = self._total
+        cut = <Py_ssize_t>(position - self._start)
+        if cut:
+            del buf[:cut]       # bytearray moves its start, no copy (as Python's del did)
+        self._start = position
+        if self._frame_pos < position:
+            self._frame_pos = position
