@@ -20,7 +20,7 @@ from collections import Counter
 from typing import Callable, Optional
 
 import gevent
-import ujson
+import orjson
 from gevent.event import Event
 from gevent.queue import Queue
 from geventwebsocket.exceptions import WebSocketError
@@ -186,7 +186,7 @@ class Connection:
             if self.stalled_until and clock() < self.stalled_until:
                 self.stalled_events += 1
                 continue
-            frames.append(text_frame(ujson.dumps(event, escape_forward_slashes=False)))
+            frames.append(text_frame(orjson.dumps(event)))    # UTF-8 JSON bytes
             if session is not None:
                 session.sent_types[kind] += 1
         if frames:
@@ -257,7 +257,7 @@ class Connection:
             if self.stalled_until and self.clock() < self.stalled_until:
                 self.stalled_events += 1
                 continue
-            send(ujson.dumps(event, escape_forward_slashes=False))
+            send(orjson.dumps(event).decode())
             if session is not None:
                 session.sent_types[kind] += 1
         return True
@@ -293,11 +293,11 @@ class Connection:
             if fault.quote_key:
                 error["message"] = (f"{error.get('message') or 'Incorrect API key provided'}: "
                                     f"{self.api_key}")
-            self.ws.send(ujson.dumps(self.session.fault_error(error)))
+            self.ws.send(orjson.dumps(self.session.fault_error(error)).decode())
         elif fault.kind == "malformed":
             self.ws.send(fault.text)
         elif fault.kind == "event":
-            self.ws.send(ujson.dumps(fault.payload(), escape_forward_slashes=False))
+            self.ws.send(orjson.dumps(fault.payload()).decode())
         return True
 
     def add_fault(self, fault: Fault) -> None:
