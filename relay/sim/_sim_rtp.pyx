@@ -2,7 +2,8 @@
 """The simulated PBX's per-packet work in C: what an externalMedia channel does with each RTP
 packet it receives from the relay, and each one it sends.
 
-Owns four base classes, each extended in Python where nothing is hot:
+Owns four base classes, each extended in Python where nothing is hot, and `send_slot`, the
+frames of one pacer tick sent in one batch:
 - `CaptureCore` (of relay.sim.pbx.capture.RtpCapture): recording a received packet (arrival,
   header, payload) into the capture's arrays.
 - `AgentActivity` (used as is by relay.sim.pbx.caller): when the agent spoke, the callers' turn
