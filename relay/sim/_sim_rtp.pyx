@@ -8,7 +8,8 @@ frames of one pacer tick sent in one batch:
   header, payload) into the capture's arrays.
 - `AgentActivity` (used as is by relay.sim.pbx.caller): when the agent spoke, the callers' turn
   latencies and barge-ins, updated from each packet's arrival and level.
-- `SourceCore` (of relay.sim.pbx.sounds.Source): the frame a source plays at a pacer tick.
+- `SourceCore` (of relay.sim.pbx.sounds.Source): the frame a source plays at a pacer tick
+  (and `frames_at`, those of several sources to mix).
 - `EndpointCore` (of relay.sim.pbx.media.RtpEndpoint): a datagram's handling (counted, parsed,
   recorded, the Echo() inbound and the activity fed) and the next packet to send (the plan's
   frame, sequence, timestamp, marker after a silence, A-law at the edge).
@@ -227,6 +228,18 @@ cdef class SourceCore:
         return self.audio[off:off + FRAME_SAMPLES]
 
 
+def frames_at(tuple sources, long long tick):
+    """The frames the unmuted `sources` play at `tick`, in order (those with nothing to play
+    left out): what a mixing bridge, or an Echo() hearing it, gets to mix."""
+    frames = []
+    for src in sources:
+        if not src.muted:
+            f = src.frame(tick)
+            if f is not None:
+                frames.append(f)
+    return frames
+
+
 cdef class EndpointCore:
     """The per-packet state of one externalMedia channel (RtpEndpoint owns the rest)."""
 
@@ -319,13 +332,7 @@ cdef class EndpointCore:
         if self.override is not None:
             payload = self.override.frame(tick)
         elif self.softmix:
-            frames = []
-            for src in self.sources:
-                if not src.muted:
-                    f = src.frame(tick)
-                    if f is not None:
-                        frames.append(f)
-            payload = _mix(frames)
+            payload = _mix(frames_at(self.sources, tick))
         else:
             src = self.single
             if src is None or src.muted:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from functools import lru_cache
 
-from relay.sim._sim_rtp import SourceCore
+from relay.sim._sim_rtp import SourceCore, frames_at
 from relay.sim.speech import duration_ms_for, utterance_ulaw
 
 SAMPLE_RATE = 8000
@@ -189,13 +189,7 @@ class EchoSource(Source):
             return None
         self.busy = True
         try:
-            t = tick - ECHO_DELAY_TICKS
-            frames = []
-            for src in self.heard:
-                if not src.muted:
-                    f = src.frame(t)
-                    if f is not None:
-                        frames.append(f)
+            frames = frames_at(self.heard, tick - ECHO_DELAY_TICKS)
         finally:
             self.busy = False
         if not frames:
