@@ -52,6 +52,7 @@ from typing import Any
 
 REQUEST_KINDS = ("respond", "late", "after", "slow_answer")
 DELAYED_KINDS = ("late", "slow_answer")
+EVENTS_SOCKET_KINDS = ("respond", "late")   # the request kinds the events WebSocket meets
 EVENT_KINDS = ("drop_event", "mangle_event")
 ACTION_KINDS = ("inject_event", "drop_events_connection")
 KINDS = REQUEST_KINDS + EVENT_KINDS + ACTION_KINDS
@@ -248,9 +249,9 @@ class Faults:
 
     def match_request(self, method: str, path: str, events: bool = False) -> Fault | None:
         """The request fault this request meets (counted as fired), or None. `path` is relative
-        to /ari; `events`: the events WebSocket's opening (only respond and late apply)."""
+        to /ari; `events`: the events WebSocket's opening (EVENTS_SOCKET_KINDS apply)."""
         for fault in self.request_rules:
-            if events and fault.kind in ("after", "slow_answer"):
+            if events and fault.kind not in EVENTS_SOCKET_KINDS:
                 continue
             if fault.matches_request(method, path):
                 self._fire(fault, self.request_rules)
