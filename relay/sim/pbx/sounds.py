@@ -136,22 +136,25 @@ class InboundSource(Source):
 
     A frame lands in the 20 ms slot it arrived in, or after the last one queued when that slot
     is taken (a burst queues, up to INBOUND_AHEAD frames ahead of its arrival; more are dropped
-    as by a full jitter buffer). `frame(tick)` is the frame of the slot `tick` falls in: every
-    reader at the same tick gets the same frame, nothing is consumed. The last INBOUND_KEEP
-    slots are kept.
+    as by a full jitter buffer). A frame whose slot was already read (it arrived at the end of
+    its slot and was handled after the reader's tick) lands in the next slot not yet read: as
+    in Asterisk, where a frame read late is bridged late, never lost. `frame(tick)` is the
+    frame of the slot `tick` falls in: every reader at the same tick gets the same frame,
+    nothing is consumed. The last INBOUND_KEEP slots are kept.
     """
 
-    __slots__ = ("dropped", "last_slot", "ring")
+    __slots__ = ("dropped", "last_slot", "read_slot", "ring")
 
     def __init__(self, label: str = "") -> None:
         super().__init__(label)
         self.ring: list[tuple[int, bytes] | None] = [None] * INBOUND_KEEP
         self.last_slot = -1
+        self.read_slot = -1
         self.dropped = 0
 
     def push(self, tick: int, payload: bytes) -> None:
         arrived = tick // FRAME_TICKS
-        slot = arrived if arrived > self.last_slot else self.last_slot + 1
+        slot = max(arrived, self.last_slot + 1, self.read_slot + 1)
         if slot - arrived > INBOUND_AHEAD:
             self.dropped += 1
             return
@@ -160,12 +163,14 @@ class InboundSource(Source):
 
     def frame(self, tick: int) -> bytes | None:
         slot = tick // FRAME_TICKS
+        if slot > self.read_slot:
+            self.read_slot = slot
         entry = self.ring[slot % INBOUND_KEEP]
         return entry[1] if entry is not None and entry[0] == slot else None
 
     def stop(self) -> None:
         self.ring = [None] * INBOUND_KEEP
-        self.last_slot = -1
+        self.last_slot = self.read_slot = -1
 
 
 class EchoSource(Source):
