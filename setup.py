@@ -11,6 +11,7 @@ extensions = [
     Extension("relay._g711", ["relay/_g711.pyx"], extra_compile_args=COMPILE_ARGS),
     Extension("relay._rtp", ["relay/_rtp.pyx"], extra_compile_args=COMPILE_ARGS),
     Extension("relay._ws", ["relay/_ws.pyx"], extra_compile_args=COMPILE_ARGS),
+    Extension("relay._append", ["relay/_append.pyx"], extra_compile_args=COMPILE_ARGS),
     Extension("relay._media", ["relay/_media.pyx"], extra_compile_args=COMPILE_ARGS),
     Extension("relay._events", ["relay/_events.pyx"], extra_compile_args=COMPILE_ARGS),
     Extension("relay.sim._sim_audio", ["relay/sim/_sim_audio.pyx"],

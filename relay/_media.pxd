@@ -3,6 +3,7 @@ worker's media engine feeds CallMedia from recvmmsg and ticks it from the pacer'
 
 from libc.stdint cimport uint8_t, uint32_t
 
+from relay._append cimport AppendWriter
 from relay._rtp cimport JitterBuffer, RtpSender
 
 
@@ -46,6 +47,7 @@ cdef class CallMedia:
     cdef SendQueue _sink                 # the socket's send queue, when attached
     cdef bytes _sink_address             # the caller's packed sockaddr, for the queue
     cdef object _send_to_model
+    cdef AppendWriter _model_writer      # the session's appender, when attached
     cdef object _on_played               # each frame sent to the caller (when play_events)
     cdef object _on_heard                # each caller frame (recordings, fallback STT)
     # seconds from a model delta's arrival (into an idle playout) to its first RTP frame

@@ -294,6 +294,11 @@ cdef class CallMedia:
         self._sink = queue
         self._sink_address = address if queue is not None else None
 
+    def attach_model_writer(self, AppendWriter writer):
+        """Hand the caller's audio to the model session's appender (relay/_append.pyx) from C
+        instead of calling send_to_model; None detaches."""
+        self._model_writer = writer
+
     # caller -> model
     cpdef void on_rtp(self, data, double now):
         cdef Py_buffer view
@@ -371,7 +376,10 @@ cdef class CallMedia:
             self.on_input(audio)
         if self._pcm:
             audio = self._up.process(ulaw_decode(audio))
-        self._send_to_model(audio, stamp)
+        if self._model_writer is not None:
+            self._model_writer.append(audio, stamp)
+        else:
+            self._send_to_model(audio, stamp)
         return 0
 
     cdef int _top_up_silence(self, double now) except -1:
@@ -497,6 +505,7 @@ cdef class CallMedia:
         self.enabled = False
         self.play_events = self.drained_wanted = self.idle_tick_wanted = False
         self._send_rtp = self._send_to_model = _ignore
+        self._model_writer = None
         self._on_played = self._on_heard = self._on_model_audio_latency = None
         self.on_input = self.on_drained = self.on_idle_tick = self.on_housekeeping = None
         self.on_tick_failed = None

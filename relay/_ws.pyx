@@ -153,8 +153,15 @@ def append_frame(audio):
     pass: the event's JSON (`{"type":"input_audio_buffer.append","audio":"<base64>"}`, which
     needs no escaping) is written, base64 included, straight into the frame and masked there.
     The same bytes as client_frame(input_audio_append_json(audio)), with one allocation."""
+    if type(audio) is bytes:
+        return append_frame_from(<const uint8_t *>PyBytes_AS_STRING(audio),
+                                 PyBytes_GET_SIZE(audio))
     cdef const uint8_t[::1] view = audio
-    cdef Py_ssize_t size = view.shape[0]
+    return append_frame_from(&view[0] if view.shape[0] else NULL, view.shape[0])
+
+
+cdef bytes append_frame_from(const uint8_t *audio, Py_ssize_t size):
+    """append_frame() of the size bytes at audio (relay/_append.pyx calls it from C)."""
     cdef Py_ssize_t head = PyBytes_GET_SIZE(_APPEND_HEAD)
     cdef Py_ssize_t n = head + (size + 2) // 3 * 4 + PyBytes_GET_SIZE(_APPEND_TAIL)
     frame = PyBytes_FromStringAndSize(NULL, _header_size(n) + n)
@@ -163,7 +170,7 @@ def append_frame(audio):
     cdef uint8_t *payload = out + _write_header(out, 0x81, n, key)     # FIN, text
     memcpy(payload, PyBytes_AS_STRING(_APPEND_HEAD), head)
     if size:
-        _base64_into(payload + head, &view[0], size)
+        _base64_into(payload + head, audio, size)
     memcpy(payload + n - 2, PyBytes_AS_STRING(_APPEND_TAIL), 2)
     _mask_copy(payload, payload, n, key)
     return frame

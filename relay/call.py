@@ -351,6 +351,7 @@ class Call:
             breaker=getattr(self.worker, "model_breaker", None),
             reader=getattr(self.worker, "model_reader", None))
         self.session = session      # set first, so that cleanup closes it whatever happens
+        self.media.attach_model_writer(session.appender)    # the caller's audio, from C
         try:
             session.start()
         except Exception as exc:

@@ -34,8 +34,8 @@ from typing import Any, Callable, Optional, Protocol
 import gevent
 
 from relay import realtime_events as ev
+from relay._append import AppendWriter
 from relay._events import IGNORED, audio_delta
-from relay._ws import append_frame
 from relay.backoff import CLOSED, Backoff, CircuitBreaker, ReconnectPolicy
 from relay.realtime_endpoint import auth_headers, realtime_url
 from relay.wsclient import JsonWebSocket
@@ -146,6 +146,8 @@ class RealtimeSession:
         self.name = name
         self._on_append_sent = on_append_sent     # seconds from caller RTP to append sent
         self._socket: Any = None
+        # the caller's audio, written to the socket from the pacer's tick in C (_use_socket)
+        self.appender = AppendWriter()
         self._stopped = False          # no more sockets: closed by the call, or failed
         self.closed = False            # close() was called
         self.failed = ""               # why the session failed (rt_failed was called)
@@ -205,7 +207,7 @@ class RealtimeSession:
             recovery.kill(block=False)
         if self._socket is not None:
             self._socket.close(1000, "call ended")
-            self._socket = None
+            self._use_socket(None)
 
     def let_go(self, handler: RealtimeHandler) -> None:
         """The call has ended (after close()): its handler is held as given (a weak proxy),
@@ -266,7 +268,7 @@ class RealtimeSession:
         if self._stopped:           # the call ended while this socket was being opened
             sock.close(1000, "call ended")
             return
-        self._socket = sock
+        self._use_socket(sock)
         self.response_id, self._create_sent, self._wanted = None, False, None
         self._ready_at, self._proven = None, False
         self._items.clear()
@@ -294,8 +296,14 @@ class RealtimeSession:
         return self._socket is not None and self._socket.send(event)
 
     def append_audio(self, audio: bytes, stamp: Optional[float] = None) -> bool:
-        """input_audio_buffer.append; stamp: when its oldest caller packet arrived."""
-        return self._socket is not None and self._socket.send_frame(append_frame(audio), stamp)
+        """input_audio_buffer.append; stamp: when its oldest caller packet arrived. The call's
+        media hands its audio to `appender` itself, from C."""
+        return self.appender.append(bytes(audio), stamp)
+
+    def _use_socket(self, sock: Any) -> None:
+        """The current socket (None: none), for the session and its appender alike."""
+        self._socket = sock
+        self.appender.point_at(sock, isinstance(sock, JsonWebSocket))
 
     def update_session(self, changes: dict) -> bool:
         """Send a partial session.update; remembered for any later socket."""
@@ -521,7 +529,7 @@ class RealtimeSession:
     def _on_closed(self, generation: int, code: int, reason: str) -> None:
         if self._stopped or generation != self.connections:
             return      # closed by us, or an earlier socket's late news
-        self._socket = None
+        self._use_socket(None)
         lived = None if self._ready_at is None else self._clock() - self._ready_at
         if not self._proven:
             if lived is not None and lived >= self.policy.healthy_after_s:
@@ -628,7 +636,7 @@ class RealtimeSession:
             self._holds_probe = False
         if self._socket is not None:
             self._socket.close(1000, "giving up")
-            self._socket = None
+            self._use_socket(None)
         log.warning("%s: model session failed: %s", self.name, reason)
         self._handler.rt_failed(reason)
 

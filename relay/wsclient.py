@@ -86,6 +86,8 @@ class JsonWebSocket:
         self._max_message = max_message
         self._ws: Optional[websocket.WebSocket] = None
         self._sock: Any = None
+        # _fd, _backlog, _writing, _ws, _closed_reported and _on_sent are also read by
+        # relay/_append.pyx at each append it writes from C (see took / write_failed)
         self._fd: Optional[int] = None      # a plain TCP socket's fd: written with one write(2)
         self._backlog: deque[tuple[Union[bytes, memoryview], Optional[float]]] = deque()
         self._writing = False
@@ -155,6 +157,19 @@ class JsonWebSocket:
             return True
         return False
 
+    def took(self, frame: bytes, sent: int, stamp: Optional[float] = None) -> bool:
+        """The socket took `sent` bytes of a frame written outside (relay/_append.pyx, which
+        writes appends from C while nothing waits here): the rest waits in the backlog, as
+        send_frame's would."""
+        if self._written(frame, sent, stamp):
+            self.messages_out += 1
+            return True
+        return False
+
+    def write_failed(self, exc: OSError) -> None:
+        """A write done outside (relay/_append.pyx) failed: as send_frame's failing would."""
+        self._fail(f"send failed: {exc}")
+
     def _write(self, frame: bytes, stamp: Optional[float] = None) -> bool:
         if self._backlog or self._writing:
             return self._defer(frame, stamp)
@@ -163,6 +178,9 @@ class JsonWebSocket:
         except OSError as exc:
             self._fail(f"send failed: {exc}")
             return False
+        return self._written(frame, sent, stamp)
+
+    def _written(self, frame: bytes, sent: int, stamp: Optional[float]) -> bool:
         if sent == len(frame):
             self._sent(stamp)
             return True
