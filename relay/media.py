@@ -39,6 +39,7 @@ MAX_LAG_S = 0.2             # an overloaded pacer skips frame times rather than 
 MAX_DATAGRAM = 2048
 RECEIVE_BATCH = 32          # datagrams per recvmmsg: enough to empty the queue, short enough
                             # that the pacer is not kept waiting behind one batch
+RECEIVE_SLICE_S = 0.0005    # a backed-up socket is read this long before the others run
 SEND_BATCH = 256            # datagrams per sendmmsg
 SOCKET_BUFFER = 4 << 20     # bytes asked for each way. Linux doubles it: 8 MB hold about 10,000
                             # small datagrams (about 830 bytes each in kernel memory), 200 ms of
@@ -390,10 +391,15 @@ class MediaSocket:
 
     def _receive_batches(self) -> None:
         """recvmmsg until nothing waits (each datagram to its call, in C), then sleep on the
-        socket's read readiness."""
+        socket's read readiness. A backed-up socket is read in slices of RECEIVE_SLICE_S, with
+        the pacer (and everyone else) let run between them: one batch per turn of the hub
+        was too little when the hub's turns grew long (hundreds of calls ending at once), and
+        the kernel dropped callers' packets for the full buffer."""
         pump = self._router.pump                # type: ignore[union-attr]
         hub = gevent.get_hub()
+        clock = time.monotonic
         readable = hub.loop.io(self._sock.fileno(), 1)
+        slice_end = 0.0
         try:
             while True:
                 try:
@@ -404,10 +410,14 @@ class MediaSocket:
                     continue
                 if not count:
                     hub.wait(readable)
+                    slice_end = 0.0
                 elif count == RECEIVE_BATCH:
-                    # more may be waiting: let the pacer (and everyone else) run between
-                    # batches instead of after the whole backlog
-                    pause()
+                    now = clock()
+                    if not slice_end:
+                        slice_end = now + RECEIVE_SLICE_S
+                    elif now >= slice_end:
+                        pause()
+                        slice_end = 0.0
         finally:
             readable.close()
 

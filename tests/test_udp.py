@@ -1,6 +1,7 @@
 """relay/_udp.pyx (recvmmsg/sendmmsg) and MediaSocket's batched and one-at-a-time paths."""
 
 import socket
+import time
 
 import gevent
 import pytest
@@ -328,3 +329,40 @@ def test_socket_set_arrival_is_the_kernels_queueing_time_not_the_read(kernel_sta
         sset.close()
         a.close()
         b.close()
+
+
+def test_a_backed_up_socket_is_read_in_slices_not_one_batch_per_turn_of_a_busy_hub():
+    """Hundreds of calls ending at once make each turn of the hub long: one recvmmsg batch per
+    turn then reads less than the callers send, and the kernel drops their packets for the full
+    buffer. A backed-up socket is read in slices of at least two batches per turn."""
+    media = MediaSocket("127.0.0.1", 0, 0)
+    if not media.batched:
+        media.close()
+        pytest.skip("recvmmsg is Linux's")
+    peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    peer.bind(("127.0.0.1", 0))
+    got: list = []
+    turns = [0]
+    queued = 20 * media_module.RECEIVE_BATCH
+
+    def busy_neighbour():           # a greenlet with long turns (ARI requests, cleanup...)
+        while len(got) < queued:
+            turns[0] += 1
+            until = time.monotonic() + 0.002
+            while time.monotonic() < until:
+                pass
+            gevent.sleep(0.00001)
+
+    try:
+        media.route(peer.getsockname(), lambda data, now: got.append(data))
+        for i in range(queued):                                  # nobody reads yet
+            peer.sendto(i.to_bytes(2, "big") * 86, (media.host, media.port))
+        assert media.overflows == 0
+        neighbour = gevent.spawn(busy_neighbour)
+        media.start()
+        neighbour.join(timeout=10)
+        assert len(got) == queued and got[0] == bytes(2) * 86
+        assert turns[0] <= queued // (2 * media_module.RECEIVE_BATCH)  # one batch a turn: 20
+    finally:
+        media.close()
+        peer.close()
