@@ -57,6 +57,8 @@ def test_four_calls_through_relay_and_the_floor(tmp_path: Path):
     assert figures["loss"]["udp_receive_buffer_errors"] >= 0      # the machine's: any process
     assert figures["calls_total"] == CALLS and figures["calls_failed"] == 0
     assert figures["window"]["pacer_lateness_ms"]["count"] > 0
+    assert figures["hangups"]["pacer_lateness_ms"]["count"] > 0     # ticks while they hung up
+    assert 0.0 <= figures["hangups"]["pacer_late_over_5ms"] <= 1.0
     assert figures["worker"]["calls_active"] == 0
     assert set(relay["runqueue_wait_share"]) == {"relay", "sim_model", "sim_pbx"}
     assert set(relay["kernel_share_of_cpu"]) == {"relay", "sim_model", "sim_pbx"}
@@ -96,6 +98,8 @@ def test_command_line_and_metrics_parsing():
         "relay_x_seconds_count 100\n# TYPE relay_tool_calls_total counter\n")
     hist = scrape.histogram("relay_x_seconds")
     assert hist.quantile(0.5) == 0.01 and abs(hist.quantile(0.75) - 0.015) < 1e-9
+    assert hist.share_over(0.01) == 0.5 and hist.share_over(0.02) == 0.0
+    assert hist.share_over(0.015) is None                    # not a bucket bound
     assert scrape.value("relay_tool_calls_total") == 0.0     # declared, no samples yet
     assert scrape.value("relay_not_exported") is None        # reported as n/a
 

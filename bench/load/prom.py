@@ -48,6 +48,14 @@ class Histogram:
             lower, below = bound, cumulative
         return lower
 
+    def share_over(self, bound: float) -> Optional[float]:
+        """The share of observations over `bound`, one of the bucket bounds (None when empty
+        or when bound is not one of them)."""
+        if self.count <= 0:
+            return None
+        at_most = dict(self.buckets).get(bound)
+        return None if at_most is None else (self.count - at_most) / self.count
+
     def mean(self) -> Optional[float]:
         return self.sum / self.count if self.count > 0 else None
 

@@ -365,6 +365,8 @@ def _relay_figures(web: str, m_idle: prom.Scrape, m0: prom.Scrape, m1: prom.Scra
         windowed[key] = prom.quantiles_ms(prom.histogram_delta(m1, m0, name))
     whole_run = prom.quantiles_ms(prom.histogram_delta(m_end, m_idle,
                                                        "relay_barge_in_reaction_seconds"))
+    # from the window's end to the last call cleaned up: the callers hang up, 2x the ramp's rate
+    hangups = prom.histogram_delta(m_end, m1, "relay_pacer_lateness_seconds")
     api = get_json(web + "/api/calls", timeout=30)
     return {
         "loss": {
@@ -380,6 +382,10 @@ def _relay_figures(web: str, m_idle: prom.Scrape, m0: prom.Scrape, m1: prom.Scra
         },
         "window": windowed,
         "barge_in_reaction_ms_whole_run": whole_run,
+        "hangups": {
+            "pacer_lateness_ms": prom.quantiles_ms(hangups),
+            "pacer_late_over_5ms": None if hangups is None else hangups.share_over(0.005),
+        },
         "calls_total": value("relay_calls_total"),
         "calls_failed": value("relay_calls_failed_total"),
         "model_errors": value("relay_model_errors_total"),
