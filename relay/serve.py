@@ -36,6 +36,10 @@ from relay.web import WebServer
 from relay.worker import Worker
 
 FULL_COLLECTION_AFTER = 100     # middle-generation collections between two full ones (gc's 10)
+# The GIL's switch interval (Python's default 5 ms). The history writer and the dashboard's
+# store queries run Python in the hub's threadpool; while they do, the hub (the pacer with it)
+# waits up to this long for the GIL whenever it wakes.
+SWITCH_INTERVAL_S = 0.001
 
 log = logging.getLogger("relay")
 
@@ -151,6 +155,7 @@ def serve_worker(settings: Settings, link: Optional[WorkerLink] = None) -> int:
     # comes after 100 collections of the middle generation rather than 10 (docs/ARCHITECTURE.md).
     young, middle, _ = gc.get_threshold()
     gc.set_threshold(young, middle, FULL_COLLECTION_AFTER)
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
     if link is not None:
         link.report_started(settings.get("ari.app"), web.url if web else "", worker.media.port)
         link.watch(lambda: on_signal("drain"))
