@@ -23,22 +23,15 @@ between sockets (the audio is then dropped, as it always was without a socket).
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from libc.errno cimport EAGAIN, EINTR, errno
 from libc.stdint cimport uint8_t
-from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
 from posix.unistd cimport write
+
+from relay._clock cimport monotonic
+from relay._ws cimport append_frame_from
 
 import os
 
 cdef extern from "<errno.h>":
     int EWOULDBLOCK
-
-from relay._ws cimport append_frame_from
-
-
-cdef inline double _monotonic() noexcept nogil:
-    """time.monotonic() (the same clock), without the interpreter."""
-    cdef timespec ts
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return <double>ts.tv_sec + <double>ts.tv_nsec * 1e-9
 
 
 cdef class AppendWriter:
@@ -60,9 +53,6 @@ cdef class AppendWriter:
         whose plain-TCP writes may be done here."""
         self._socket = socket
         self._direct = direct and socket is not None
-
-    def __call__(self, audio, stamp=None):
-        return self.append(audio, stamp)
 
     cpdef bint append(self, bytes audio, object stamp) except -1:
         cdef object sock = self._socket
@@ -88,7 +78,7 @@ cdef class AppendWriter:
             if stamp is not None:
                 on_sent = sock._on_sent
                 if on_sent is not None:
-                    on_sent(_monotonic() - <double>stamp)
+                    on_sent(monotonic() - <double>stamp)
             return True
         if sent < 0:
             if errno != EAGAIN and errno != EWOULDBLOCK and errno != EINTR:

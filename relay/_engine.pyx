@@ -24,20 +24,13 @@ from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
 from libc.string cimport memcpy, memset
 
 from relay._media cimport CallMedia
+from relay._clock cimport monotonic
 from relay._sockets cimport (
-    AF_INET, AF_INET6, CLOCK_MONOTONIC, EWOULDBLOCK, MSG_TRUNC, ReceiveBuffers, clock_gettime,
-    htons, receive_buffers_free, receive_buffers_init, receive_into, sockaddr_in, sockaddr_in6,
-    sockaddr_storage, timespec,
+    AF_INET, AF_INET6, EWOULDBLOCK, MSG_TRUNC, ReceiveBuffers, htons, receive_buffers_free,
+    receive_buffers_init, receive_into, sockaddr_in, sockaddr_in6, sockaddr_storage,
 )
 
 import socket as _socket
-
-
-cdef inline double _monotonic() noexcept nogil:
-    """time.monotonic() (the same clock), without the interpreter."""
-    cdef timespec ts
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return <double>ts.tv_sec + <double>ts.tv_nsec * 1e-9
 
 
 cdef object _ipv4_key(uint32_t address, uint16_t port):
@@ -132,7 +125,7 @@ cdef class RtpRouter:
         cdef Py_ssize_t length
         with nogil:
             n = receive_into(&self.b, self.fd, self.b.count)
-            clock = _monotonic()
+            clock = monotonic()
         if now < 0:
             now = clock
         self.calls += 1

@@ -62,6 +62,12 @@ SETUP_STEPS = {              # what each step of the setup does, for reasons and
 }
 
 
+def _before_the_session(audio: bytes, stamp: Optional[float]) -> None:
+    """Caller audio that arrives once the RTP route is set but before the model session
+    exists: dropped. From the session on, the media hands it to the session's appender, in C
+    (CallMedia.attach_model_writer)."""
+
+
 class SetupFailed(Exception):
     """A step of the call's setup failed (`step`: a key of SETUP_STEPS)."""
 
@@ -122,7 +128,7 @@ class Call:
         rtp = self.settings.tree["rtp"]
         self.media = CallMedia(
             model_format=agent.audio_format, send_rtp=self._send_rtp,
-            send_to_model=self._send_audio_to_model, jitter_depth=rtp["jitter_depth"],
+            send_to_model=_before_the_session, jitter_depth=rtp["jitter_depth"],
             append_frames=rtp["append_frames"], playout_max_s=rtp["playout_max_s"],
             jitter_adaptive=rtp["jitter_adaptive"], jitter_max_depth=rtp["jitter_max_depth"],
             long_silence_s=rtp["long_silence_after_ms"] / 1000.0,
@@ -553,10 +559,6 @@ class Call:
     def _send_rtp(self, packet: bytes) -> None:
         if self.remote is not None:
             self.worker.media.sendto(packet, self.remote)
-
-    def _send_audio_to_model(self, audio: bytes, stamp: Optional[float] = None) -> None:
-        if self.session is not None:
-            self.session.append_audio(audio, stamp)
 
     def _latency_observer(self, histogram: str) -> Callable[[float], None]:
         """The worker histogram's own observe (called per append: no layers in between), or

@@ -295,11 +295,6 @@ class RealtimeSession:
     def send(self, event: dict) -> bool:
         return self._socket is not None and self._socket.send(event)
 
-    def append_audio(self, audio: bytes, stamp: Optional[float] = None) -> bool:
-        """input_audio_buffer.append; stamp: when its oldest caller packet arrived. The call's
-        media hands its audio to `appender` itself, from C."""
-        return self.appender.append(bytes(audio), stamp)
-
     def _use_socket(self, sock: Any) -> None:
         """The current socket (None: none), for the session and its appender alike."""
         self._socket = sock
