@@ -5,8 +5,11 @@
 
 For each N: one run of relay (the simulated PBX, the simulated model and `relay serve`, each
 its own process; see bench/load/runner.py for the timeline), then one run of the floor (the
-same PBX and callers, bench/load/floor.py in relay's place: the bare UDP receive and paced
-send of N streams). A run during which the machine's other users kept the measured process
+same PBX, callers and model, bench/load/floor.py in relay's place: the bare UDP receive and
+paced send of N streams, and each call's model leg: its audio appended, the model's audio
+deltas read and decoded), then one of the UDP floor (the same without the model leg, to show
+what the model leg costs; --no-udp-floor skips it). The targets are judged against the floor.
+A run during which the machine's other users kept the measured process
 from its CPU (run-queue wait over 5% of the window) is repeated once the machine is quieter
 (--retries), and the least disturbed run kept. Printed: a cost table (relay's CPU, per call
 and per packet, against the floor's; RSS per call; the simulators' CPU and the machine's, to
@@ -65,7 +68,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="calls started per second during the ramp (default 25)")
     parser.add_argument("--settle", type=float, default=3.0,
                         help="seconds between the last call up and the window (default 3)")
-    parser.add_argument("--no-floor", action="store_true", help="skip the floor runs")
+    parser.add_argument("--no-floor", action="store_true",
+                        help="skip the floor runs (both)")
+    parser.add_argument("--no-udp-floor", action="store_true",
+                        help="skip the UDP floor's runs (the floor without the model leg)")
     parser.add_argument("--retries", type=int, default=1,
                         help="measure an N again (after waiting for a quieter machine) when "
                              "the machine's other users kept relay waiting for its CPU more "
@@ -90,8 +96,10 @@ def _raise_file_limit() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
 
 
-def run(calls: list[int], opts: Options, floor: bool = True, retries: int = 0) -> dict:
-    """Every N, relay then floor; the document written as JSON (errors included)."""
+def run(calls: list[int], opts: Options, floor: bool = True, retries: int = 0,
+        udp_floor: bool = True) -> dict:
+    """Every N, relay, the floor, the UDP floor; the document written as JSON (errors
+    included)."""
     _raise_file_limit()
     document: dict = {
         "benchmark": "end-to-end load",
@@ -108,9 +116,15 @@ def run(calls: list[int], opts: Options, floor: bool = True, retries: int = 0) -
             continue
         floor_result = _measured(document, n, "floor", run_floor, opts, retries) \
             if floor else None
-        document["results"].append(report.combine(relay, floor_result))
+        udp_result = _measured(document, n, "floor", run_udp_floor, opts, retries) \
+            if floor and udp_floor else None
+        document["results"].append(report.combine(relay, floor_result, udp_result))
     document["targets"] = report.targets(document["results"])
     return document
+
+
+def run_udp_floor(calls: int, opts: Options) -> dict:
+    return run_floor(calls, opts, model_leg=False)
 
 
 def _measured(document: dict, n: int, target: str, fn: Callable[[int, Options], dict],
@@ -123,13 +137,14 @@ def _measured(document: dict, n: int, target: str, fn: Callable[[int, Options], 
     for attempt in range(retries + 1):
         if attempt:
             _wait_for_quiet()
-        print(f"load: {n} calls through the {target}"
+        name = "UDP floor" if fn is run_udp_floor else target
+        print(f"load: {n} calls through the {name}"
               f"{f' (attempt {attempt + 1})' if attempt else ''}...", flush=True)
         try:
             attempts.append(fn(n, opts))
         except Exception as exc:
             traceback.print_exc()
-            document["errors"].append({"calls": n, "target": target, "error": str(exc)})
+            document["errors"].append({"calls": n, "target": name, "error": str(exc)})
             return None
         if attempts[-1]["runqueue_wait_share"].get(target, 0.0) <= BUSY_WAIT_SHARE:
             break
@@ -149,7 +164,7 @@ def problems(document: dict) -> list[str]:
     """What makes the run a failure (not a missed target)."""
     out = [f"{e['target']} at {e['calls']} calls: {e['error']}" for e in document["errors"]]
     for r in document["results"]:
-        for side in ("relay", "floor"):
+        for side in ("relay", "floor", "udp_floor"):
             res = r.get(side)
             if not res:
                 continue
@@ -160,6 +175,9 @@ def problems(document: dict) -> list[str]:
             if res["pbx"]["calls_left"]:
                 out.append(f"{side} at {r['calls']} calls: {res['pbx']['calls_left']} calls "
                            "still live after the run")
+            legs = res.get("model_legs")
+            if legs and (legs["failed"] or legs["write_errors"] or legs["calls"] < r["calls"]):
+                out.append(f"{side} at {r['calls']} calls: the model leg failed ({legs})")
             if not res["window_complete"]:
                 out.append(f"{side} at {r['calls']} calls: not every call was live for the "
                            "whole window (calls ended early or the ramp was too slow)")
@@ -170,7 +188,8 @@ def main(argv: list[str]) -> int:
     args = parse_args(argv)
     opts = Options(rate=args.rate, window_s=args.window, settle_s=args.settle,
                    out_dir=args.out.parent / "load", pin=not args.no_pin)
-    document = run(args.calls, opts, floor=not args.no_floor, retries=max(0, args.retries))
+    document = run(args.calls, opts, floor=not args.no_floor, retries=max(0, args.retries),
+                   udp_floor=not args.no_udp_floor)
     print()
     print(report.tables(document["results"]))
     print()

@@ -4,9 +4,9 @@ against a raw WebSocket peer on 127.0.0.1, and handed to it by the call's media.
 import socket
 
 import gevent
-from relay._append import AppendWriter
 from test_wsclient import OP_TEXT, Client, Peer
 
+from relay._append import AppendWriter
 from relay._rtp import build_rtp
 from relay.call_media import CallMedia
 from relay.realtime_events import input_audio_append_json

@@ -1,5 +1,6 @@
 """The end-to-end load benchmark's harness (bench/load) at a tiny N, so CI keeps it working:
-four calls through relay and through the floor, every process its own, on 127.0.0.1. Checked:
+four calls through relay, through the floor (with each call's model leg) and through the UDP
+floor (without it), every process its own, on 127.0.0.1. Checked:
 the structure of the results the report and the chart use, zero loss both ways, nothing left
 on the PBX, every process stopped cleanly. No timing thresholds: CI's machine is not the
 benchmark's."""
@@ -67,13 +68,22 @@ def test_four_calls_through_relay_and_the_floor(tmp_path: Path):
 
     floor = run_floor(CALLS, opts)
     _check_common(floor, "floor")
-    assert set(floor["exit_codes"]) == {"floor", "sim_pbx"}
-    floor_loss = floor["floor"]["loss"]
-    assert floor_loss.pop("udp_receive_buffer_errors") >= 0
-    assert floor_loss == {"caller_to_floor": 0, "floor_to_caller": 0, "pbx_seq_gaps_in_window": 0}
+    assert set(floor["exit_codes"]) == {"floor", "sim_pbx", "sim_model"}
+    assert floor["model_leg"] is True and floor["cpu_share"]["sim_model"] > 0
+    legs = floor["model_legs"]      # every call's audio reached the model, its audio came back
+    assert (legs["calls"], legs["failed"], legs["write_errors"]) == (CALLS, 0, 0)
+    assert legs["appends"] > 0 and legs["audio_deltas"] > 0
+    _check_floor_loss(floor)
 
-    combined = report.combine(relay, floor)
+    udp_floor = run_floor(CALLS, opts, model_leg=False)
+    _check_common(udp_floor, "floor")
+    assert set(udp_floor["exit_codes"]) == {"floor", "sim_pbx"}
+    assert udp_floor["model_leg"] is False and "model_legs" not in udp_floor
+    _check_floor_loss(udp_floor)
+
+    combined = report.combine(relay, floor, udp_floor)
     assert combined["ratio"]["cpu_per_call"] > 0
+    assert combined["udp_floor_ratio"]["cpu_per_call"] > 0
     document = {"results": [combined], "errors": [], "targets": report.targets([combined])}
     json.dumps(document)
     assert bench_load.problems(document) == []
@@ -88,9 +98,28 @@ def test_four_calls_through_relay_and_the_floor(tmp_path: Path):
     assert (tmp_path / "logs" / "relay-4-relay.log").exists()
 
 
+def _check_floor_loss(floor: dict) -> None:
+    loss = dict(floor["floor"]["loss"])
+    assert loss.pop("udp_receive_buffer_errors") >= 0
+    assert loss == {"caller_to_floor": 0, "floor_to_caller": 0, "pbx_seq_gaps_in_window": 0}
+
+
+def test_a_floor_whose_model_leg_failed_is_a_failed_run():
+    result = {"leftovers": {"channels": 0, "bridges": 0}, "pbx": {"calls_left": 0},
+              "window_complete": True}
+    legs = {"calls": 4, "failed": 1, "appends": 9, "write_errors": 0, "audio_deltas": 3}
+    document = {"errors": [], "results": [{"calls": 4, "relay": dict(result),
+                                           "floor": dict(result, model_legs=legs)}]}
+    assert bench_load.problems(document) == [
+        f"floor at 4 calls: the model leg failed ({legs})"]
+    document["results"][0]["floor"]["model_legs"] = dict(legs, failed=0)
+    assert bench_load.problems(document) == []
+
+
 def test_command_line_and_metrics_parsing():
     args = bench_load.parse_args(["--calls", "4,8", "--window", "2", "--no-floor"])
     assert (args.calls, args.window, args.no_floor) == ([4, 8], 2.0, True)
+    assert bench_load.parse_args(["--no-udp-floor"]).no_udp_floor is True
     scrape = Scrape.parse(
         "# TYPE relay_x_seconds histogram\n"
         'relay_x_seconds_bucket{le="0.01"} 50\nrelay_x_seconds_bucket{le="0.02"} 100\n'

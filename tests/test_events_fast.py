@@ -9,6 +9,7 @@ import pytest
 import ujson
 from hypothesis import given
 from hypothesis import strategies as st
+
 from relay._events import IGNORED, audio_delta
 
 DELTA = "response.output_audio.delta"

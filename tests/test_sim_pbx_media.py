@@ -11,7 +11,6 @@ from pathlib import Path
 import gevent
 import pytest
 from ari_swagger import AriSpec
-from relay.sim._sim_rtp import VOICE_DBOV
 
 from relay._g711 import (
     alaw_dbov,
@@ -23,6 +22,7 @@ from relay._g711 import (
     ulaw_to_alaw,
 )
 from relay._rtp import build_rtp, parse_rtp_header
+from relay.sim._sim_rtp import VOICE_DBOV
 from relay.sim.pbx import SimPbx, pacing_stats
 from relay.sim.pbx.sounds import prompt_ulaw
 from relay.sim.pbx.testing import AriClient, EventStream

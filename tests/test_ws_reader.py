@@ -12,6 +12,8 @@ import time
 import pytest
 import ujson
 import websocket
+from sim_model_socket import sim_model_socket
+
 from relay.sim._ws_reader import (
     APPEND,
     END,
@@ -21,7 +23,6 @@ from relay.sim._ws_reader import (
     send_nowait,
     text_frame,
 )
-from sim_model_socket import sim_model_socket
 
 KEY = "sk-reader-test"
 

@@ -32,9 +32,14 @@ def _get(data: Optional[dict], *path: str) -> Any:
     return data
 
 
-def combine(relay: dict, floor: Optional[dict]) -> dict:
-    """One N: both runs and the ratios relay / floor."""
-    out: dict[str, Any] = {"calls": relay["calls"], "relay": relay, "floor": floor}
+def combine(relay: dict, floor: Optional[dict], udp_floor: Optional[dict] = None) -> dict:
+    """One N: the runs and the ratios relay / floor (and relay / UDP floor, when it ran)."""
+    out: dict[str, Any] = {"calls": relay["calls"], "relay": relay, "floor": floor,
+                           "udp_floor": udp_floor}
+    if udp_floor:
+        per_call = udp_floor["cpu_per_call_pct"]
+        out["udp_floor_ratio"] = {
+            "cpu_per_call": relay["cpu_per_call_pct"] / per_call if per_call else None}
     if floor:
         per_call = floor["cpu_per_call_pct"]
         per_packet = floor["cpu_per_packet_us"]
@@ -73,6 +78,7 @@ def tables(results: list[dict]) -> str:
     hub thread was runnable but not running (the machine's other processes had the CPUs):
     when it is more than a few percent, pacing and latency figures measure the machine.
     `kernel %`: the part of relay's CPU time (and the floor's) the kernel spent on its behalf.
+    `floor`: the floor with each call's model leg (the targets' floor); `UDP floor`: without it.
     `lateness` is measured at the PBX (relay's, then the floor's), `pacer p99` is relay's own
     pacer_lateness_seconds (its histogram ends at 100 ms: 100 reads "100 or more").
     `barge-in`: relay's reaction (speech_started to its last frame); `heard`: at the PBX, the
@@ -80,17 +86,21 @@ def tables(results: list[dict]) -> str:
     `turn`: at the PBX, the end of the caller's speech to the answer's first packet."""
     lines = []
     head = (f"{'calls':>5}  {'relay %core':>11} {'%/call':>7} {'floor %core':>11} "
-            f"{'ratio':>5}  {'us/pkt relay/floor':>18}  {'RSS KB/call':>11}  "
+            f"{'ratio':>5}  {'UDP floor %core':>15} {'ratio':>5}  "
+            f"{'us/pkt relay/floor':>18}  {'RSS KB/call':>11}  "
             f"{'sim-pbx %':>9} {'sim-model %':>11} {'machine cores':>13} "
             f"{'relay waited %':>14} {'kernel % relay/floor':>20}")
     lines += [head, "-" * len(head)]
     for r in results:
         relay, floor = r["relay"], r.get("floor") or {}
+        udp = r.get("udp_floor") or {}
         lines.append(
             f"{r['calls']:>5}  {100 * relay['cpu_share']['relay']:>11.1f} "
             f"{relay['cpu_per_call_pct']:>7.3f} "
             f"{_fmt(100 * floor['cpu_share']['floor'] if floor else None):>11} "
             f"{_fmt(_get(r, 'ratio', 'cpu_per_call'), '.2f'):>5}  "
+            f"{_fmt(100 * udp['cpu_share']['floor'] if udp else None):>15} "
+            f"{_fmt(_get(r, 'udp_floor_ratio', 'cpu_per_call'), '.2f'):>5}  "
             f"{_pair(relay['cpu_per_packet_us'], floor.get('cpu_per_packet_us')):>18}  "
             f"{_fmt(relay['rss_kb']['per_call']):>11}  "
             f"{100 * relay['cpu_share'].get('sim_pbx', 0):>9.1f} "
@@ -225,7 +235,11 @@ def chart(results: list[dict], path: Path) -> Optional[Path]:
     cpu_ax.plot(ns, [100 * x["cpu_share"]["relay"] for x in relay], "o-", label="relay")
     if all(floors):
         cpu_ax.plot(ns, [100 * f["cpu_share"]["floor"] for f in floors], "s-",
-                    label="floor (bare socket work)")
+                    label="floor (socket work and model leg)")
+    udp_floors = [r.get("udp_floor") for r in results]
+    if all(udp_floors):
+        cpu_ax.plot(ns, [100 * f["cpu_share"]["floor"] for f in udp_floors], "^:",
+                    label="UDP floor (RTP alone)")
     cpu_ax.plot(ns, [100 * x["cpu_share"].get("sim_pbx", 0) for x in relay], ":",
                 color="grey", label="sim PBX")
     cpu_ax.plot(ns, [100 * x["cpu_share"].get("sim_model", 0) for x in relay], "--",

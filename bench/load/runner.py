@@ -123,10 +123,17 @@ class Run:
             "--script", str(script)])
         return proc.wait_for_line(r"sim-model listening on (ws://\S+)").group(1)
 
-    def start_relay(self, pbx_url: str, model_url: str) -> str:
+    def agent_file(self) -> Path:
+        """The benchmark's agent config, as relay (and the floor's model leg) read it."""
         agents = self.tmp / "agents"
-        agents.mkdir()
-        (agents / f"{scenario.AGENT_KEY}.json").write_text(json.dumps(scenario.AGENT))
+        path = agents / f"{scenario.AGENT_KEY}.json"
+        if not path.exists():
+            agents.mkdir(exist_ok=True)
+            path.write_text(json.dumps(scenario.AGENT))
+        return path
+
+    def start_relay(self, pbx_url: str, model_url: str) -> str:
+        agents = self.agent_file().parent
         web_port = free_port()
         # Only the settings below: none of this shell's relay settings (RECORD_CALLS,
         # RELAY_WORKERS, ...) may change what is measured.
@@ -158,11 +165,15 @@ class Run:
                 raise RuntimeError(f"relay did not get ready: {proc.tail()}")
             time.sleep(0.1)
 
-    def start_floor(self, pbx_url: str, reply_ms: int) -> None:
+    def start_floor(self, pbx_url: str, reply_ms: int, model_url: Optional[str] = None) -> None:
+        """The floor; with model_url, each call's model leg too (relay's URL, key and agent)."""
+        model = [] if model_url is None else [
+            "--model-url", model_url, "--model", "gpt-realtime", "--api-key", API_KEY,
+            "--agent", str(self.agent_file())]
         proc = self._proc("floor", [
             self.opts.python, "-m", "bench.load.floor", "--ari-url", pbx_url,
             "--user", PBX_AUTH[0], "--password", PBX_AUTH[1], "--app", FLOOR_APP,
-            "--reply-ms", str(reply_ms), "--silence-ms", str(scenario.VAD_SILENCE_MS)])
+            "--reply-ms", str(reply_ms), "--silence-ms", str(scenario.VAD_SILENCE_MS), *model])
         proc.wait_for_line(r"floor: ready")
 
     def check_alive(self) -> None:
@@ -430,19 +441,29 @@ def run_relay(calls: int, opts: Options) -> dict[str, Any]:
 
 _FLOOR_COUNTS = re.compile(r"floor: stopped \(received (\d+), sent (\d+), strangers (\d+), "
                            r"send errors (\d+)\)")
+_FLOOR_LEGS = re.compile(r"floor: model legs (\d+) \(failed (\d+)\), appends (\d+), write "
+                         r"errors (\d+), audio deltas (\d+)")
 
 
-def run_floor(calls: int, opts: Options) -> dict[str, Any]:
-    """The same callers and PBX, the floor process in relay's place."""
+def run_floor(calls: int, opts: Options, model_leg: bool = True) -> dict[str, Any]:
+    """The same callers and PBX, the floor process in relay's place; with model_leg (the
+    benchmark's "floor"), the simulated model too, each call's audio appended to it."""
     drops_before = udp_receive_buffer_errors()
-    with Run(opts, f"floor-{calls}") as run:
+    with Run(opts, f"{'floor' if model_leg else 'udp-floor'}-{calls}") as run:
         pbx_url = run.start_pbx()
-        run.start_floor(pbx_url, scenario.mean_reply_ms())
+        model_url = run.start_model() if model_leg else None
+        run.start_floor(pbx_url, scenario.mean_reply_ms(), model_url)
         result = measure(run, calls, pbx_url, FLOOR_APP, "floor")
         floor_log = run.procs["floor"].log
         codes = run.stop()
     result["exit_codes"] = codes
-    match = _FLOOR_COUNTS.search(floor_log.read_text(errors="replace"))
+    result["model_leg"] = model_leg
+    text = floor_log.read_text(errors="replace")
+    legs = _FLOOR_LEGS.search(text)
+    if legs:
+        result["model_legs"] = dict(zip(("calls", "failed", "appends", "write_errors",
+                                         "audio_deltas"), map(int, legs.groups())))
+    match = _FLOOR_COUNTS.search(text)
     totals = result["pbx"]["totals"]
     if match:
         received, sent = int(match.group(1)), int(match.group(2))
