@@ -176,7 +176,8 @@ def problems(document: dict) -> list[str]:
                 out.append(f"{side} at {r['calls']} calls: {res['pbx']['calls_left']} calls "
                            "still live after the run")
             legs = res.get("model_legs")
-            if legs and (legs["failed"] or legs["write_errors"] or legs["calls"] < r["calls"]):
+            if res.get("model_leg") and (legs is None or legs["failed"] or legs["write_errors"]
+                                         or legs["calls"] < r["calls"]):
                 out.append(f"{side} at {r['calls']} calls: the model leg failed ({legs})")
             if not res["window_complete"]:
                 out.append(f"{side} at {r['calls']} calls: not every call was live for the "

@@ -108,12 +108,14 @@ def test_a_floor_whose_model_leg_failed_is_a_failed_run():
     result = {"leftovers": {"channels": 0, "bridges": 0}, "pbx": {"calls_left": 0},
               "window_complete": True}
     legs = {"calls": 4, "failed": 1, "appends": 9, "write_errors": 0, "audio_deltas": 3}
-    document = {"errors": [], "results": [{"calls": 4, "relay": dict(result),
-                                           "floor": dict(result, model_legs=legs)}]}
+    floor = dict(result, model_leg=True, model_legs=legs)
+    document = {"errors": [], "results": [{"calls": 4, "relay": dict(result), "floor": floor}]}
     assert bench_load.problems(document) == [
         f"floor at 4 calls: the model leg failed ({legs})"]
-    document["results"][0]["floor"]["model_legs"] = dict(legs, failed=0)
+    floor["model_legs"] = dict(legs, failed=0)
     assert bench_load.problems(document) == []
+    del floor["model_legs"]                 # the floor never said what its legs did
+    assert bench_load.problems(document) == ["floor at 4 calls: the model leg failed (None)"]
 
 
 def test_command_line_and_metrics_parsing():
