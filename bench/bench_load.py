@@ -116,8 +116,8 @@ def run(calls: list[int], opts: Options, floor: bool = True, retries: int = 0,
             continue
         floor_result = _measured(document, n, "floor", run_floor, opts, retries) \
             if floor else None
-        udp_result = _measured(document, n, "floor", run_udp_floor, opts, retries) \
-            if floor and udp_floor else None
+        udp_result = _measured(document, n, "floor", run_udp_floor, opts, retries,
+                               name="UDP floor") if floor and udp_floor else None
         document["results"].append(report.combine(relay, floor_result, udp_result))
     document["targets"] = report.targets(document["results"])
     return document
@@ -128,16 +128,17 @@ def run_udp_floor(calls: int, opts: Options) -> dict:
 
 
 def _measured(document: dict, n: int, target: str, fn: Callable[[int, Options], dict],
-              opts: Options, retries: int) -> Optional[dict]:
-    """One run of `target` at n calls; again (up to `retries` times, after waiting for a
-    quieter machine) while the machine's other users kept the measured process waiting for
-    its CPU more than BUSY_WAIT_SHARE of the window. The least disturbed attempt is kept, with
+              opts: Options, retries: int, name: Optional[str] = None) -> Optional[dict]:
+    """One run of `target` (the measured process; `name` in messages, default `target`) at n
+    calls; again (up to `retries` times, after waiting for a quieter machine) while the
+    machine's other users kept the measured process waiting for its CPU more than
+    BUSY_WAIT_SHARE of the window. The least disturbed attempt is kept, with
     the waits of every attempt. None (and an error recorded) if it failed outright."""
+    name = name or target
     attempts: list[dict] = []
     for attempt in range(retries + 1):
         if attempt:
             _wait_for_quiet()
-        name = "UDP floor" if fn is run_udp_floor else target
         print(f"load: {n} calls through the {name}"
               f"{f' (attempt {attempt + 1})' if attempt else ''}...", flush=True)
         try:
